@@ -1,0 +1,344 @@
+"""Configuration: YAML file, then `COLLECTOR_<SECTION>__<KEY>` env overrides, then validation.
+
+Every error names the key and the bad value (ConfigError); the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+ENV_PREFIX = "COLLECTOR_"
+SECRET_KEYS = frozenset({"password", "bearer_token"})
+MASK = "***"
+
+
+class ConfigError(Exception):
+    """A config value is wrong; the message names the key and the value."""
+
+
+class Duration(float):
+    """Seconds; written as a number of seconds or with a unit: 200ms, 5s, 1m, 1h, 7d."""
+
+
+class ByteSize(int):
+    """Bytes; written as a number or with a unit: 512KiB, 16MiB, 1MB, 1GiB."""
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
+}
+_NUMBER_UNIT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_duration(value: object) -> Duration:
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _NUMBER_UNIT.match(str(value))
+        unit = match.group(2).lower() if match else None
+        if not match or (unit or "s") not in _DURATION_UNITS:
+            raise ValueError(f"not a duration (use e.g. 200ms, 5s, 1h): {value!r}")
+        seconds = float(match.group(1)) * _DURATION_UNITS[unit or "s"]
+    if seconds < 0:
+        raise ValueError(f"duration must not be negative: {value!r}")
+    return Duration(seconds)
+
+
+def parse_size(value: object) -> ByteSize:
+    if isinstance(value, bool):
+        raise ValueError(f"not a size: {value!r}")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _NUMBER_UNIT.match(str(value))
+        unit = match.group(2).lower() if match else None
+        if not match or unit not in _SIZE_UNITS:
+            raise ValueError(f"not a size (use e.g. 512KiB, 16MiB): {value!r}")
+        size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if size < 0:
+        raise ValueError(f"size must not be negative: {value!r}")
+    return ByteSize(size)
+
+
+def _dec_hook(kind: type, value: Any) -> Any:
+    if kind is Duration:
+        return parse_duration(value)
+    if kind is ByteSize:
+        return parse_size(value)
+    raise NotImplementedError(kind)
+
+
+def _enc_hook(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, int):
+        return int(value)
+    raise NotImplementedError(type(value))
+
+
+def _require(ok: bool, key: str, value: object, why: str) -> None:
+    if not ok:
+        raise ValueError(f"{key} = {value!r}: {why}")
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class DockerConfig(_Section):
+    # Empty: DOCKER_HOST from the environment, else the local socket (aiodocker's rules).
+    host: str = ""
+    # Where the collector sees Docker's containers directory (host paths are mapped onto it).
+    containers_dir: str = "/var/lib/docker/containers"
+    # How long a container's source may keep reading after `die` before it is closed.
+    drain_timeout: Duration = Duration(5.0)
+    reconnect_max_backoff: Duration = Duration(10.0)
+
+    def __post_init__(self) -> None:
+        _require(self.drain_timeout > 0, "drain_timeout", self.drain_timeout, "must be > 0")
+
+
+class SourcesConfig(_Section):
+    # One read per turn; bounded so a busy container cannot starve quiet ones.
+    read_chunk_bytes: ByteSize = ByteSize(256 * 1024)
+    # Safety poll for a missed inotify event; costs one fstat per idle file per interval.
+    poll_interval: Duration = Duration(2.0)
+    # Lines longer than this are cut to this many bytes (counted); Loki rejects > 256 KiB by default.
+    max_line_bytes: ByteSize = ByteSize(256 * 1024)
+
+    def __post_init__(self) -> None:
+        _require(self.read_chunk_bytes >= 4096, "read_chunk_bytes", self.read_chunk_bytes, "must be >= 4KiB")
+        _require(self.poll_interval > 0, "poll_interval", self.poll_interval, "must be > 0")
+        _require(self.max_line_bytes >= 1024, "max_line_bytes", self.max_line_bytes, "must be >= 1KiB")
+
+
+class QueueConfig(_Section):
+    max_bytes: ByteSize = ByteSize(16 * 1024 * 1024)
+
+    def __post_init__(self) -> None:
+        _require(self.max_bytes >= 64 * 1024, "max_bytes", self.max_bytes, "must be >= 64KiB")
+
+
+class LabelsConfig(_Section):
+    # Added to every stream.
+    static: dict[str, str] = msgspec.field(default_factory=dict)
+    # The Docker host's name (from the engine) as label `host`.
+    host: bool = True
+
+    def __post_init__(self) -> None:
+        for name in self.static:
+            _require(bool(LABEL_NAME.match(name)), "static", name, "not a valid Loki label name")
+
+
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+class TLSConfig(_Section):
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    insecure_skip_verify: bool = False
+
+
+class LokiConfig(_Section):
+    # Full push URL, e.g. http://loki:3100/loki/api/v1/push. Empty: print to stdout instead.
+    url: str = ""
+    tenant: str = ""
+    username: str = ""
+    password: str = ""
+    password_file: str = ""
+    bearer_token: str = ""
+    bearer_token_file: str = ""
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    tls: TLSConfig = msgspec.field(default_factory=TLSConfig)
+    encoding: Literal["protobuf", "json"] = "protobuf"
+    # gzip applies to JSON bodies (protobuf bodies are snappy-compressed by the protocol).
+    gzip: bool = False
+    batch_max_bytes: ByteSize = ByteSize(1024 * 1024)
+    batch_max_wait: Duration = Duration(0.2)
+    timeout: Duration = Duration(10.0)
+    min_backoff: Duration = Duration(0.5)
+    max_backoff: Duration = Duration(30.0)
+    # Sent as Loki structured metadata (not labels): container_id, image.
+    structured_metadata: list[Literal["container_id", "image"]] = msgspec.field(
+        default_factory=lambda: ["container_id", "image"]
+    )
+
+    def __post_init__(self) -> None:
+        if self.url:
+            _require(self.url.startswith(("http://", "https://")), "url", self.url, "must start with http:// or https://")
+        _require(self.batch_max_bytes >= 1024, "batch_max_bytes", self.batch_max_bytes, "must be >= 1KiB")
+        _require(self.timeout > 0, "timeout", self.timeout, "must be > 0")
+        _require(self.min_backoff > 0, "min_backoff", self.min_backoff, "must be > 0")
+        _require(self.max_backoff >= self.min_backoff, "max_backoff", self.max_backoff, "must be >= min_backoff")
+        _require(not (self.password and self.password_file), "password_file", self.password_file, "set password or password_file, not both")
+        _require(not (self.bearer_token and self.bearer_token_file), "bearer_token_file", self.bearer_token_file, "set bearer_token or bearer_token_file, not both")
+        _require(not ((self.username or self.password or self.password_file) and (self.bearer_token or self.bearer_token_file)),
+                 "bearer_token", MASK, "basic auth and bearer token are exclusive")
+
+
+class PositionsConfig(_Section):
+    path: str = "/var/lib/collector/positions.json"
+    sync_interval: Duration = Duration(1.0)
+    # First meeting with a running container: a duration (read lines newer than that), "all" or "end".
+    start_at: str = "1h"
+
+    def __post_init__(self) -> None:
+        if self.start_at not in ("all", "end"):
+            try:
+                parse_duration(self.start_at)
+            except ValueError:
+                _require(False, "start_at", self.start_at, "must be a duration (e.g. 1h), 'all' or 'end'")
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class MetricsConfig(_Section):
+    # host:port for /metrics, /healthz, /ready, /status. Empty: no HTTP server.
+    listen: str = "0.0.0.0:9180"
+
+
+class ShutdownConfig(_Section):
+    # How long SIGTERM waits for the queue to flush before giving up.
+    flush_timeout: Duration = Duration(10.0)
+
+
+class Config(_Section):
+    docker: DockerConfig = msgspec.field(default_factory=DockerConfig)
+    sources: SourcesConfig = msgspec.field(default_factory=SourcesConfig)
+    queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
+    labels: LabelsConfig = msgspec.field(default_factory=LabelsConfig)
+    loki: LokiConfig = msgspec.field(default_factory=LokiConfig)
+    positions: PositionsConfig = msgspec.field(default_factory=PositionsConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
+
+
+def _env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
+    """COLLECTOR_LOKI__URL=... -> {"loki": {"url": ...}}; values parse as YAML (so JSON lists/maps work)."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+        if any(not part for part in path):
+            raise ConfigError(f"env {name}: empty key part")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"env {name}: conflicts with another override")
+        # Lists and maps are JSON; everything else stays text and is coerced to the key's type.
+        value: Any = raw
+        if raw.lstrip().startswith(("[", "{")):
+            try:
+                value = msgspec.json.decode(raw)
+            except msgspec.DecodeError as err:
+                raise ConfigError(f"config error: env {name} = {raw!r}: not valid JSON: {err}") from None
+        node[path[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _lookup(tree: Any, dotted: str) -> Any:
+    node = tree
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.strip("[]").isdigit():
+            node = node[int(part.strip("[]"))]
+        else:
+            return None
+    return node
+
+
+def _read_secret_file(path: str, key: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as err:
+        raise ConfigError(f"config error: loki.{key} = {path!r}: cannot read: {err.strerror}") from None
+
+
+def load_config(path: str | None, environ: dict[str, str] | os._Environ[str] | None = None) -> Config:
+    environ = os.environ if environ is None else environ
+    raw: Any = {}
+    if path:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as err:
+            raise ConfigError(f"config error: cannot read {path}: {err.strerror}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config error: {path} is not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config error: {path} must hold a mapping at the top, got {type(raw).__name__}")
+    merged = _merge(raw, _env_overrides(environ))
+    try:
+        # strict=False: env values are text, "5" must fill an int and "true" a bool.
+        config = msgspec.convert(merged, Config, dec_hook=_dec_hook, strict=False)
+    except msgspec.ValidationError as err:
+        message = str(err)
+        where = re.search(r" - at `\$\.?([^`]*)`$", message)
+        dotted = where.group(1) if where else ""
+        reason = message[: where.start()] if where else message
+        if re.match(r"^\w+ = ", reason):
+            # A check in a section's __post_init__ already named its key and value.
+            raise ConfigError(f"config error: {dotted}.{reason}" if dotted else f"config error: {reason}") from None
+        unknown = re.match(r"^Object contains unknown field `([^`]*)`", reason)
+        if unknown:
+            dotted = f"{dotted}.{unknown.group(1)}" if dotted else unknown.group(1)
+            reason = "unknown key"
+        value = _lookup(merged, dotted)
+        shown = MASK if dotted.rsplit(".", 1)[-1] in SECRET_KEYS else repr(value)
+        raise ConfigError(f"config error: {dotted} = {shown}: {reason}") from None
+    if config.loki.password_file:
+        config.loki.password = _read_secret_file(config.loki.password_file, "password_file")
+    if config.loki.bearer_token_file:
+        config.loki.bearer_token = _read_secret_file(config.loki.bearer_token_file, "bearer_token_file")
+    return config
+
+
+def masked(config: Config) -> dict[str, Any]:
+    """The effective config as plain data, with secrets replaced by ***."""
+
+    def mask(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: (MASK if k in SECRET_KEYS and v else mask(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [mask(v) for v in node]
+        return node
+
+    return mask(msgspec.to_builtins(config, enc_hook=_enc_hook))
+
+
+def start_at_seconds(config: Config) -> float | None:
+    """None for 'all', 0 for 'end', else the window in seconds."""
+    value = config.positions.start_at
+    if value == "all":
+        return None
+    if value == "end":
+        return 0.0
+    return float(parse_duration(value))

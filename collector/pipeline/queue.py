@@ -1,0 +1,105 @@
+"""A FIFO of chunks bounded in bytes: sources wait when it is full (the log file is the buffer).
+
+Waiting putters are served strictly in arrival order, so a busy source cannot starve a quiet one:
+each source puts bounded chunks and waits its turn behind the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from collector.pipeline.entry import Chunk
+
+
+class QueueClosed(Exception):
+    """put() on a closed queue, or get() on a closed queue that has nothing left."""
+
+
+class ChunkQueue:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: deque[Chunk] = deque()
+        self._bytes = 0
+        self._closed = False
+        self._putters: deque[asyncio.Future[None]] = deque()
+        self._getters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _fits(self, nbytes: int) -> bool:
+        # An item larger than the bound still goes in when the queue is empty, else it never would.
+        return not self._items or self._bytes + nbytes <= self.max_bytes
+
+    async def put(self, chunk: Chunk) -> None:
+        first_try = True
+        while not self._closed and (self._putters and first_try or not self._fits(chunk.nbytes)):
+            waiter = asyncio.get_running_loop().create_future()
+            # A putter that was woken but still does not fit keeps its place at the front.
+            (self._putters.append if first_try else self._putters.appendleft)(waiter)
+            first_try = False
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._putters:
+                    self._putters.remove(waiter)
+                elif waiter.done() and not waiter.cancelled():
+                    self._wake(self._putters)  # pass the turn on
+                raise
+        if self._closed:
+            raise QueueClosed("queue closed")
+        self._items.append(chunk)
+        self._bytes += chunk.nbytes
+        self._wake(self._getters)
+        if self._bytes < self.max_bytes:
+            self._wake(self._putters)
+
+    def get_nowait(self) -> Chunk | None:
+        if not self._items:
+            return None
+        chunk = self._items.popleft()
+        self._bytes -= chunk.nbytes
+        self._wake(self._putters)
+        return chunk
+
+    async def get(self) -> Chunk:
+        while not self._items:
+            if self._closed:
+                raise QueueClosed("queue closed and drained")
+            waiter = asyncio.get_running_loop().create_future()
+            self._getters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._getters:
+                    self._getters.remove(waiter)
+                raise
+        chunk = self.get_nowait()
+        assert chunk is not None
+        return chunk
+
+    def close(self) -> None:
+        """No more puts; getters drain what is left, then get QueueClosed."""
+        self._closed = True
+        for waiters in (self._putters, self._getters):
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    @staticmethod
+    def _wake(waiters: deque[asyncio.Future[None]]) -> None:
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return

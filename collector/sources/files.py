@@ -1,0 +1,266 @@
+"""json-file sources: one inotify instance for the process, one tailer task per log file.
+
+Linux allows 128 inotify instances per user by default, so the process has exactly one, with one
+watch per container directory; its events only wake the tailers that own files there. A slow
+safety poll covers a missed event. Tailers hold their file open from the moment they are made,
+so a `--rm` container's log (unlinked ~0.3 s after it starts) is still read to its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+
+from asyncinotify import Inotify, Mask
+
+from collector.pipeline.entry import Chunk, Entry, FilePosition, Origin
+from collector.pipeline.queue import ChunkQueue
+from collector.sources.jsonfile import JsonFileParser
+from collector.sources.source import SourceStats
+
+log = logging.getLogger(__name__)
+
+_DIR_MASK = (
+    Mask.MODIFY | Mask.CREATE | Mask.MOVED_TO | Mask.MOVED_FROM | Mask.DELETE | Mask.DELETE_SELF | Mask.CLOSE_WRITE
+)
+# A record longer than this without a newline is not json-file output: drop it rather than grow.
+_MAX_RECORD_BYTES = 8 * 1024 * 1024
+
+
+class InotifyHub:
+    """The process's single inotify instance; wakes the tailers watching a directory."""
+
+    def __init__(self) -> None:
+        self._inotify = Inotify()
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._watches: dict[str, object] = {}
+
+    @property
+    def watch_count(self) -> int:
+        return len(self._watches)
+
+    def subscribe(self, directory: str) -> asyncio.Event:
+        wake = asyncio.Event()
+        if directory not in self._watches:
+            try:
+                self._watches[directory] = self._inotify.add_watch(directory, _DIR_MASK)
+            except OSError as err:
+                # No watch (e.g. directory gone): the tailer still runs on its safety poll.
+                log.warning("inotify watch failed", extra={"directory": directory, "error": str(err)})
+        self._waiters.setdefault(directory, set()).add(wake)
+        return wake
+
+    def unsubscribe(self, directory: str, wake: asyncio.Event) -> None:
+        waiters = self._waiters.get(directory)
+        if waiters is None:
+            return
+        waiters.discard(wake)
+        if waiters:
+            return
+        del self._waiters[directory]
+        watch = self._watches.pop(directory, None)
+        if watch is not None:
+            try:
+                self._inotify.rm_watch(watch)  # type: ignore[arg-type]
+            except OSError:
+                pass  # the directory is gone and the kernel dropped the watch already
+
+    async def run(self) -> None:
+        async for event in self._inotify:
+            watch = event.watch
+            if watch is None:
+                continue
+            directory = str(watch.path)
+            if Mask.IGNORED in event.mask:
+                self._watches.pop(directory, None)
+            for wake in self._waiters.get(directory, ()):
+                wake.set()
+
+    def close(self) -> None:
+        self._inotify.close()
+
+
+@dataclass(slots=True)
+class TailerSettings:
+    read_chunk_bytes: int
+    poll_interval: float
+    drain_quiet: float = 0.2  # after `die`, EOF must stay quiet this long before the file is closed
+
+
+class FileTailer:
+    """Reads one container's json-file log from a position to wherever the container leaves it.
+
+    Rotation: Docker renames <id>-json.log to .1 and opens a new file; the tailer finishes the old
+    file through its open handle, then opens the new one. Truncation: starts again from 0.
+    """
+
+    kind = "file"
+
+    def __init__(
+        self,
+        path: str,
+        origin: Origin,
+        queue: ChunkQueue,
+        hub: InotifyHub,
+        settings: TailerSettings,
+        parser: JsonFileParser,
+        position: FilePosition | None,
+        stats: SourceStats,
+    ) -> None:
+        self.path = path
+        self.origin = origin
+        self._queue = queue
+        self._hub = hub
+        self._settings = settings
+        self._parser = parser
+        self.stats = stats
+        self.draining = False
+        self._directory = os.path.dirname(path)
+        self._wake = hub.subscribe(self._directory)
+        self._fd = -1
+        self.inode = 0
+        self.offset = 0
+        try:
+            self._open(position)
+        except BaseException:
+            self._hub.unsubscribe(self._directory, self._wake)
+            raise
+
+    def _open(self, position: FilePosition | None) -> None:
+        """Open at once (not in the task): the handle must exist before the file can be unlinked."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        st = os.fstat(fd)
+        self._fd, self.inode = fd, st.st_ino
+        if position is not None and position.inode == st.st_ino and position.offset <= st.st_size:
+            self.offset = position.offset
+        else:
+            self.offset = 0
+        os.lseek(fd, self.offset, os.SEEK_SET)
+        self.queued_position = FilePosition(self.inode, self.offset)
+
+    def seek_to(self, offset: int) -> None:
+        """Read on from `offset`, a record boundary."""
+        self.offset = offset
+        os.lseek(self._fd, offset, os.SEEK_SET)
+        self.queued_position = FilePosition(self.inode, offset)
+
+    @property
+    def fd(self) -> int:
+        return self._fd
+
+    def drain(self) -> None:
+        """The container died: read to the end, deliver unfinished lines, then stop."""
+        self.draining = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            await self._follow()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._hub.unsubscribe(self._directory, self._wake)
+
+    async def _follow(self) -> None:
+        rest = b""
+        quiet_since: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            # Clear before reading: a write that lands during the read sets it again.
+            self._wake.clear()
+            data = os.read(self._fd, self._settings.read_chunk_bytes)
+            if data:
+                quiet_since = None
+                rest = await self._consume(rest + data if rest else data)
+                continue
+            # At EOF of the file we hold.
+            if await self._switch_if_rotated(rest):
+                rest = b""
+                continue
+            if self.draining:
+                now = loop.time()
+                quiet_since = quiet_since or now
+                if now - quiet_since >= self._settings.drain_quiet:
+                    await self._finish(rest)
+                    return
+                timeout = self._settings.drain_quiet
+            else:
+                timeout = self._settings.poll_interval
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _consume(self, data: bytes) -> bytes:
+        """Parse the whole records in `data`, queue them, return the unfinished tail."""
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            if len(data) > _MAX_RECORD_BYTES:
+                self.stats.errors += 1
+                self.stats.last_error = f"record over {_MAX_RECORD_BYTES} bytes without newline dropped"
+                log.warning("oversized record dropped", extra={"container_id": self.origin.container_id, "path": self.path})
+                self.offset += len(data)
+                return b""
+            return data
+        whole = data[:cut]
+        start = self.offset
+        entries, resume = self._parser.feed(whole, start)
+        self.offset = start + cut
+        self.stats.bytes += cut
+        self.stats.lines += len(entries)
+        self.stats.errors = self._parser.stats.bad_records
+        if self._parser.stats.last_error:
+            self.stats.last_error = self._parser.stats.last_error
+        self.stats.truncated = self._parser.stats.truncated_lines
+        await self._put(entries, cut, resume)
+        return data[cut:]
+
+    async def _put(self, entries: list[Entry], nbytes: int, resume: int) -> None:
+        position = FilePosition(self.inode, resume)
+        await self._queue.put(Chunk(self.origin, entries, nbytes, position))
+        # Where a new run of this container continues if this one ends now.
+        self.queued_position = position
+
+    async def _finish(self, rest: bytes) -> None:
+        if rest:
+            # A trailing record without newline: Docker always ends records with one, so it is torn.
+            self.stats.errors += 1
+            self.stats.last_error = "torn record at end of file"
+        entries = self._parser.flush()
+        await self._put(entries, 0, self.offset)
+
+    async def _switch_if_rotated(self, rest: bytes) -> bool:
+        """At EOF: follow a rotation (new inode at our path) or a truncation. True if it switched."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False  # removed (destroy) or mid-rotation: keep our handle, the poll looks again
+        size = os.fstat(self._fd).st_size
+        if st.st_ino == self.inode:
+            if size < self.offset:
+                log.warning("log file truncated, reading from its start", extra={"path": self.path})
+                self.stats.truncations += 1
+                await self._finish(rest)
+                self.seek_to(0)
+                return True
+            return False
+        # Rotated: our handle is at EOF of the old file; its unfinished lines end here.
+        self.stats.rotations += 1
+        if rest:
+            self.stats.errors += 1
+        entries = self._parser.flush()
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        os.close(self._fd)
+        self._fd, self.inode, self.offset = fd, os.fstat(fd).st_ino, 0
+        await self._put(entries, 0, 0)
+        return True

@@ -1,0 +1,212 @@
+"""One source per container: routing by log driver, and the lifecycle start -> die -> destroy.
+
+The registry owns every source task (one TaskGroup); nothing it starts outlives it or its container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from collector.docker.containers import ContainerInfo, local_log_path
+from collector.pipeline.entry import FilePosition, Origin
+from collector.pipeline.queue import ChunkQueue
+from collector.sources.files import FileTailer, InotifyHub, TailerSettings
+from collector.sources.jsonfile import JsonFileParser
+from collector.sources.source import Source, SourceStats
+
+log = logging.getLogger(__name__)
+
+FILE_DRIVERS = frozenset({"json-file"})
+
+
+@dataclass(slots=True)
+class Tracked:
+    info: ContainerInfo
+    source: Source | None = None
+    task: asyncio.Task[None] | None = None
+    mode: str = "file"  # file | stream | skipped
+    skip_reason: str = ""
+
+
+class SourceRegistry:
+    def __init__(
+        self,
+        *,
+        queue: ChunkQueue,
+        hub: InotifyHub,
+        containers_dir: str,
+        settings: TailerSettings,
+        max_line_bytes: int,
+        static_labels: dict[str, str],
+        host_label: bool,
+        drain_timeout: float,
+        own_id: str | None,
+        acked_position: Callable[[str], FilePosition | None],
+    ) -> None:
+        self._queue = queue
+        self._hub = hub
+        self._containers_dir = containers_dir
+        self._settings = settings
+        self._max_line_bytes = max_line_bytes
+        self._static_labels = static_labels
+        self._host_label = host_label
+        self._drain_timeout = drain_timeout
+        self._own_id = own_id
+        self._acked_position = acked_position
+        self.host = ""
+        self.containers: dict[str, Tracked] = {}
+        # Where each finished source stopped reading: a restart continues there even before
+        # its last chunks are acknowledged (acknowledged positions can lag behind).
+        self._read_upto: dict[str, FilePosition] = {}
+        self.skipped = Counter[str]()
+        self.open_errors = 0
+        self._group: asyncio.TaskGroup | None = None
+        self._stopping = asyncio.Event()
+
+    # -- ownership ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Hold the task group that owns every source task until stop()."""
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            await self._stopping.wait()
+            for tracked in self.containers.values():
+                if tracked.task is not None:
+                    tracked.task.cancel()
+        self._group = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # -- discovery callbacks -----------------------------------------------------------------
+    def set_host(self, name: str) -> None:
+        self.host = name
+
+    async def reconcile(self, present: list[ContainerInfo]) -> None:
+        """After (re)connecting: start what runs, forget what is gone."""
+        present_ids = {info.id for info in present}
+        for container_id in [cid for cid in self.containers if cid not in present_ids]:
+            await self.destroyed(container_id)
+        for info in present:
+            if info.running:
+                await self.started(info)
+            else:
+                self.containers.setdefault(info.id, Tracked(info, mode="stopped"))
+
+    async def started(self, info: ContainerInfo) -> None:
+        if info.id == self._own_id:
+            self._skip(info, "self")
+            return
+        tracked = self.containers.get(info.id)
+        if tracked is not None and tracked.task is not None and not tracked.task.done():
+            if tracked.source is None or not tracked.source.draining:
+                return  # already following it (a re-list after reconnect)
+            await self._finish(tracked)  # restarted while draining: finish the old run first
+        if info.log_driver == "none":
+            self._skip(info, "driver_none")
+            return
+        if info.log_driver not in FILE_DRIVERS:
+            # Engine API streaming for other drivers comes with the stream source.
+            self._skip(info, f"driver_{info.log_driver}")
+            return
+        self._start_file(info)
+
+    def died(self, container_id: str) -> None:
+        tracked = self.containers.get(container_id)
+        if tracked is not None and tracked.source is not None:
+            tracked.source.drain()
+        if tracked is not None:
+            tracked.info.running = False
+
+    async def destroyed(self, container_id: str) -> None:
+        tracked = self.containers.pop(container_id, None)
+        if tracked is not None:
+            if tracked.source is not None:
+                tracked.source.drain()
+            await self._finish(tracked)
+        self._read_upto.pop(container_id, None)
+
+    def renamed(self, container_id: str, new_name: str) -> None:
+        tracked = self.containers.get(container_id)
+        if tracked is None:
+            return
+        tracked.info.name = new_name
+        if tracked.source is not None:
+            tracked.source.origin = self._origin(tracked.info)
+
+    # -- internals ---------------------------------------------------------------------------
+    def _skip(self, info: ContainerInfo, reason: str) -> None:
+        if info.id not in self.containers or self.containers[info.id].mode != "skipped":
+            self.skipped[reason] += 1
+            log.info("container skipped", extra={"container_id": info.id[:12], "container_name": info.name, "reason": reason})
+        self.containers[info.id] = Tracked(info, mode="skipped", skip_reason=reason)
+
+    def _origin(self, info: ContainerInfo) -> Origin:
+        labels = {
+            "container_name": info.name,
+            "compose_project": info.compose_project,
+            "compose_service": info.compose_service,
+        }
+        if self._host_label and self.host:
+            labels["host"] = self.host
+        labels.update(self._static_labels)
+        return Origin(
+            container_id=info.id,
+            labels={key: value for key, value in labels.items() if value},
+            metadata={"container_id": info.id, "image": info.image},
+        )
+
+    def _start_file(self, info: ContainerInfo) -> None:
+        assert self._group is not None, "registry is not running"
+        path = local_log_path(self._containers_dir, info)
+        position = self._read_upto.get(info.id) or self._acked_position(info.id)
+        stats = SourceStats()
+        try:
+            tailer = FileTailer(
+                path,
+                self._origin(info),
+                self._queue,
+                self._hub,
+                self._settings,
+                JsonFileParser(self._max_line_bytes),
+                position,
+                stats,
+            )
+        except OSError as err:
+            self.open_errors += 1
+            log.error("cannot open container log", extra={"container_id": info.id[:12], "path": path, "error": str(err)})
+            self.containers[info.id] = Tracked(info, mode="file", skip_reason=f"open failed: {err.strerror}")
+            return
+        task = self._group.create_task(self._run_source(info.id, tailer), name=f"file:{info.id[:12]}")
+        self.containers[info.id] = Tracked(info, tailer, task, mode="file")
+
+    async def _run_source(self, container_id: str, source: FileTailer) -> None:
+        """A source's failure is logged and counted; it never takes the collector down."""
+        try:
+            await source.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - isolate one container's fault from the rest
+            source.stats.errors += 1
+            source.stats.last_error = repr(err)
+            log.exception("source failed", extra={"container_id": container_id[:12]})
+        finally:
+            self._read_upto[container_id] = source.queued_position
+
+    async def _finish(self, tracked: Tracked) -> None:
+        """Let a draining source end by itself within the drain timeout, else cancel it."""
+        task = tracked.task
+        if task is None or task.done():
+            return
+        try:
+            async with asyncio.timeout(self._drain_timeout):
+                await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
