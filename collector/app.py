@@ -32,7 +32,7 @@ class Collector:
         self.hub = InotifyHub()
         self.engine = Engine(config.docker.host)
         self.sink = sink or make_sink(config)
-        self.own_id = own_container_id()
+        self.own_id = config.docker.self_id or own_container_id()
         self.registry = SourceRegistry(
             queue=self.queue,
             hub=self.hub,

@@ -104,6 +104,8 @@ class DockerConfig(_Section):
     # How long a container's source may keep reading after `die` before it is closed.
     drain_timeout: Duration = Duration(5.0)
     reconnect_max_backoff: Duration = Duration(10.0)
+    # The collector's own container id, never read. Empty: detected from /proc/self.
+    self_id: str = ""
 
     def __post_init__(self) -> None:
         _require(self.drain_timeout > 0, "drain_timeout", self.drain_timeout, "must be > 0")

@@ -41,6 +41,7 @@ class Discovery:
                 async with self._engine.events() as events:
                     await self._relist()
                     self.connected = True
+                    log.info("following docker events")
                     backoff = 0.25
                     async for event in events:
                         await self._dispatch(event)

@@ -1,0 +1,72 @@
+"""Config: YAML, env overrides, errors that name the key and exit 2, secrets masked."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from collector.config import ConfigError, load_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
+    return subprocess.run([sys.executable, "-m", "collector", *args], env={**clean, "PYTHONPATH": REPO, **(env or {})},
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "env", "named"),
+    [
+        ("queue:\n  max_bytes: lots\n", {}, "queue.max_bytes = 'lots'"),
+        ("loki:\n  url: ftp://loki\n", {}, "loki.url = 'ftp://loki'"),
+        ("loki:\n  batch_max_wait: soon\n", {}, "loki.batch_max_wait = 'soon'"),
+        ("", {"COLLECTOR_LOKI__ENCODING": "xml"}, "loki.encoding = 'xml'"),
+        ("", {"COLLECTOR_SOURCES__POLL_INTERVAL": "-1"}, "sources.poll_interval = '-1'"),
+        ("positions:\n  start_at: yesterday\n", {}, "positions.start_at = 'yesterday'"),
+        ("loki:\n  tenat: x\n", {}, "loki.tenat = 'x': unknown key"),
+        ("labels:\n  static:\n    bad-name: x\n", {}, "labels.static = 'bad-name'"),
+    ],
+)
+def test_bad_values_exit_2_naming_key_and_value(tmp_path, yaml_text: str, env: dict[str, str], named: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml_text)
+    result = cli("--config", str(path), "check-config", env=env)
+    assert result.returncode == 2
+    assert named in result.stderr, result.stderr
+
+
+def test_env_override_beats_yaml_and_secrets_are_masked(tmp_path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("loki:\n  url: http://from-yaml:3100/loki/api/v1/push\n  tenant: yaml\n  username: u\n  password: hunter2\n")
+    result = cli("--config", str(path), "check-config", env={
+        "COLLECTOR_LOKI__TENANT": "from-env",
+        "COLLECTOR_LABELS__STATIC": '{"env": "prod"}',
+        "COLLECTOR_QUEUE__MAX_BYTES": "32MiB",
+    })
+    assert result.returncode == 0, result.stderr
+    shown = yaml.safe_load(result.stdout)
+    assert shown["loki"]["tenant"] == "from-env"
+    assert shown["loki"]["url"] == "http://from-yaml:3100/loki/api/v1/push"
+    assert shown["labels"]["static"] == {"env": "prod"}
+    assert shown["queue"]["max_bytes"] == 32 * 1024 * 1024
+    assert shown["loki"]["password"] == "***" and "hunter2" not in result.stdout
+
+
+def test_secret_from_file(tmp_path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("s3cret\n")
+    config = load_config(None, {"COLLECTOR_LOKI__BEARER_TOKEN_FILE": str(secret)})
+    assert config.loki.bearer_token == "s3cret"
+    with pytest.raises(ConfigError, match="loki.bearer_token_file = '/nonexistent'"):
+        load_config(None, {"COLLECTOR_LOKI__BEARER_TOKEN_FILE": "/nonexistent"})
+
+
+def test_shipped_config_yaml_is_valid_and_matches_defaults() -> None:
+    from_file = load_config(os.path.join(REPO, "config.yaml"), {})
+    assert from_file == load_config(None, {})

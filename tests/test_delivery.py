@@ -1,0 +1,109 @@
+"""Step 1 through the real path: container -> json-file -> collector -> stdout sink."""
+
+from __future__ import annotations
+
+import calendar
+import json
+import re
+import time
+
+import pytest
+
+from dockerengine import DockerEngine
+from harness import CollectorProcess, wait_until
+
+pytestmark = pytest.mark.docker
+
+
+def _ns(text: str) -> int:
+    """Independent RFC 3339 -> ns for checking (not the collector's parser)."""
+    match = re.fullmatch(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?Z", text)
+    assert match, text
+    y, mo, d, h, mi, s, frac = match.groups()
+    return calendar.timegm((int(y), int(mo), int(d), int(h), int(mi), int(s))) * 10**9 + int((frac or "0").ljust(9, "0"))
+
+
+def _file_records(engine: DockerEngine, container_id: str) -> list[dict]:
+    with open(engine.log_path(container_id)) as handle:
+        return [json.loads(line) for line in handle]
+
+
+@pytest.fixture
+async def collector(containers: DockerEngine):
+    proc = await CollectorProcess(containers).start()
+    yield proc
+    code = await proc.stop()
+    assert code == 0, proc.stderr[-20:]
+
+
+async def test_three_containers_ten_thousand_lines_each(collector: CollectorProcess, containers: DockerEngine) -> None:
+    names = [f"seq-{i}-{time.monotonic_ns()}" for i in range(3)]
+    started = time.monotonic()
+    ids = [containers.run(f"awk 'BEGIN{{for(i=1;i<=10000;i++) print \"{n}\", i}}'", name=n) for n in names]
+    for name in names:
+        await collector.wait_for_lines(name, 10000, timeout=120)
+    elapsed = time.monotonic() - started
+    print(f"\n30,000 lines delivered {elapsed:.2f}s after the first container start ({30000 / elapsed:,.0f} lines/s)")
+    host = containers.docker("info", "--format", "{{.Name}}")
+    for name, cid in zip(names, ids):
+        entries = collector.entries_of(name)
+        assert [e["line"] for e in entries] == [f"{name} {i}" for i in range(1, 10001)]  # all, once, in order
+        assert all(e["labels"] == {"container_name": name, "host": host, "stream": "stdout"} for e in entries)
+        expected = [_ns(r["time"]) for r in _file_records(containers, cid)]
+        assert [e["ts_ns"] for e in entries] == expected
+
+
+async def test_rm_container_that_exits_at_once(collector: CollectorProcess, containers: DockerEngine) -> None:
+    name = f"rm-{time.monotonic_ns()}"
+    containers.run("echo one; echo two; echo three", "--rm", name=name)
+    assert await collector.wait_for_lines(name, 3) == ["one", "two", "three"]
+
+
+async def test_long_line_stderr_and_unterminated_last_line(collector: CollectorProcess, containers: DockerEngine) -> None:
+    name = f"mixed-{time.monotonic_ns()}"
+    containers.run(
+        "awk 'BEGIN{s=\"\"; for(i=0;i<40960;i++) s=s \"x\"; print s}'; echo oops >&2; sleep 0.2; printf 'no newline'",
+        name=name,
+    )
+    await collector.wait_for_lines(name, 3)
+    await wait_until(lambda: containers.inspect(name)["State"]["Status"] == "exited", what="exit")
+    entries = collector.entries_of(name)
+    # Docker copies stdout and stderr separately, so only the order within a stream is defined.
+    stdout = [e["line"] for e in entries if e["labels"]["stream"] == "stdout"]
+    stderr = [e["line"] for e in entries if e["labels"]["stream"] == "stderr"]
+    assert stdout == ["x" * 40960, "no newline"]  # the 16 KiB parts are one entry again
+    assert stderr == ["oops"]
+
+
+async def test_tty_lines_have_no_carriage_return(collector: CollectorProcess, containers: DockerEngine) -> None:
+    name = f"tty-{time.monotonic_ns()}"
+    containers.run("echo first; echo second", "-t", name=name)
+    assert await collector.wait_for_lines(name, 2) == ["first", "second"]
+    with open(containers.log_path(containers.inspect(name)["Id"])) as handle:
+        assert json.loads(handle.readline())["log"] == "first\r\n"  # the file has it; we strip it
+
+
+async def test_container_running_before_the_collector_starts(containers: DockerEngine) -> None:
+    name = f"early-{time.monotonic_ns()}"
+    containers.run("echo before; sleep 1; echo after; sleep 60", name=name)
+    await wait_until(lambda: containers.docker("logs", name) != "", what="first line in the file")
+    proc = await CollectorProcess(containers).start()
+    try:
+        assert await proc.wait_for_lines(name, 2) == ["before", "after"]
+    finally:
+        assert await proc.stop() == 0
+
+
+async def test_own_container_is_never_read(containers: DockerEngine) -> None:
+    own, other = f"self-{time.monotonic_ns()}", f"other-{time.monotonic_ns()}"
+    own_id = containers.run("for i in 1 2 3; do echo mine $i; sleep 0.2; done; sleep 60", name=own)
+    proc = await CollectorProcess(containers, env={"COLLECTOR_DOCKER__SELF_ID": own_id}).start()
+    try:
+        containers.run("echo theirs", name=other)
+        await proc.wait_for_lines(other, 1)
+        await wait_until(lambda: "mine 3" in containers.docker("logs", own), what="own container's output")
+        assert proc.lines_of(own) == []
+        skipped = [json.loads(line) for line in proc.stderr if "container skipped" in line]
+        assert [(s["container_name"], s["reason"]) for s in skipped if s["container_name"] == own] == [(own, "self")]
+    finally:
+        assert await proc.stop() == 0

@@ -1,0 +1,58 @@
+import asyncio
+
+import pytest
+
+from collector.pipeline.entry import Chunk, Origin
+from collector.pipeline.queue import ChunkQueue, QueueClosed
+
+
+def chunk(tag: str, nbytes: int) -> Chunk:
+    return Chunk(Origin(tag, {}), [], nbytes)
+
+
+async def test_bounded_in_bytes_and_putters_served_in_arrival_order() -> None:
+    queue = ChunkQueue(max_bytes=100)
+    await queue.put(chunk("a", 60))
+    order: list[str] = []
+
+    async def put(tag: str, nbytes: int) -> None:
+        await queue.put(chunk(tag, nbytes))
+        order.append(tag)
+
+    busy = asyncio.create_task(put("busy", 60))
+    await asyncio.sleep(0)
+    quiet = asyncio.create_task(put("quiet", 10))  # fits, but must not jump the queue
+    await asyncio.sleep(0.01)
+    assert order == [] and queue.nbytes == 60
+    assert (await queue.get()).origin.container_id == "a"
+    await asyncio.gather(busy, quiet)
+    assert order == ["busy", "quiet"] and queue.nbytes == 70
+
+
+async def test_oversized_item_goes_into_an_empty_queue() -> None:
+    queue = ChunkQueue(max_bytes=10)
+    await asyncio.wait_for(queue.put(chunk("big", 1000)), 1)
+    assert queue.nbytes == 1000
+
+
+async def test_close_drains_then_raises() -> None:
+    queue = ChunkQueue(max_bytes=10)
+    await queue.put(chunk("x", 5))
+    queue.close()
+    assert (await queue.get()).origin.container_id == "x"
+    with pytest.raises(QueueClosed):
+        await queue.get()
+    with pytest.raises(QueueClosed):
+        await queue.put(chunk("y", 1))
+
+
+async def test_cancelled_putter_passes_its_turn_on() -> None:
+    queue = ChunkQueue(max_bytes=10)
+    await queue.put(chunk("a", 10))
+    first = asyncio.create_task(queue.put(chunk("b", 5)))
+    second = asyncio.create_task(queue.put(chunk("c", 5)))
+    await asyncio.sleep(0)
+    first.cancel()
+    await queue.get()
+    await asyncio.wait_for(second, 1)
+    assert [c.origin.container_id for c in [queue.get_nowait()]] == ["c"]
