@@ -13,6 +13,7 @@ from collector.docker.self_id import own_container_id
 from collector.pipeline.queue import ChunkQueue
 from collector.positions import Positions
 from collector.sinks.base import Sink
+from collector.sinks.loki import LokiSink
 from collector.sinks.stdout import StdoutSink
 from collector.sources.files import InotifyHub, TailerSettings
 from collector.sources.registry import SourceRegistry
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def make_sink(config: Config) -> Sink:
+    if config.loki.url:
+        return LokiSink(config.loki)
     return StdoutSink()
 
 

@@ -1,0 +1,290 @@
+"""The Loki sink, shaped like aiokafka's producer: an accumulator task closes batches (by size or by
+the age of their oldest chunk) and encodes them; one sender task pushes them in order, retrying
+with backoff. A batch is acknowledged (positions advance) when Loki stored it: 2xx, or a 400 whose
+valid entries Loki kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import gzip
+import logging
+import random
+import re
+import ssl
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from collector import __version__
+from collector.config import LokiConfig
+from collector.pipeline.entry import Chunk, Origin
+from collector.pipeline.queue import ChunkQueue, QueueClosed
+from collector.sinks.base import Acknowledge
+from collector.sinks.lokiproto import PushEntry, PushStream, encode_json, encode_push_request, label_string, snappy_block
+
+log = logging.getLogger(__name__)
+
+# Loki's 400 texts, one per rejected entry (or grouped "N errors like: ..."), by its reason names.
+_REJECTION_PATTERNS = (
+    ("greater_than_max_sample_age", re.compile(r"timestamp too old")),
+    ("too_far_in_future", re.compile(r"timestamp too new")),
+    ("line_too_long", re.compile(r"Max entry size .* exceeded")),
+    ("out_of_order", re.compile(r"out of order|too far behind")),
+    ("per_stream_rate_limit", re.compile(r"Per stream rate limit exceeded")),
+    ("rate_limited", re.compile(r"Ingestion rate limit exceeded")),
+    ("invalid_labels", re.compile(r"error parsing labels|invalid label|parse error", re.I)),
+)
+_SUMMARY = re.compile(r"^\s*total ignored: \d+ out of \d+")  # the ingester's tally after its lines
+_GROUPED = re.compile(r"^\s*(\d+) errors like: (.*)$")
+_METADATA_DISABLED = re.compile(r"structured metadata is disabled|structured metadata.*not allowed|disallowed.structured.metadata", re.I)
+
+
+def rejections_in(body: str) -> Counter[str]:
+    """Count rejected entries by reason from a Loki 400 body."""
+    counts: Counter[str] = Counter()
+    for line in body.splitlines():
+        if not line.strip() or _SUMMARY.match(line):
+            continue
+        times = 1
+        grouped = _GROUPED.match(line)
+        if grouped:
+            times, line = int(grouped.group(1)), grouped.group(2)
+        reason = next((name for name, pattern in _REJECTION_PATTERNS if pattern.search(line)), "other")
+        counts[reason] += times
+    return counts
+
+
+@dataclass(slots=True)
+class PushStats:
+    entries_sent: int = 0
+    bytes_sent: int = 0
+    requests: Counter[str] = field(default_factory=Counter)  # by status code or "error"
+    retries: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)  # by Loki's reason
+    dropped: Counter[str] = field(default_factory=Counter)  # batches dropped, by reason
+    last_push_ok: bool = True
+    last_success: float = 0.0
+    last_error: str = ""
+
+
+@dataclass(slots=True)
+class Batch:
+    chunks: list[Chunk] = field(default_factory=list)
+    streams: dict[tuple[int, str], list[PushEntry]] = field(default_factory=dict)
+    stream_labels: dict[tuple[int, str], dict[str, str]] = field(default_factory=dict)
+    line_bytes: int = 0  # what batch_max_bytes bounds
+    entries: int = 0
+    oldest: float = 0.0  # monotonic time its first chunk was taken from the queue
+
+
+class LokiSink:
+    def __init__(self, config: LokiConfig) -> None:
+        self.config = config
+        self.stats = PushStats()
+        self.send_metadata = bool(config.structured_metadata)
+        self._metadata_keys = tuple(config.structured_metadata)
+        self._pending = 0  # batches closed but not yet acknowledged
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    # -- the two tasks -------------------------------------------------------------------------
+    async def run(self, queue: ChunkQueue, acknowledge: Acknowledge) -> None:
+        ready: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=1)  # one batch ready while one is sent
+        async with self._session() as session:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._accumulate(queue, ready), name="loki-accumulator")
+                group.create_task(self._send_all(session, ready, acknowledge), name="loki-sender")
+
+    async def _accumulate(self, queue: ChunkQueue, ready: asyncio.Queue[Batch | None]) -> None:
+        max_bytes = self.config.batch_max_bytes
+        max_wait = self.config.batch_max_wait
+        batch = Batch()
+        closed = False
+        while not closed:
+            if batch.chunks:
+                timeout = batch.oldest + max_wait - time.monotonic()
+                chunk = None
+                if timeout > 0:
+                    try:
+                        async with asyncio.timeout(timeout):
+                            chunk = await queue.get()
+                    except TimeoutError:
+                        pass
+                    except QueueClosed:
+                        closed = True
+            else:
+                try:
+                    chunk = await queue.get()
+                except QueueClosed:
+                    break
+            if chunk is not None:
+                self._add(batch, chunk)
+                if batch.line_bytes < max_bytes:
+                    continue
+            await self._close_batch(batch, ready)
+            batch = Batch()
+        if batch.chunks:
+            await self._close_batch(batch, ready)
+        await ready.put(None)
+
+    async def _close_batch(self, batch: Batch, ready: asyncio.Queue[Batch | None]) -> None:
+        if batch.chunks:
+            self._pending += 1
+            await ready.put(batch)
+
+    async def _send_all(self, session: aiohttp.ClientSession, ready: asyncio.Queue[Batch | None], acknowledge: Acknowledge) -> None:
+        while (batch := await ready.get()) is not None:
+            if batch.entries:
+                await self._send(session, batch)
+            self._pending -= 1
+            acknowledge(batch.chunks)
+
+    # -- batching --------------------------------------------------------------------------------
+    def _add(self, batch: Batch, chunk: Chunk) -> None:
+        if not batch.chunks:
+            batch.oldest = time.monotonic()
+        batch.chunks.append(chunk)
+        if not chunk.entries:
+            return
+        batch.entries += len(chunk.entries)
+        origin = chunk.origin
+        metadata = tuple((key, origin.metadata[key]) for key in self._metadata_keys if origin.metadata.get(key))
+        line_bytes = 0
+        for entry in chunk.entries:
+            line_bytes += len(entry.line)
+            key = (id(origin), entry.stream)
+            entries = batch.streams.get(key)
+            if entries is None:
+                entries = batch.streams[key] = []
+                batch.stream_labels[key] = self._labels(origin, entry.stream)
+            entries.append(PushEntry(entry.ts_ns, entry.line, metadata))
+        batch.line_bytes += line_bytes
+
+    def _labels(self, origin: Origin, stream: str) -> dict[str, str]:
+        return {**origin.labels, "stream": stream}
+
+    def encode(self, batch: Batch) -> tuple[bytes, dict[str, str]]:
+        """The body and its content headers, with or without structured metadata as Loki allows."""
+        # Streams with the same labels (e.g. a renamed container's old and new origin) merge.
+        merged: dict[str, list[PushEntry]] = {}
+        labels_of: dict[str, dict[str, str]] = {}
+        for key, entries in batch.streams.items():
+            labels = batch.stream_labels[key]
+            text = label_string(labels)
+            labels_of[text] = labels
+            if not self.send_metadata:
+                entries = [PushEntry(e.ts_ns, e.line) for e in entries]
+            merged.setdefault(text, []).extend(entries)
+        streams = [PushStream(text, entries) for text, entries in merged.items()]
+        if self.config.encoding == "json":
+            body = encode_json(streams, labels_of)
+            headers = {"Content-Type": "application/json"}
+            if self.config.gzip:
+                body = gzip.compress(body, compresslevel=5)
+                headers["Content-Encoding"] = "gzip"
+            return body, headers
+        return snappy_block(encode_push_request(streams)), {"Content-Type": "application/x-protobuf"}
+
+    # -- sending -----------------------------------------------------------------------------------
+    def _session(self) -> aiohttp.ClientSession:
+        config = self.config
+        headers = {"User-Agent": f"docker-loki-collector/{__version__}", **config.headers}
+        if config.tenant:
+            headers["X-Scope-OrgID"] = config.tenant
+        if config.bearer_token:
+            headers["Authorization"] = f"Bearer {config.bearer_token}"
+        auth = aiohttp.BasicAuth(config.username, config.password) if config.username else None
+        connector = aiohttp.TCPConnector(ssl=self._ssl_context(), limit=4)
+        return aiohttp.ClientSession(
+            headers=headers, auth=auth, connector=connector,
+            timeout=aiohttp.ClientTimeout(total=config.timeout),
+        )
+
+    def _ssl_context(self) -> ssl.SSLContext | bool:
+        tls = self.config.tls
+        if not self.config.url.startswith("https://"):
+            return True
+        context = ssl.create_default_context(cafile=tls.ca_file or None)
+        if tls.cert_file:
+            context.load_cert_chain(tls.cert_file, tls.key_file or None)
+        if tls.insecure_skip_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    async def _send(self, session: aiohttp.ClientSession, batch: Batch) -> None:
+        """Push until Loki has it. Retries connection errors, 429 and 5xx forever: the log file is the
+        buffer, and shutdown's flush deadline is what ends a hopeless wait."""
+        body, headers = self.encode(batch)
+        attempt = 0
+        while True:
+            retry_after: float | None = None
+            try:
+                async with session.post(self.config.url, data=body, headers=headers) as response:
+                    status = response.status
+                    text = await response.text(errors="replace")
+                    retry_after = _retry_after(response.headers.get("Retry-After"))
+            except (aiohttp.ClientError, TimeoutError, OSError) as err:
+                status, text = 0, repr(err)
+            self.stats.requests[str(status) if status else "error"] += 1
+            if 200 <= status < 300:
+                self._delivered(batch, len(body))
+                return
+            if status == 400 and self.send_metadata and _METADATA_DISABLED.search(text):
+                self.send_metadata = False
+                log.warning("Loki does not accept structured metadata; sending without it from now on", extra={"response": text[:500]})
+                body, headers = self.encode(batch)
+                continue
+            if status == 400:
+                # Loki stored the valid entries; the named ones are rejected for good: never resend.
+                rejected = rejections_in(text)
+                self.stats.rejected.update(rejected)
+                log.warning("Loki rejected entries", extra={"rejected": dict(rejected), "response": text[:1000]})
+                self._delivered(batch, len(body), rejected=sum(rejected.values()))
+                return
+            if status and status != 429 and 400 <= status < 500:
+                self.stats.dropped[f"http_{status}"] += batch.entries
+                self.stats.last_push_ok = False
+                self.stats.last_error = f"HTTP {status}: {text[:200]}"
+                log.error("Loki refused the batch; dropping it", extra={"status": status, "entries": batch.entries, "response": text[:1000]})
+                return
+            self.stats.last_push_ok = False
+            self.stats.last_error = f"HTTP {status}: {text[:200]}" if status else text[:200]
+            delay = self._backoff(attempt, retry_after)
+            attempt += 1
+            self.stats.retries += 1
+            log.warning("push failed; retrying", extra={"status": status, "error": text[:300], "attempt": attempt, "retry_in_s": round(delay, 3)})
+            await asyncio.sleep(delay)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after
+        ceiling = min(self.config.max_backoff, self.config.min_backoff * (2**attempt))
+        return ceiling * (0.5 + random.random() / 2)  # jitter: clients that failed together spread out
+
+    def _delivered(self, batch: Batch, body_bytes: int, rejected: int = 0) -> None:
+        self.stats.entries_sent += batch.entries - rejected
+        self.stats.bytes_sent += body_bytes
+        self.stats.last_push_ok = True
+        self.stats.last_success = time.time()
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds or as an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
