@@ -6,12 +6,12 @@ import asyncio
 import logging
 import signal
 
-from collector.config import Config
+from collector.config import Config, start_at_seconds
 from collector.docker.discovery import Discovery
 from collector.docker.engine import Engine
 from collector.docker.self_id import own_container_id
 from collector.pipeline.queue import ChunkQueue
-from collector.positions import Positions
+from collector.positions import PositionStore
 from collector.sinks.base import Sink
 from collector.sinks.loki import LokiSink
 from collector.sinks.stdout import StdoutSink
@@ -31,7 +31,7 @@ class Collector:
     def __init__(self, config: Config, sink: Sink | None = None) -> None:
         self.config = config
         self.queue = ChunkQueue(config.queue.max_bytes)
-        self.positions = Positions()
+        self.positions = PositionStore(config.positions.path, config.positions.sync_interval)
         self.hub = InotifyHub()
         self.engine = Engine(config.docker.host)
         self.sink = sink or make_sink(config)
@@ -46,15 +46,18 @@ class Collector:
             host_label=config.labels.host,
             drain_timeout=config.docker.drain_timeout,
             own_id=self.own_id,
-            acked_position=self.positions.get,
+            positions=self.positions,
+            start_at=start_at_seconds(config),
         )
         self.discovery = Discovery(self.engine, self.registry, config.docker.reconnect_max_backoff)
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("collector starting", extra={"own_container": (self.own_id or "")[:12]})
+        self.positions.load()
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.hub.run(), name="inotify")
+                writer_task = group.create_task(self.positions.run(), name="positions")
                 sink_task = group.create_task(self.sink.run(self.queue, self.positions.acknowledge), name="sink")
                 registry_task = group.create_task(self.registry.run(), name="sources")
                 await asyncio.sleep(0)  # let the registry open its task group before events arrive
@@ -72,6 +75,8 @@ class Collector:
                 except TimeoutError:
                     log.error("flush timed out; unsent entries stay in the log files", extra={"queued_bytes": self.queue.nbytes})
                     sink_task.cancel()
+                writer_task.cancel()
+                await self.positions.save()  # the final checkpoint: everything acknowledged
                 self.hub.close()
                 raise _Stopped
         except* _Stopped:

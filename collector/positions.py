@@ -1,27 +1,135 @@
-"""Resume points per container, advanced only by acknowledged chunks."""
+"""Resume points per container, advanced only by acknowledged chunks, checkpointed atomically.
+
+The file (JSON) holds, per container id, the log file's inode and the offset after the last
+acknowledged record, plus when it was written. It is written with temp file + fsync + rename
+(so a crash leaves the old or the new file, never half of one), at most once per sync interval,
+and once more at shutdown. The writes go through aiofiles: an fsync can take milliseconds.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import time
 from collections.abc import Iterable
+
+import aiofiles
+import aiofiles.os
+import msgspec
 
 from collector.pipeline.entry import Chunk, FilePosition
 
+log = logging.getLogger(__name__)
 
-class Positions:
-    def __init__(self) -> None:
+
+class _Saved(msgspec.Struct):
+    inode: int
+    offset: int
+    kind: str = "file"
+
+
+class _File(msgspec.Struct):
+    version: int = 1
+    saved_at_ns: int = 0
+    containers: dict[str, _Saved] = msgspec.field(default_factory=dict)
+
+
+class PositionStore:
+    def __init__(self, path: str, sync_interval: float) -> None:
+        self.path = path
+        self.sync_interval = sync_interval
         self._acked: dict[str, FilePosition] = {}
+        self._dirty = asyncio.Event()
+        self.loaded_from_file = False
+        self.previous_checkpoint_ns = 0  # when the file we resumed from was written; 0: first run
+        self.last_write = 0.0  # monotonic time of the last checkpoint written
+        self.writes = 0
+        self.write_errors = 0
 
+    # -- startup -----------------------------------------------------------------------------
+    def load(self) -> None:
+        """Read the checkpoint (blocking: once, before anything runs). A corrupt file is set aside."""
+        try:
+            with open(self.path, "rb") as handle:
+                raw = handle.read()
+        except FileNotFoundError:
+            return
+        try:
+            saved = msgspec.json.decode(raw, type=_File)
+        except (msgspec.DecodeError, msgspec.ValidationError) as err:
+            aside = f"{self.path}.corrupt-{int(time.time())}"
+            os.replace(self.path, aside)
+            log.error("positions file unreadable; set aside, starting without positions", extra={"path": self.path, "moved_to": aside, "error": str(err)})
+            return
+        self._acked = {cid: FilePosition(p.inode, p.offset) for cid, p in saved.containers.items()}
+        self.loaded_from_file = True
+        self.previous_checkpoint_ns = saved.saved_at_ns
+        log.info("positions loaded", extra={"path": self.path, "containers": len(self._acked)})
+
+    # -- reading and advancing ---------------------------------------------------------------
     def get(self, container_id: str) -> FilePosition | None:
         return self._acked.get(container_id)
 
+    def known(self, container_id: str) -> bool:
+        return container_id in self._acked
+
+    def ensure(self, container_id: str, position: FilePosition) -> None:
+        """Record where a new source starts, so a crash before its first ack resumes there."""
+        if container_id not in self._acked:
+            self._acked[container_id] = position
+            self._dirty.set()
+
     def acknowledge(self, chunks: Iterable[Chunk]) -> None:
-        # Chunks of one container reach the sink in read order, so the last one wins.
+        # Chunks of one container are acknowledged in read order, so the last one wins.
         for chunk in chunks:
             if chunk.position is not None:
                 self._acked[chunk.origin.container_id] = chunk.position
+                self._dirty.set()
 
     def forget(self, container_id: str) -> None:
-        self._acked.pop(container_id, None)
+        if self._acked.pop(container_id, None) is not None:
+            self._dirty.set()
+
+    def retain(self, container_ids: set[str]) -> None:
+        """Drop positions of containers that no longer exist."""
+        for container_id in [cid for cid in self._acked if cid not in container_ids]:
+            self.forget(container_id)
 
     def snapshot(self) -> dict[str, FilePosition]:
         return dict(self._acked)
+
+    def checkpoint_age(self) -> float:
+        return time.monotonic() - self.last_write if self.last_write else 0.0
+
+    # -- writing -----------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Write after changes, at most once per sync interval."""
+        while True:
+            await self._dirty.wait()
+            await self.save()
+            await asyncio.sleep(self.sync_interval)
+
+    async def save(self) -> None:
+        self._dirty.clear()
+        payload = msgspec.json.encode(
+            _File(
+                saved_at_ns=time.time_ns(),
+                containers={cid: _Saved(p.inode, p.offset) for cid, p in self._acked.items()},
+            )
+        )
+        temp = f"{self.path}.tmp"
+        try:
+            await aiofiles.os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            async with aiofiles.open(temp, "wb") as handle:
+                await handle.write(payload)
+                await handle.flush()
+                await asyncio.to_thread(os.fsync, handle.fileno())
+            await aiofiles.os.replace(temp, self.path)
+        except OSError as err:
+            self.write_errors += 1
+            self._dirty.set()  # try again next interval
+            log.error("cannot write positions", extra={"path": self.path, "error": str(err)})
+            return
+        self.writes += 1
+        self.last_write = time.monotonic()

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,14 +28,23 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 60, interva
 class CollectorProcess:
     """The collector with the stdout sink: every entry it prints is parsed into `entries`."""
 
-    def __init__(self, engine: DockerEngine, env: dict[str, str] | None = None, config_path: str | None = None) -> None:
+    def __init__(
+        self,
+        engine: DockerEngine,
+        env: dict[str, str] | None = None,
+        config_path: str | None = None,
+        positions_path: str | None = None,
+    ) -> None:
         self.engine = engine
+        # A restart test passes the same path to each run; otherwise every run starts fresh.
+        self.positions_path = positions_path or os.path.join(tempfile.mkdtemp(prefix="collector-pos-"), "positions.json")
         self.env = {
             **os.environ,
             "DOCKER_HOST": engine.host,
             "COLLECTOR_DOCKER__CONTAINERS_DIR": engine.containers_dir,
             "COLLECTOR_LOG__LEVEL": "info",
             "COLLECTOR_METRICS__LISTEN": "",
+            "COLLECTOR_POSITIONS__PATH": self.positions_path,
             "PYTHONPATH": REPO,
             **(env or {}),
         }

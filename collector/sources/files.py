@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 _DIR_MASK = (
     Mask.MODIFY | Mask.CREATE | Mask.MOVED_TO | Mask.MOVED_FROM | Mask.DELETE | Mask.DELETE_SELF | Mask.CLOSE_WRITE
 )
+# Docker's max-file is rarely above a handful; rotated files past this are not looked for.
+_MAX_ROTATED = 9
 # A record longer than this without a newline is not json-file output: drop it rather than grow.
 _MAX_RECORD_BYTES = 8 * 1024 * 1024
 
@@ -129,16 +131,31 @@ class FileTailer:
             raise
 
     def _open(self, position: FilePosition | None) -> None:
-        """Open at once (not in the task): the handle must exist before the file can be unlinked."""
+        """Open at once (not in the task): the handle must exist before the file can be unlinked.
+
+        A saved position whose inode is no longer the live file is looked for among the rotated
+        files (<name>.1, .2, ...): the rest of that file is read first, then the newer ones.
+        """
+        if position is not None:
+            for name in self._chain():
+                try:
+                    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    continue
+                st = os.fstat(fd)
+                if st.st_ino == position.inode and position.offset <= st.st_size:
+                    self._fd, self.inode = fd, st.st_ino
+                    self.seek_to(position.offset)
+                    return
+                os.close(fd)
+            # The saved file is gone (rotated away, or compressed): read the live file from its start.
         fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        st = os.fstat(fd)
-        self._fd, self.inode = fd, st.st_ino
-        if position is not None and position.inode == st.st_ino and position.offset <= st.st_size:
-            self.offset = position.offset
-        else:
-            self.offset = 0
-        os.lseek(fd, self.offset, os.SEEK_SET)
-        self.queued_position = FilePosition(self.inode, self.offset)
+        self._fd, self.inode = fd, os.fstat(fd).st_ino
+        self.seek_to(0)
+
+    def _chain(self) -> list[str]:
+        """The live file, then Docker's rotated ones, newest first."""
+        return [self.path] + [f"{self.path}.{index}" for index in range(1, _MAX_ROTATED + 1)]
 
     def seek_to(self, offset: int) -> None:
         """Read on from `offset`, a record boundary."""
@@ -237,30 +254,44 @@ class FileTailer:
         await self._put(entries, 0, self.offset)
 
     async def _switch_if_rotated(self, rest: bytes) -> bool:
-        """At EOF: follow a rotation (new inode at our path) or a truncation. True if it switched."""
+        """At EOF: follow a rotation or a truncation. True if it switched.
+
+        After a rotation our handle holds a renamed file; the next to read is the one renamed right
+        after it (<name>.k-1), which is the live file unless several rotations passed meanwhile.
+        """
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
             return False  # removed (destroy) or mid-rotation: keep our handle, the poll looks again
-        size = os.fstat(self._fd).st_size
         if st.st_ino == self.inode:
-            if size < self.offset:
+            if os.fstat(self._fd).st_size < self.offset:
                 log.warning("log file truncated, reading from its start", extra={"path": self.path})
                 self.stats.truncations += 1
                 await self._finish(rest)
                 self.seek_to(0)
                 return True
             return False
-        # Rotated: our handle is at EOF of the old file; its unfinished lines end here.
+        chain = self._chain()
+        successor = self.path
+        for index, name in enumerate(chain[1:], start=1):
+            try:
+                if os.stat(name).st_ino == self.inode:
+                    successor = chain[index - 1]
+                    break
+            except FileNotFoundError:
+                continue
+        try:
+            fd = os.open(successor, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        # Our file is complete: its unfinished lines end here.
         self.stats.rotations += 1
         if rest:
             self.stats.errors += 1
+            self.stats.last_error = "torn record at end of rotated file"
         entries = self._parser.flush()
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
         os.close(self._fd)
-        self._fd, self.inode, self.offset = fd, os.fstat(fd).st_ino, 0
+        self._fd, self.inode = fd, os.fstat(fd).st_ino
+        self.seek_to(0)
         await self._put(entries, 0, 0)
         return True

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from collector.docker.containers import ContainerInfo, local_log_path
 from collector.pipeline.entry import FilePosition, Origin
 from collector.pipeline.queue import ChunkQueue
 from collector.sources.files import FileTailer, InotifyHub, TailerSettings
-from collector.sources.jsonfile import JsonFileParser
+from collector.positions import PositionStore
+from collector.sources.jsonfile import BadTimestamp, JsonFileParser, parse_timestamp
+from collector.sources.seek import end_offset, offset_for_time
 from collector.sources.source import Source, SourceStats
 
 log = logging.getLogger(__name__)
@@ -45,7 +48,8 @@ class SourceRegistry:
         host_label: bool,
         drain_timeout: float,
         own_id: str | None,
-        acked_position: Callable[[str], FilePosition | None],
+        positions: PositionStore,
+        start_at: float | None,
     ) -> None:
         self._queue = queue
         self._hub = hub
@@ -56,7 +60,8 @@ class SourceRegistry:
         self._host_label = host_label
         self._drain_timeout = drain_timeout
         self._own_id = own_id
-        self._acked_position = acked_position
+        self._positions = positions
+        self._start_at = start_at  # first meeting: None = all, 0 = end, else a window in seconds
         self.host = ""
         self.containers: dict[str, Tracked] = {}
         # Where each finished source stopped reading: a restart continues there even before
@@ -64,6 +69,8 @@ class SourceRegistry:
         self._read_upto: dict[str, FilePosition] = {}
         self.skipped = Counter[str]()
         self.open_errors = 0
+        self.first_reconcile_done = False
+        self.bisect_bytes_read = 0
         self._group: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
 
@@ -86,17 +93,43 @@ class SourceRegistry:
         self.host = name
 
     async def reconcile(self, present: list[ContainerInfo]) -> None:
-        """After (re)connecting: start what runs, forget what is gone."""
+        """After (re)connecting: start what runs, catch up what stopped meanwhile, forget what is gone."""
         present_ids = {info.id for info in present}
         for container_id in [cid for cid in self.containers if cid not in present_ids]:
             await self.destroyed(container_id)
+        self._positions.retain(present_ids)
         for info in present:
             if info.running:
                 await self.started(info)
+            elif self._has_unread(info):
+                await self.started(info, catch_up=True)
             else:
                 self.containers.setdefault(info.id, Tracked(info, mode="stopped"))
+        self.first_reconcile_done = True
 
-    async def started(self, info: ContainerInfo) -> None:
+    def _has_unread(self, info: ContainerInfo) -> bool:
+        """A stopped container with bytes after its position, or one started since the last checkpoint."""
+        if info.log_driver not in FILE_DRIVERS or info.id == self._own_id:
+            return False
+        if not self._positions.known(info.id):
+            return self._started_since_checkpoint(info)
+        position = self._positions.get(info.id)
+        try:
+            st = os.stat(local_log_path(self._containers_dir, info))
+        except OSError:
+            return False
+        return position is None or st.st_ino != position.inode or st.st_size > position.offset
+
+    def _started_since_checkpoint(self, info: ContainerInfo) -> bool:
+        checkpoint = self._positions.previous_checkpoint_ns
+        if not checkpoint or not info.started_at:
+            return False
+        try:
+            return parse_timestamp(info.started_at) > checkpoint
+        except BadTimestamp:
+            return False
+
+    async def started(self, info: ContainerInfo, catch_up: bool = False) -> None:
         if info.id == self._own_id:
             self._skip(info, "self")
             return
@@ -112,7 +145,7 @@ class SourceRegistry:
             # Engine API streaming for other drivers comes with the stream source.
             self._skip(info, f"driver_{info.log_driver}")
             return
-        self._start_file(info)
+        self._start_file(info, catch_up)
 
     def died(self, container_id: str) -> None:
         tracked = self.containers.get(container_id)
@@ -128,6 +161,7 @@ class SourceRegistry:
                 tracked.source.drain()
             await self._finish(tracked)
         self._read_upto.pop(container_id, None)
+        self._positions.forget(container_id)
 
     def renamed(self, container_id: str, new_name: str) -> None:
         tracked = self.containers.get(container_id)
@@ -159,10 +193,10 @@ class SourceRegistry:
             metadata={"container_id": info.id, "image": info.image},
         )
 
-    def _start_file(self, info: ContainerInfo) -> None:
+    def _start_file(self, info: ContainerInfo, catch_up: bool) -> None:
         assert self._group is not None, "registry is not running"
         path = local_log_path(self._containers_dir, info)
-        position = self._read_upto.get(info.id) or self._acked_position(info.id)
+        position = self._read_upto.get(info.id) or self._positions.get(info.id)
         stats = SourceStats()
         try:
             tailer = FileTailer(
@@ -180,8 +214,32 @@ class SourceRegistry:
             log.error("cannot open container log", extra={"container_id": info.id[:12], "path": path, "error": str(err)})
             self.containers[info.id] = Tracked(info, mode="file", skip_reason=f"open failed: {err.strerror}")
             return
+        if position is None and self._first_meeting(info):
+            self._seek_first_meeting(tailer, info)
+        self._positions.ensure(info.id, tailer.queued_position)
+        if catch_up or not info.running:
+            tailer.drain()  # read to the end, then close: it is not running
         task = self._group.create_task(self._run_source(info.id, tailer), name=f"file:{info.id[:12]}")
         self.containers[info.id] = Tracked(info, tailer, task, mode="file")
+
+    def _first_meeting(self, info: ContainerInfo) -> bool:
+        """Found already running at the first start (no checkpoint, or it predates the checkpoint).
+        Containers that start while the collector runs, or started while it was down, are read whole."""
+        return not self.first_reconcile_done and not self._started_since_checkpoint(info)
+
+    def _seek_first_meeting(self, tailer: FileTailer, info: ContainerInfo) -> None:
+        size = os.fstat(tailer.fd).st_size
+        if self._start_at is None:
+            return
+        if self._start_at == 0:
+            tailer.seek_to(end_offset(tailer.fd, size))
+            return
+        cutoff_ns = time.time_ns() - int(self._start_at * 1e9)
+        offset, bytes_read = offset_for_time(tailer.fd, size, cutoff_ns)
+        self.bisect_bytes_read += bytes_read
+        tailer.seek_to(offset)
+        log.info("first meeting: starting inside the start_at window",
+                 extra={"container_id": info.id[:12], "offset": offset, "file_size": size, "bytes_read": bytes_read})
 
     async def _run_source(self, container_id: str, source: FileTailer) -> None:
         """A source's failure is logged and counted; it never takes the collector down."""
