@@ -40,6 +40,8 @@ class PositionStore:
         self.path = path
         self.sync_interval = sync_interval
         self._acked: dict[str, FilePosition] = {}
+        # Destroyed containers: ids are never reused, and late acks must not bring them back.
+        self._gone: set[str] = set()
         self._dirty = asyncio.Event()
         self.loaded_from_file = False
         self.previous_checkpoint_ns = 0  # when the file we resumed from was written; 0: first run
@@ -83,11 +85,12 @@ class PositionStore:
     def acknowledge(self, chunks: Iterable[Chunk]) -> None:
         # Chunks of one container are acknowledged in read order, so the last one wins.
         for chunk in chunks:
-            if chunk.position is not None:
+            if chunk.position is not None and chunk.origin.container_id not in self._gone:
                 self._acked[chunk.origin.container_id] = chunk.position
                 self._dirty.set()
 
     def forget(self, container_id: str) -> None:
+        self._gone.add(container_id)
         if self._acked.pop(container_id, None) is not None:
             self._dirty.set()
 

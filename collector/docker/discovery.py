@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from typing import Any, Protocol
 
@@ -19,7 +20,8 @@ log = logging.getLogger(__name__)
 class ContainerHandler(Protocol):
     def set_host(self, name: str) -> None: ...
     async def reconcile(self, present: list[ContainerInfo]) -> None: ...
-    async def started(self, info: ContainerInfo) -> None: ...
+    def preopen(self, container_id: str) -> int | None: ...
+    async def started(self, info: ContainerInfo, catch_up: bool = False, preopened_fd: int | None = None) -> None: ...
     def died(self, container_id: str) -> None: ...
     async def destroyed(self, container_id: str) -> None: ...
     def renamed(self, container_id: str, new_name: str) -> None: ...
@@ -67,9 +69,16 @@ class Discovery:
         if not container_id:
             return
         if action == "start":
-            # Inspect for LogPath and driver; a --rm container may be gone already: use the event.
-            info = await self._engine.inspect(container_id) or from_event(event)
-            await self._handler.started(info)
+            # Hold the log open before the inspect round-trip; a --rm container may be gone by then,
+            # and what the event says of it is enough.
+            fd = self._handler.preopen(container_id)
+            try:
+                info = await self._engine.inspect(container_id) or from_event(event)
+            except BaseException:
+                if fd is not None:
+                    os.close(fd)
+                raise
+            await self._handler.started(info, preopened_fd=fd)
         elif action == "die":
             self._handler.died(container_id)
         elif action == "destroy":

@@ -49,8 +49,9 @@ class InotifyHub:
             try:
                 self._watches[directory] = self._inotify.add_watch(directory, _DIR_MASK)
             except OSError as err:
-                # No watch (e.g. directory gone): the tailer still runs on its safety poll.
-                log.warning("inotify watch failed", extra={"directory": directory, "error": str(err)})
+                # No watch (e.g. a --rm container's directory is gone already, its log held open):
+                # the tailer still runs on its safety poll.
+                log.debug("inotify watch failed", extra={"directory": directory, "error": str(err)})
         self._waiters.setdefault(directory, set()).add(wake)
         return wake
 
@@ -110,6 +111,7 @@ class FileTailer:
         parser: JsonFileParser,
         position: FilePosition | None,
         stats: SourceStats,
+        preopened_fd: int | None = None,
     ) -> None:
         self.path = path
         self.origin = origin
@@ -125,32 +127,46 @@ class FileTailer:
         self.inode = 0
         self.offset = 0
         try:
-            self._open(position)
+            self._open(position, preopened_fd)
         except BaseException:
-            self._hub.unsubscribe(self._directory, self._wake)
+            self.close()  # _open closed whatever it opened; this drops the inotify subscription
             raise
 
-    def _open(self, position: FilePosition | None) -> None:
+    def _open(self, position: FilePosition | None, preopened_fd: int | None) -> None:
         """Open at once (not in the task): the handle must exist before the file can be unlinked.
 
-        A saved position whose inode is no longer the live file is looked for among the rotated
-        files (<name>.1, .2, ...): the rest of that file is read first, then the newer ones.
+        `preopened_fd` is the live file, opened when the start event arrived (before inspect); it
+        is owned from here on. A saved position whose inode is no longer the live file is looked
+        for among the rotated files (<name>.1, .2, ...): the rest of that file is read first.
         """
-        if position is not None:
-            for name in self._chain():
-                try:
-                    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    continue
-                st = os.fstat(fd)
-                if st.st_ino == position.inode and position.offset <= st.st_size:
-                    self._fd, self.inode = fd, st.st_ino
-                    self.seek_to(position.offset)
-                    return
-                os.close(fd)
-            # The saved file is gone (rotated away, or compressed): read the live file from its start.
-        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        self._fd, self.inode = fd, os.fstat(fd).st_ino
+        live_fd = preopened_fd
+        try:
+            if position is not None:
+                for name in self._chain():
+                    if name == self.path and live_fd is not None:
+                        fd = live_fd
+                    else:
+                        try:
+                            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+                        except FileNotFoundError:
+                            continue
+                    st = os.fstat(fd)
+                    if st.st_ino == position.inode and position.offset <= st.st_size:
+                        if live_fd is not None and fd != live_fd:
+                            os.close(live_fd)
+                        self._fd, self.inode = fd, st.st_ino
+                        self.seek_to(position.offset)
+                        return
+                    if fd != live_fd:
+                        os.close(fd)
+                # The saved file is gone (rotated away, or compressed): read the live file from its start.
+            if live_fd is None:
+                live_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except BaseException:
+            if live_fd is not None:
+                os.close(live_fd)
+            raise
+        self._fd, self.inode = live_fd, os.fstat(live_fd).st_ino
         self.seek_to(0)
 
     def _chain(self) -> list[str]:
@@ -228,20 +244,25 @@ class FileTailer:
             return data
         whole = data[:cut]
         start = self.offset
+        parsed = self._parser.stats
+        bad_before, truncated_before = parsed.bad_records, parsed.truncated_lines
         entries, resume = self._parser.feed(whole, start)
         self.offset = start + cut
         self.stats.bytes += cut
         self.stats.lines += len(entries)
-        self.stats.errors = self._parser.stats.bad_records
-        if self._parser.stats.last_error:
-            self.stats.last_error = self._parser.stats.last_error
-        self.stats.truncated = self._parser.stats.truncated_lines
+        if parsed.bad_records != bad_before:
+            self.stats.errors += parsed.bad_records - bad_before
+            self.stats.last_error = parsed.last_error
+            log.warning("bad json-file records skipped", extra={"container_id": self.origin.container_id[:12], "count": parsed.bad_records - bad_before, "error": parsed.last_error})
+        self.stats.truncated += parsed.truncated_lines - truncated_before
         await self._put(entries, cut, resume)
         return data[cut:]
 
     async def _put(self, entries: list[Entry], nbytes: int, resume: int) -> None:
         position = FilePosition(self.inode, resume)
         await self._queue.put(Chunk(self.origin, entries, nbytes, position))
+        if entries:
+            self.stats.last_entry_ns = entries[-1].ts_ns
         # Where a new run of this container continues if this one ends now.
         self.queued_position = position
 

@@ -31,8 +31,14 @@ class Tracked:
     info: ContainerInfo
     source: Source | None = None
     task: asyncio.Task[None] | None = None
-    mode: str = "file"  # file | stream | skipped
+    mode: str = "file"  # file | stream | skipped | stopped
     skip_reason: str = ""
+    stats: SourceStats | None = None
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
 
 
 class SourceRegistry:
@@ -67,6 +73,8 @@ class SourceRegistry:
         # Where each finished source stopped reading: a restart continues there even before
         # its last chunks are acknowledged (acknowledged positions can lag behind).
         self._read_upto: dict[str, FilePosition] = {}
+        # Per container until destroy, across restarts: counters never go backwards.
+        self._stats: dict[str, SourceStats] = {}
         self.skipped = Counter[str]()
         self.open_errors = 0
         self.first_reconcile_done = False
@@ -129,23 +137,39 @@ class SourceRegistry:
         except BadTimestamp:
             return False
 
-    async def started(self, info: ContainerInfo, catch_up: bool = False) -> None:
-        if info.id == self._own_id:
-            self._skip(info, "self")
-            return
+    def preopen(self, container_id: str) -> int | None:
+        """Open a starting container's json-file log by its conventional path, before the inspect
+        round-trip: a `--rm` container's log may be unlinked a few hundred ms after it starts."""
+        if container_id == self._own_id:
+            return None
+        try:
+            return os.open(
+                os.path.join(self._containers_dir, container_id, f"{container_id}-json.log"),
+                os.O_RDONLY | os.O_CLOEXEC,
+            )
+        except OSError:
+            return None  # another driver, or gone already
+
+    async def started(self, info: ContainerInfo, catch_up: bool = False, preopened_fd: int | None = None) -> None:
+        """Route a running (or, with catch_up, stopped) container to its source.
+        A pre-opened fd goes to the new file source, or is closed here."""
         tracked = self.containers.get(info.id)
         if tracked is not None and tracked.task is not None and not tracked.task.done():
             if tracked.source is None or not tracked.source.draining:
+                _close(preopened_fd)
                 return  # already following it (a re-list after reconnect)
             await self._finish(tracked)  # restarted while draining: finish the old run first
-        if info.log_driver == "none":
+        if info.id == self._own_id:
+            self._skip(info, "self")
+        elif info.log_driver == "none":
             self._skip(info, "driver_none")
-            return
-        if info.log_driver not in FILE_DRIVERS:
+        elif info.log_driver not in FILE_DRIVERS:
             # Engine API streaming for other drivers comes with the stream source.
             self._skip(info, f"driver_{info.log_driver}")
+        else:
+            self._start_file(info, catch_up, preopened_fd)
             return
-        self._start_file(info, catch_up)
+        _close(preopened_fd)
 
     def died(self, container_id: str) -> None:
         tracked = self.containers.get(container_id)
@@ -155,13 +179,16 @@ class SourceRegistry:
             tracked.info.running = False
 
     async def destroyed(self, container_id: str) -> None:
+        """Forget the container; a source still draining finishes in its own task, so the event
+        stream is never held up (the next container's start must be handled at once)."""
         tracked = self.containers.pop(container_id, None)
-        if tracked is not None:
-            if tracked.source is not None:
-                tracked.source.drain()
-            await self._finish(tracked)
         self._read_upto.pop(container_id, None)
+        self._stats.pop(container_id, None)
         self._positions.forget(container_id)
+        if tracked is not None and tracked.task is not None and not tracked.task.done():
+            assert tracked.source is not None and self._group is not None
+            tracked.source.drain()
+            self._group.create_task(self._finish(tracked), name=f"finish:{container_id[:12]}")
 
     def renamed(self, container_id: str, new_name: str) -> None:
         tracked = self.containers.get(container_id)
@@ -193,11 +220,11 @@ class SourceRegistry:
             metadata={"container_id": info.id, "image": info.image},
         )
 
-    def _start_file(self, info: ContainerInfo, catch_up: bool) -> None:
+    def _start_file(self, info: ContainerInfo, catch_up: bool, preopened_fd: int | None = None) -> None:
         assert self._group is not None, "registry is not running"
         path = local_log_path(self._containers_dir, info)
         position = self._read_upto.get(info.id) or self._positions.get(info.id)
-        stats = SourceStats()
+        stats = self._stats.setdefault(info.id, SourceStats())
         try:
             tailer = FileTailer(
                 path,
@@ -208,11 +235,14 @@ class SourceRegistry:
                 JsonFileParser(self._max_line_bytes),
                 position,
                 stats,
+                preopened_fd,
             )
         except OSError as err:
             self.open_errors += 1
             log.error("cannot open container log", extra={"container_id": info.id[:12], "path": path, "error": str(err)})
-            self.containers[info.id] = Tracked(info, mode="file", skip_reason=f"open failed: {err.strerror}")
+            stats.errors += 1
+            stats.last_error = f"open failed: {err.strerror}"
+            self.containers[info.id] = Tracked(info, mode="file", skip_reason=stats.last_error, stats=stats)
             return
         if position is None and self._first_meeting(info):
             self._seek_first_meeting(tailer, info)
@@ -220,7 +250,7 @@ class SourceRegistry:
         if catch_up or not info.running:
             tailer.drain()  # read to the end, then close: it is not running
         task = self._group.create_task(self._run_source(info.id, tailer), name=f"file:{info.id[:12]}")
-        self.containers[info.id] = Tracked(info, tailer, task, mode="file")
+        self.containers[info.id] = Tracked(info, tailer, task, mode="file", stats=stats)
 
     def _first_meeting(self, info: ContainerInfo) -> bool:
         """Found already running at the first start (no checkpoint, or it predates the checkpoint).
@@ -252,7 +282,8 @@ class SourceRegistry:
             source.stats.last_error = repr(err)
             log.exception("source failed", extra={"container_id": container_id[:12]})
         finally:
-            self._read_upto[container_id] = source.queued_position
+            if container_id in self.containers:  # not destroyed meanwhile
+                self._read_upto[container_id] = source.queued_position
 
     async def _finish(self, tracked: Tracked) -> None:
         """Let a draining source end by itself within the drain timeout, else cancel it."""

@@ -16,6 +16,7 @@ class SourceStats:
     truncated: int = 0
     rotations: int = 0
     truncations: int = 0
+    last_entry_ns: int = 0  # Docker's timestamp of the newest entry queued
     last_error: str = ""
 
 
