@@ -21,6 +21,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="collect logs (the default)")
     sub.add_parser("check-config", help="validate and print the effective config (secrets masked)")
+    status = sub.add_parser("status", help="ask the running collector for its per-container status")
+    status.add_argument("--url", default="", help="base URL of the running collector (default: from metrics.listen)")
+    status.add_argument("--json", action="store_true", help="print the raw /status JSON")
     return parser
 
 
@@ -35,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         yaml.safe_dump(masked(config), sys.stdout, sort_keys=False)
         return 0
+    if args.command == "status":
+        return _status(config.metrics.listen, args.url, args.json)
     from collector.app import Collector, install_signal_handlers
     from collector.logsetup import setup_logging
 
@@ -46,6 +51,34 @@ def main(argv: list[str] | None = None) -> int:
         await Collector(config).run(stop)
 
     asyncio.run(run())
+    return 0
+
+
+def _status(listen: str, url: str, raw: bool) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from collector.metrics import format_table, status_rows
+
+    if not url:
+        if not listen:
+            print("metrics.listen is empty: the collector serves no status; pass --url", file=sys.stderr)
+            return 2
+        host, _, port = listen.rpartition(":")
+        url = f"http://{'127.0.0.1' if host in ('', '0.0.0.0', '::') else host}:{port}"
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/status", timeout=10) as response:
+            status = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        print(f"cannot reach the collector at {url}: {err}", file=sys.stderr)
+        return 1
+    if raw:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"host {status['host']}  docker {'connected' if status['docker_connected'] else 'DISCONNECTED'}  "
+          f"sink {status['sink']}  queue {status['queue_bytes']} bytes  last push {'ok' if status['last_push_ok'] else 'FAILED'}")
+    print(format_table(status_rows(status)))
     return 0
 
 

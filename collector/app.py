@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import time
+from typing import Any
 
 from collector.config import Config, start_at_seconds
 from collector.docker.discovery import Discovery
@@ -13,18 +16,15 @@ from collector.docker.self_id import own_container_id
 from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
 from collector.sinks.base import Sink
-from collector.sinks.loki import LokiSink
+from collector.metrics import Observability
+from collector.sinks.loki import LokiSink, PushStats
 from collector.sinks.stdout import StdoutSink
-from collector.sources.files import InotifyHub, TailerSettings
+from collector.sources.files import FileTailer, InotifyHub, TailerSettings
 from collector.sources.registry import SourceRegistry
 
 log = logging.getLogger(__name__)
 
 
-def make_sink(config: Config) -> Sink:
-    if config.loki.url:
-        return LokiSink(config.loki)
-    return StdoutSink()
 
 
 class Collector:
@@ -34,7 +34,10 @@ class Collector:
         self.positions = PositionStore(config.positions.path, config.positions.sync_interval)
         self.hub = InotifyHub()
         self.engine = Engine(config.docker.host)
-        self.sink = sink or make_sink(config)
+        self.observability = Observability(self)
+        self.sink: Sink = sink or (
+            LokiSink(config.loki, self.observability.sink_metrics) if config.loki.url else StdoutSink()
+        )
         self.own_id = config.docker.self_id or own_container_id()
         self.registry = SourceRegistry(
             queue=self.queue,
@@ -62,6 +65,8 @@ class Collector:
                 registry_task = group.create_task(self.registry.run(), name="sources")
                 await asyncio.sleep(0)  # let the registry open its task group before events arrive
                 discovery_task = group.create_task(self.discovery.run(), name="discovery")
+                if self.config.metrics.listen:
+                    group.create_task(self.observability.run(self.config.metrics.listen), name="metrics")
                 await stop.wait()
                 log.info("stopping: no more reading, flushing")
                 # Order matters: stop learning of containers, stop reading, then flush what was read.
@@ -84,6 +89,65 @@ class Collector:
         finally:
             await self.engine.close()
         log.info("collector stopped")
+
+
+    # -- what /metrics, /ready and /status read ----------------------------------------------
+    def push_stats(self) -> PushStats | None:
+        return self.sink.stats if isinstance(self.sink, LokiSink) else None
+
+    def not_ready(self) -> list[str]:
+        problems = []
+        if not self.discovery.connected:
+            problems.append("docker unreachable")
+        if isinstance(self.sink, LokiSink):
+            stats = self.sink.stats
+            waiting = self.sink.pending or self.queue.nbytes
+            if not stats.last_push_ok and waiting:
+                problems.append(f"last push failed: {stats.last_error}")
+        return problems
+
+    def status(self) -> dict[str, Any]:
+        now_ns = time.time_ns()
+        containers = []
+        for cid, tracked in sorted(self.registry.containers.items(), key=lambda item: item[1].info.name):
+            stats = tracked.stats
+            row: dict[str, Any] = {
+                "id": cid,
+                "name": tracked.info.name,
+                "mode": tracked.mode,
+                "running": tracked.info.running,
+                "log_driver": tracked.info.log_driver,
+                "skip_reason": tracked.skip_reason,
+                "lines": stats.lines if stats else 0,
+                "bytes": stats.bytes if stats else 0,
+                "errors": stats.errors if stats else 0,
+                "last_error": stats.last_error if stats else "",
+            }
+            source = tracked.source
+            if isinstance(source, FileTailer):
+                acked = self.positions.get(cid)
+                try:
+                    size: int | None = os.stat(source.path).st_size
+                except OSError:
+                    size = None
+                acked_offset = acked.offset if acked and acked.inode == source.inode else 0
+                lag_bytes = max(0, (size or 0) - acked_offset) if size is not None else 0
+                last_ns = stats.last_entry_ns if stats else 0
+                row.update(
+                    path=source.path, inode=source.inode, read_offset=source.offset, acked_offset=acked_offset,
+                    size=size, lag_bytes=lag_bytes,
+                    lag_seconds=round((now_ns - last_ns) / 1e9, 3) if lag_bytes and last_ns else 0.0,
+                )
+            containers.append(row)
+        push = self.push_stats()
+        return {
+            "host": self.registry.host,
+            "docker_connected": self.discovery.connected,
+            "queue_bytes": self.queue.nbytes,
+            "sink": "loki" if push is not None else "stdout",
+            "last_push_ok": push.last_push_ok if push else True,
+            "containers": containers,
+        }
 
 
 class _Stopped(Exception):

@@ -70,7 +70,21 @@ class CollectorProcess:
         await wait_until(lambda: any("following docker events" in line for line in self.stderr) or self.process.returncode is not None,
                          timeout=30, what="collector to follow docker events")
         assert self.process.returncode is None, f"collector exited: {self.stderr[-20:]}"
+        if self.env.get("COLLECTOR_METRICS__LISTEN"):
+            await wait_until(lambda: self._metrics_port() is not None, timeout=30, what="metrics listening")
         return self
+
+    def _metrics_port(self) -> int | None:
+        for line in self.stderr:
+            if "metrics listening" in line:
+                return int(json.loads(line)["port"])
+        return None
+
+    @property
+    def metrics_url(self) -> str:
+        port = self._metrics_port()
+        assert port is not None, "started without metrics (COLLECTOR_METRICS__LISTEN empty)"
+        return f"http://127.0.0.1:{port}"
 
     async def _read_stdout(self) -> None:
         assert self.process and self.process.stdout

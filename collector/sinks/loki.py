@@ -16,6 +16,7 @@ import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiohttp
 
@@ -81,9 +82,14 @@ class Batch:
     oldest: float = 0.0  # monotonic time its first chunk was taken from the queue
 
 
+class PushObserver(Protocol):
+    def pushed(self, entries: int, line_bytes: int, duration: float, entry_times_ns: list[int]) -> None: ...
+
+
 class LokiSink:
-    def __init__(self, config: LokiConfig) -> None:
+    def __init__(self, config: LokiConfig, observer: PushObserver | None = None) -> None:
         self.config = config
+        self._observer = observer
         self.stats = PushStats()
         self.send_metadata = bool(config.structured_metadata)
         self._metadata_keys = tuple(config.structured_metadata)
@@ -141,7 +147,10 @@ class LokiSink:
     async def _send_all(self, session: aiohttp.ClientSession, ready: asyncio.Queue[Batch | None], acknowledge: Acknowledge) -> None:
         while (batch := await ready.get()) is not None:
             if batch.entries:
-                await self._send(session, batch)
+                duration = await self._send(session, batch)
+                if self._observer is not None and duration is not None:
+                    newest = [chunk.entries[-1].ts_ns for chunk in batch.chunks if chunk.entries]
+                    self._observer.pushed(batch.entries, batch.line_bytes, duration, newest)
             self._pending -= 1
             acknowledge(batch.chunks)
 
@@ -218,13 +227,16 @@ class LokiSink:
             context.verify_mode = ssl.CERT_NONE
         return context
 
-    async def _send(self, session: aiohttp.ClientSession, batch: Batch) -> None:
-        """Push until Loki has it. Retries connection errors, 429 and 5xx forever: the log file is the
-        buffer, and shutdown's flush deadline is what ends a hopeless wait."""
+    async def _send(self, session: aiohttp.ClientSession, batch: Batch) -> float | None:
+        """Push until Loki has it; the duration of the request that succeeded, None if dropped.
+
+        Retries connection errors, 429 and 5xx forever: the log file is the buffer, and shutdown's
+        flush deadline is what ends a hopeless wait."""
         body, headers = self.encode(batch)
         attempt = 0
         while True:
             retry_after: float | None = None
+            started = time.monotonic()
             try:
                 async with session.post(self.config.url, data=body, headers=headers) as response:
                     status = response.status
@@ -233,9 +245,10 @@ class LokiSink:
             except (aiohttp.ClientError, TimeoutError, OSError) as err:
                 status, text = 0, repr(err)
             self.stats.requests[str(status) if status else "error"] += 1
+            duration = time.monotonic() - started
             if 200 <= status < 300:
                 self._delivered(batch, len(body))
-                return
+                return duration
             if status == 400 and self.send_metadata and _METADATA_DISABLED.search(text):
                 self.send_metadata = False
                 log.warning("Loki does not accept structured metadata; sending without it from now on", extra={"response": text[:500]})
@@ -247,13 +260,13 @@ class LokiSink:
                 self.stats.rejected.update(rejected)
                 log.warning("Loki rejected entries", extra={"rejected": dict(rejected), "response": text[:1000]})
                 self._delivered(batch, len(body), rejected=sum(rejected.values()))
-                return
+                return duration
             if status and status != 429 and 400 <= status < 500:
                 self.stats.dropped[f"http_{status}"] += batch.entries
                 self.stats.last_push_ok = False
                 self.stats.last_error = f"HTTP {status}: {text[:200]}"
                 log.error("Loki refused the batch; dropping it", extra={"status": status, "entries": batch.entries, "response": text[:1000]})
-                return
+                return None
             self.stats.last_push_ok = False
             self.stats.last_error = f"HTTP {status}: {text[:200]}" if status else text[:200]
             delay = self._backoff(attempt, retry_after)

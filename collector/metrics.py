@@ -1,0 +1,213 @@
+"""What an operator sees: /metrics (Prometheus), /healthz, /ready, /status, on one aiohttp server.
+
+Counters and gauges are read from the pipeline's own state at scrape time (a custom collector),
+so a destroyed container's series are gone at the next scrape and nothing is counted twice.
+Only the distributions (batch sizes, push durations, lag) are prometheus-client histograms,
+fed by the sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from collector.app import Collector
+
+log = logging.getLogger(__name__)
+disable_created_metrics()  # *_created series only add noise here
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+HEALTH_DEADLINE = 5.0  # /healthz fails when the loop's heartbeat is older than this
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * _PAGE_SIZE
+
+
+class SinkMetrics:
+    """Histograms the sink feeds after each acknowledged push."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.batch_entries = Histogram(
+            "collector_batch_entries", "Entries per pushed batch.",
+            buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000), registry=registry,
+        )
+        self.batch_bytes = Histogram(
+            "collector_batch_bytes", "Line bytes per pushed batch.",
+            buckets=(1024, 16384, 65536, 262144, 524288, 1048576, 2097152, 4194304), registry=registry,
+        )
+        self.push_duration = Histogram(
+            "collector_push_duration_seconds", "Duration of one push request, retries excluded.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=registry,
+        )
+        self.lag = Histogram(
+            "collector_end_to_end_lag_seconds",
+            "Push acknowledged time minus the entry's Docker timestamp (newest entry of each chunk).",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600), registry=registry,
+        )
+
+    def pushed(self, entries: int, line_bytes: int, duration: float, entry_times_ns: list[int]) -> None:
+        self.batch_entries.observe(entries)
+        self.batch_bytes.observe(line_bytes)
+        self.push_duration.observe(duration)
+        now = time.time()
+        for ts_ns in entry_times_ns:
+            self.lag.observe(max(0.0, now - ts_ns / 1e9))
+
+
+class _StateCollector:
+    """Reads counters and gauges off the running pipeline at each scrape."""
+
+    def __init__(self, app: Collector) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        app = self.app
+        registry = app.registry
+        lines = CounterMetricFamily("collector_lines_read", "Lines read, by source kind and container.", labels=["source", "container_name"])
+        read_bytes = CounterMetricFamily("collector_bytes_read", "Log bytes read, by source kind and container.", labels=["source", "container_name"])
+        errors = CounterMetricFamily("collector_source_errors", "Bad records, torn records, open and read errors, by container.", labels=["container_name"])
+        truncated = CounterMetricFamily("collector_lines_truncated", "Lines cut to sources.max_line_bytes, by container.", labels=["container_name"])
+        rotations = CounterMetricFamily("collector_file_rotations", "Log file rotations followed, by container.", labels=["container_name"])
+        modes: dict[str, int] = {"file": 0, "stream": 0, "skipped": 0, "stopped": 0}
+        for tracked in registry.containers.values():
+            modes[tracked.mode] = modes.get(tracked.mode, 0) + 1
+            stats = tracked.stats
+            if stats is None:
+                continue
+            name = tracked.info.name
+            lines.add_metric([tracked.mode, name], stats.lines)
+            read_bytes.add_metric([tracked.mode, name], stats.bytes)
+            errors.add_metric([name], stats.errors)
+            truncated.add_metric([name], stats.truncated)
+            rotations.add_metric([name], stats.rotations)
+        yield from (lines, read_bytes, errors, truncated, rotations)
+
+        sources = GaugeMetricFamily("collector_sources", "Containers by how they are read.", labels=["mode"])
+        for mode, count in modes.items():
+            sources.add_metric([mode], count)
+        yield sources
+        skipped = CounterMetricFamily("collector_containers_skipped", "Containers not read, by reason.", labels=["reason"])
+        for reason, count in registry.skipped.items():
+            skipped.add_metric([reason], count)
+        yield skipped
+
+        push = app.push_stats()
+        if push is not None:
+            yield CounterMetricFamily("collector_entries_pushed", "Entries Loki stored.", value=push.entries_sent)
+            yield CounterMetricFamily("collector_bytes_pushed", "Request body bytes Loki stored.", value=push.bytes_sent)
+            requests = CounterMetricFamily("collector_push_requests", "Push requests by HTTP status (error: no answer).", labels=["status"])
+            for status, count in push.requests.items():
+                requests.add_metric([status], count)
+            yield requests
+            yield CounterMetricFamily("collector_push_retries", "Push attempts retried.", value=push.retries)
+            rejected = CounterMetricFamily("collector_entries_rejected", "Entries Loki rejected with a 400, by its reason.", labels=["reason"])
+            for reason, count in push.rejected.items():
+                rejected.add_metric([reason], count)
+            yield rejected
+            dropped = CounterMetricFamily("collector_entries_dropped", "Entries dropped, by reason.", labels=["reason"])
+            for reason, count in push.dropped.items():
+                dropped.add_metric([reason], count)
+            yield dropped
+
+        queue = app.queue
+        yield GaugeMetricFamily("collector_queue_bytes", "Bytes waiting in the queue between sources and sink.", value=queue.nbytes)
+        yield GaugeMetricFamily("collector_queue_max_bytes", "The queue's bound.", value=queue.max_bytes)
+
+        positions = app.positions
+        yield GaugeMetricFamily("collector_position_checkpoint_age_seconds", "Seconds since positions were last written.", value=positions.checkpoint_age())
+        yield CounterMetricFamily("collector_position_writes", "Position checkpoints written.", value=positions.writes)
+        yield CounterMetricFamily("collector_position_write_errors", "Position checkpoints that failed.", value=positions.write_errors)
+
+        yield GaugeMetricFamily("collector_inotify_watches", "inotify watches held (one per container directory).", value=app.hub.watch_count)
+        yield GaugeMetricFamily("collector_docker_connected", "1 while the Docker event stream is followed.", value=int(app.discovery.connected))
+        yield CounterMetricFamily("collector_docker_reconnects", "Times the Docker connection was lost and retried.", value=app.discovery.reconnects)
+
+        # Leak gauges: flat under container churn, or something leaks.
+        yield GaugeMetricFamily("collector_asyncio_tasks", "asyncio tasks alive.", value=len(asyncio.all_tasks()))
+        yield GaugeMetricFamily("collector_open_fds", "File descriptors open in the process.", value=open_fds())
+        yield GaugeMetricFamily("collector_rss_bytes", "Resident memory of the process.", value=rss_bytes())
+
+
+class Observability:
+    def __init__(self, app: Collector) -> None:
+        self.app = app
+        self.registry = CollectorRegistry()
+        self.sink_metrics = SinkMetrics(self.registry)
+        self.registry.register(_StateCollector(app))  # type: ignore[arg-type]
+        self.heartbeat = time.monotonic()
+        self.port: int | None = None
+
+    async def run(self, listen: str) -> None:
+        """Serve until cancelled; a heartbeat task proves the loop turns."""
+        host, _, port = listen.rpartition(":")
+        web_app = web.Application()
+        web_app.add_routes([
+            web.get("/metrics", self._metrics),
+            web.get("/healthz", self._healthz),
+            web.get("/ready", self._ready),
+            web.get("/status", self._status),
+        ])
+        runner = web.AppRunner(web_app, access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host or "0.0.0.0", int(port))
+            await site.start()
+            server = site._server
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1] if sockets else int(port)
+            log.info("metrics listening", extra={"host": host, "port": self.port})
+            while True:
+                self.heartbeat = time.monotonic()
+                await asyncio.sleep(1.0)
+        finally:
+            await runner.cleanup()
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        age = time.monotonic() - self.heartbeat
+        ok = age < HEALTH_DEADLINE
+        return web.json_response({"status": "ok" if ok else "stalled", "heartbeat_age_s": round(age, 3)}, status=200 if ok else 503)
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        problems = self.app.not_ready()
+        return web.json_response({"ready": not problems, "problems": problems}, status=503 if problems else 200)
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.app.status())
+
+
+def status_rows(status: dict[str, Any]) -> list[list[str]]:
+    """The `collector status` table, from /status JSON."""
+    rows = [["CONTAINER", "ID", "MODE", "OFFSET/SIZE", "LAG", "LINES", "LAST ERROR"]]
+    for c in status["containers"]:
+        if c["mode"] == "file" and c.get("size") is not None:
+            where = f"{c['acked_offset']}/{c['size']}"
+            lag = f"{c['lag_bytes']}B {c['lag_seconds']:.1f}s"
+        else:
+            where, lag = "-", "-"
+        mode = c["mode"] + (f" ({c['skip_reason']})" if c.get("skip_reason") else "")
+        rows.append([c["name"], c["id"][:12], mode, where, lag, str(c["lines"]), c.get("last_error") or ""])
+    return rows
+
+
+def format_table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)

@@ -1,0 +1,172 @@
+"""Step 4: /metrics, /healthz, /ready, /status and `collector status`, against a real run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from dockerengine import DockerEngine
+from harness import REPO, CollectorProcess
+from loki_receiver import LokiReceiver
+
+pytestmark = pytest.mark.docker
+
+
+async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/metrics") as response:
+            assert response.status == 200
+            text = await response.text()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+async def get(url: str) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url) as response:
+            return response.status, await response.json()
+
+
+@pytest.fixture
+async def receiver():
+    async with LokiReceiver() as running:
+        yield running
+
+
+async def start(engine: DockerEngine, receiver: LokiReceiver, **env: str) -> CollectorProcess:
+    return await CollectorProcess(engine, env={
+        "COLLECTOR_LOKI__URL": receiver.push_url, "COLLECTOR_METRICS__LISTEN": "127.0.0.1:0", **env,
+    }).start()
+
+
+async def test_metrics_match_the_receiver_and_container_series_vanish_on_destroy(receiver, containers: DockerEngine) -> None:
+    proc = await start(containers, receiver)
+    try:
+        name = f"met-{time.monotonic_ns()}"
+        containers.run("awk 'BEGIN{for(i=1;i<=1500;i++) print \"m\", i}'; echo e >&2; sleep 300", name=name)
+        await receiver.wait_for(lambda: len(receiver.lines({"container_name": name})) == 1501)
+        await asyncio.sleep(0.3)
+        samples = await scrape(proc.metrics_url)
+        assert value(samples, "collector_lines_read_total", source="file", container_name=name) == 1501
+        assert value(samples, "collector_bytes_read_total", source="file", container_name=name) == os.path.getsize(
+            containers.log_path(containers.inspect(name)["Id"]))
+        assert value(samples, "collector_entries_pushed_total") == receiver.counters["accepted_entries"]
+        assert value(samples, "collector_push_requests_total", status="204") == receiver.counters["status_204"]
+        assert value(samples, "collector_batch_entries_sum") == receiver.counters["accepted_entries"]
+        assert value(samples, "collector_end_to_end_lag_seconds_count") >= 1
+        assert value(samples, "collector_inotify_watches") >= 1
+        assert value(samples, "collector_docker_connected") == 1
+        assert value(samples, "collector_queue_bytes") == 0
+        assert 0 <= value(samples, "collector_position_checkpoint_age_seconds") < 60
+        # Leak gauges: present and sane.
+        assert 3 <= value(samples, "collector_asyncio_tasks") < 100
+        assert 5 <= value(samples, "collector_open_fds") < 500
+        assert 10e6 < value(samples, "collector_rss_bytes") < 1e9
+
+        containers.rm(name)
+        async def gone() -> bool:
+            return value(await scrape(proc.metrics_url), "collector_lines_read_total", source="file", container_name=name) is None
+        deadline = time.monotonic() + 30
+        while not await gone():
+            assert time.monotonic() < deadline, "per-container series still there after destroy"
+            await asyncio.sleep(0.1)
+        # Totals survive the container.
+        assert value(await scrape(proc.metrics_url), "collector_entries_pushed_total") == receiver.counters["accepted_entries"]
+    finally:
+        assert await proc.stop() == 0
+
+
+async def test_ready_follows_loki_and_healthz_stays_up(receiver, containers: DockerEngine) -> None:
+    proc = await start(containers, receiver, COLLECTOR_LOKI__MIN_BACKOFF="100ms", COLLECTOR_LOKI__MAX_BACKOFF="300ms")
+    try:
+        assert (await get(f"{proc.metrics_url}/ready"))[0] == 200
+        receiver.down = True
+        name = f"ready-{time.monotonic_ns()}"
+        containers.run("echo while down", name=name)
+        deadline = time.monotonic() + 30
+        while (status := await get(f"{proc.metrics_url}/ready"))[0] != 503:
+            assert time.monotonic() < deadline, "never became unready"
+            await asyncio.sleep(0.1)
+        assert any("last push failed" in problem for problem in status[1]["problems"])
+        assert (await get(f"{proc.metrics_url}/healthz"))[0] == 200
+        receiver.down = False
+        await receiver.wait_for(lambda: receiver.lines({"container_name": name}) == ["while down"])
+        deadline = time.monotonic() + 30
+        while (await get(f"{proc.metrics_url}/ready"))[0] != 200:
+            assert time.monotonic() < deadline, "never became ready again"
+            await asyncio.sleep(0.1)
+        samples = await scrape(proc.metrics_url)
+        assert value(samples, "collector_push_retries_total") >= 1
+        assert value(samples, "collector_push_requests_total", status="503") >= 1
+    finally:
+        assert await proc.stop() == 0
+
+
+async def test_collector_status_lists_containers_with_their_modes(receiver, containers: DockerEngine) -> None:
+    proc = await start(containers, receiver)
+    try:
+        tag = time.monotonic_ns()
+        names = {"file": f"st-file-{tag}", "none": f"st-none-{tag}", "local": f"st-local-{tag}"}
+        containers.run("echo hello; sleep 300", name=names["file"])
+        containers.run("sleep 300", "--log-driver", "none", name=names["none"])
+        containers.run("echo streamed; sleep 300", "--log-driver", "local", name=names["local"])
+        await receiver.wait_for(lambda: receiver.lines({"container_name": names["file"]}) == ["hello"])
+
+        def status() -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "collector", "status", "--url", proc.metrics_url],
+                                  capture_output=True, text=True, timeout=30, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO})
+
+        result = status()
+        assert result.returncode == 0, result.stderr
+        rows = {line.split()[0]: line for line in result.stdout.splitlines()[2:]}
+        assert " file " in rows[names["file"]] and rows[names["file"]].split()[-1] == "1"  # 1 line read
+        assert "skipped (driver_none)" in rows[names["none"]]
+        assert "skipped (driver_local)" in rows[names["local"]]
+        code, body = await get(f"{proc.metrics_url}/status")
+        entry = next(c for c in body["containers"] if c["name"] == names["file"])
+        assert entry["acked_offset"] == entry["size"] and entry["lag_bytes"] == 0
+    finally:
+        assert await proc.stop() == 0
+
+
+async def test_container_churn_leaves_no_tasks_fds_or_watches(receiver, containers: DockerEngine) -> None:
+    proc = await start(containers, receiver)
+    try:
+        # Warm up the whole path first (Loki and Docker keep-alive connections, lazily made tasks),
+        # so the baseline holds everything that is supposed to stay.
+        tag = time.monotonic_ns()
+        for index, opts in enumerate([("--rm",), ()]):
+            containers.run("echo warm", *opts, name=f"warm-{tag}-{index}")
+            await receiver.wait_for(lambda index=index: receiver.lines({"container_name": f"warm-{tag}-{index}"}) == ["warm"])
+        containers.rm(f"warm-{tag}-1")
+        await asyncio.sleep(2.5)
+        before = await scrape(proc.metrics_url)
+        names = [f"churn-{tag}-{i}" for i in range(30)]
+        for index, name in enumerate(names):
+            opts = ("--rm",) if index % 2 else ()
+            containers.run("for i in 1 2 3 4 5; do echo c $i; done", *opts, name=name)
+        for name in names:
+            await receiver.wait_for(lambda name=name: len(receiver.lines({"container_name": name})) == 5)
+        containers.rm(*[n for i, n in enumerate(names) if not i % 2])
+        await asyncio.sleep(2.5)  # drains end, watches go, the heartbeat settles
+        after = await scrape(proc.metrics_url)
+        for gauge in ("collector_asyncio_tasks", "collector_open_fds", "collector_inotify_watches"):
+            assert value(after, gauge) <= value(before, gauge), (gauge, value(before, gauge), value(after, gauge))
+        assert value(after, "collector_rss_bytes") < value(before, "collector_rss_bytes") + 50e6
+        assert value(after, "collector_sources", mode="file") == value(before, "collector_sources", mode="file")
+    finally:
+        assert await proc.stop() == 0
