@@ -70,6 +70,13 @@ class DockerEngine:
             self.docker("rm", "-f", *self._names, check=False)
             self._names.clear()
 
+    def restart_daemon(self, down_for: float = 0.0) -> None:
+        """Stop the private dockerd (its containers die with it) and start it again on the same data."""
+        assert self._owned_dir and self._pid is not None, "only a private engine can be restarted"
+        _stop_pid(self._pid)
+        time.sleep(down_for)
+        self._pid = _launch_dockerd(self._owned_dir)
+
     def stop(self) -> None:
         self.cleanup_containers()
         if self._pid is not None:
@@ -117,40 +124,48 @@ def _reachable(host: str) -> dict | None:
         return None
 
 
-def _start_private() -> DockerEngine:
-    if shutil.which("dockerd") is None:
-        raise EngineUnavailable("no reachable Docker engine and no dockerd (apt-get install docker.io busybox-static)")
-    base = tempfile.mkdtemp(prefix="collector-dockerd-")
+def _launch_dockerd(base: str) -> int:
+    """Start dockerd on the private dirs under `base`; returns its pid once it answers."""
     socket = os.path.join(base, "docker.sock")
-    log_file = open(os.path.join(base, "dockerd.log"), "wb")
-    process = subprocess.Popen(
-        [
-            "dockerd",
-            "--data-root", os.path.join(base, "data"),
-            "--exec-root", os.path.join(base, "exec"),
-            "--pidfile", os.path.join(base, "dockerd.pid"),
-            "-H", f"unix://{socket}",
-            "--iptables=false", "--ip6tables=false", "--bridge=none",
-            "--containerd-namespace", "collector-tests",
-            "--containerd-plugins-namespace", "collector-tests-plugins",
-        ],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    log_file.close()
-    engine = DockerEngine(f"unix://{socket}", os.path.join(base, "data", "containers"), _owned_dir=base, _pid=process.pid)
+    with open(os.path.join(base, "dockerd.log"), "ab") as log_file:
+        process = subprocess.Popen(
+            [
+                "dockerd",
+                "--data-root", os.path.join(base, "data"),
+                "--exec-root", os.path.join(base, "exec"),
+                "--pidfile", os.path.join(base, "dockerd.pid"),
+                "-H", f"unix://{socket}",
+                "--iptables=false", "--ip6tables=false", "--bridge=none",
+                "--containerd-namespace", "collector-tests",
+                "--containerd-plugins-namespace", "collector-tests-plugins",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             log = open(os.path.join(base, "dockerd.log")).read()[-3000:]
-            engine.stop()
             raise EngineUnavailable(f"dockerd exited with {process.returncode}:\n{log}")
-        if os.path.exists(socket) and _reachable(engine.host):
-            return engine
+        if os.path.exists(socket) and _reachable(f"unix://{socket}"):
+            return process.pid
         time.sleep(0.2)
-    engine.stop()
+    _stop_pid(process.pid)
     raise EngineUnavailable("dockerd did not come up within 60 s")
+
+
+def _start_private() -> DockerEngine:
+    if shutil.which("dockerd") is None:
+        raise EngineUnavailable("no reachable Docker engine and no dockerd (apt-get install docker.io busybox-static)")
+    base = tempfile.mkdtemp(prefix="collector-dockerd-")
+    engine = DockerEngine(f"unix://{os.path.join(base, 'docker.sock')}", os.path.join(base, "data", "containers"), _owned_dir=base)
+    try:
+        engine._pid = _launch_dockerd(base)
+    except Exception:
+        engine.stop()
+        raise
+    return engine
 
 
 def _build_image(engine: DockerEngine) -> None:
@@ -166,9 +181,9 @@ def _build_image(engine: DockerEngine) -> None:
     engine.docker("import", "-", engine.image, input=tar, timeout=120)
 
 
-def start_engine() -> DockerEngine:
+def start_engine(force_private: bool = False) -> DockerEngine:
     host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    info = _reachable(host)
+    info = None if force_private else _reachable(host)
     engine: DockerEngine
     if info and os.access(os.path.join(info.get("DockerRootDir", ""), "containers"), os.R_OK | os.X_OK):
         engine = DockerEngine(host, os.path.join(info["DockerRootDir"], "containers"))

@@ -195,3 +195,27 @@ async def test_restarted_container_continues_and_destroy_drops_its_position(rece
         await wait_until(lambda: cid not in saved_positions(positions_path), 10, what="position dropped on destroy")
     finally:
         assert await proc.stop() == 0
+
+
+async def test_sigterm_during_loki_outage_exits_within_the_flush_deadline_and_loses_nothing(receiver, containers: DockerEngine, positions_path) -> None:
+    name = f"outage-{time.monotonic_ns()}"
+    proc = await collector(containers, receiver, positions_path, COLLECTOR_SHUTDOWN__FLUSH_TIMEOUT="2s",
+                           COLLECTOR_LOKI__MIN_BACKOFF="100ms", COLLECTOR_LOKI__MAX_BACKOFF="500ms").start()
+    containers.run("for i in 1 2 3; do echo o $i; done; sleep 300", name=name)
+    await wait_lines(receiver, name, 3)
+    receiver.down = True
+    containers.docker("exec", name, "sh", "-c", "for i in 4 5 6; do echo o $i > /proc/1/fd/1; done")
+    await wait_until(lambda: receiver.counters["status_503"] >= 2, 30, what="pushes failing")
+    started = time.monotonic()
+    assert await proc.stop(signal.SIGTERM) == 0
+    took = time.monotonic() - started
+    assert took < 10, f"shutdown took {took:.1f}s with a 2s flush deadline"
+    assert any("flush timed out" in line for line in proc.stderr)
+    receiver.down = False
+    proc = await collector(containers, receiver, positions_path).start()
+    try:
+        await wait_lines(receiver, name, 6)
+        await asyncio.sleep(0.5)
+        assert lines_of(receiver, name) == [f"o {i}" for i in range(1, 7)]
+    finally:
+        assert await proc.stop() == 0
