@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -69,6 +69,13 @@ class SinkMetrics:
             self.lag.observe(max(0.0, now - ts_ns / 1e9))
 
 
+def _by_label(family: type[CounterMetricFamily] | type[GaugeMetricFamily], name: str, doc: str, label: str, counts: Mapping[str, int]) -> Metric:
+    metric = family(name, doc, labels=[label])
+    for key, count in counts.items():
+        metric.add_metric([key], count)
+    return metric
+
+
 class _StateCollector:
     """Reads counters and gauges off the running pipeline at each scrape."""
 
@@ -97,32 +104,17 @@ class _StateCollector:
             rotations.add_metric([name], stats.rotations)
         yield from (lines, read_bytes, errors, truncated, rotations)
 
-        sources = GaugeMetricFamily("collector_sources", "Containers by how they are read.", labels=["mode"])
-        for mode, count in modes.items():
-            sources.add_metric([mode], count)
-        yield sources
-        skipped = CounterMetricFamily("collector_containers_skipped", "Containers not read, by reason.", labels=["reason"])
-        for reason, count in registry.skipped.items():
-            skipped.add_metric([reason], count)
-        yield skipped
+        yield _by_label(GaugeMetricFamily, "collector_sources", "Containers by how they are read.", "mode", modes)
+        yield _by_label(CounterMetricFamily, "collector_containers_skipped", "Containers not read, by reason.", "reason", registry.skipped)
 
         push = app.push_stats()
         if push is not None:
             yield CounterMetricFamily("collector_entries_pushed", "Entries Loki stored.", value=push.entries_sent)
             yield CounterMetricFamily("collector_bytes_pushed", "Request body bytes Loki stored.", value=push.bytes_sent)
-            requests = CounterMetricFamily("collector_push_requests", "Push requests by HTTP status (error: no answer).", labels=["status"])
-            for status, count in push.requests.items():
-                requests.add_metric([status], count)
-            yield requests
+            yield _by_label(CounterMetricFamily, "collector_push_requests", "Push requests by HTTP status (error: no answer).", "status", push.requests)
             yield CounterMetricFamily("collector_push_retries", "Push attempts retried.", value=push.retries)
-            rejected = CounterMetricFamily("collector_entries_rejected", "Entries Loki rejected with a 400, by its reason.", labels=["reason"])
-            for reason, count in push.rejected.items():
-                rejected.add_metric([reason], count)
-            yield rejected
-            dropped = CounterMetricFamily("collector_entries_dropped", "Entries dropped, by reason.", labels=["reason"])
-            for reason, count in push.dropped.items():
-                dropped.add_metric([reason], count)
-            yield dropped
+            yield _by_label(CounterMetricFamily, "collector_entries_rejected", "Entries Loki rejected with a 400, by its reason.", "reason", push.rejected)
+            yield _by_label(CounterMetricFamily, "collector_entries_dropped", "Entries dropped, by reason.", "reason", push.dropped)
 
         queue = app.queue
         yield GaugeMetricFamily("collector_queue_bytes", "Bytes waiting in the queue between sources and sink.", value=queue.nbytes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
@@ -17,9 +18,15 @@ from dockerengine import DockerEngine
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 60, interval: float = 0.05, what: str = "") -> None:
+async def wait_until(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.05, what: str = "") -> None:
+    """Poll a condition (a plain or async callable) until it holds, or fail after a generous deadline."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate}")
         await asyncio.sleep(interval)

@@ -18,24 +18,14 @@ import cramjam
 import pytest
 import pytest_asyncio
 
-try:  # tests/ is a plain directory today; keep working if it becomes a package
-    from tests.loki_receiver import (
-        LabelError,
-        LokiReceiver,
-        ProtoError,
-        decode_push_request,
-        format_labels,
-        parse_label_string,
-    )
-except ImportError:  # pragma: no cover - depends on how pytest sets sys.path
-    from loki_receiver import (  # type: ignore[no-redef]
-        LabelError,
-        LokiReceiver,
-        ProtoError,
-        decode_push_request,
-        format_labels,
-        parse_label_string,
-    )
+from loki_receiver import (  # tests/ is on sys.path (conftest.py)
+    LabelError,
+    LokiReceiver,
+    ProtoError,
+    decode_push_request,
+    format_labels,
+    parse_label_string,
+)
 
 PROTO = {"Content-Type": "application/x-protobuf"}
 JSON = {"Content-Type": "application/json"}

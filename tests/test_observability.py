@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dockerengine import DockerEngine
-from harness import REPO, CollectorProcess
+from harness import REPO, CollectorProcess, wait_until
 from loki_receiver import LokiReceiver
 
 pytestmark = pytest.mark.docker
@@ -39,6 +39,10 @@ async def get(url: str) -> tuple[int, dict]:
     async with aiohttp.ClientSession() as session:
         async with session.get(url) as response:
             return response.status, await response.json()
+
+
+async def ready_is(proc: CollectorProcess, code: int) -> bool:
+    return (await get(f"{proc.metrics_url}/ready"))[0] == code
 
 
 @pytest.fixture
@@ -78,12 +82,11 @@ async def test_metrics_match_the_receiver_and_container_series_vanish_on_destroy
         assert 10e6 < value(samples, "collector_rss_bytes") < 1e9
 
         containers.rm(name)
+
         async def gone() -> bool:
             return value(await scrape(proc.metrics_url), "collector_lines_read_total", source="file", container_name=name) is None
-        deadline = time.monotonic() + 30
-        while not await gone():
-            assert time.monotonic() < deadline, "per-container series still there after destroy"
-            await asyncio.sleep(0.1)
+
+        await wait_until(gone, 30, what="per-container series gone after destroy")
         # Totals survive the container.
         assert value(await scrape(proc.metrics_url), "collector_entries_pushed_total") == receiver.counters["accepted_entries"]
     finally:
@@ -97,18 +100,13 @@ async def test_ready_follows_loki_and_healthz_stays_up(receiver, containers: Doc
         receiver.down = True
         name = f"ready-{time.monotonic_ns()}"
         containers.run("echo while down", name=name)
-        deadline = time.monotonic() + 30
-        while (status := await get(f"{proc.metrics_url}/ready"))[0] != 503:
-            assert time.monotonic() < deadline, "never became unready"
-            await asyncio.sleep(0.1)
+        await wait_until(lambda: ready_is(proc, 503), 30, what="unready while Loki is down")
+        status = await get(f"{proc.metrics_url}/ready")
         assert any("last push failed" in problem for problem in status[1]["problems"])
         assert (await get(f"{proc.metrics_url}/healthz"))[0] == 200
         receiver.down = False
         await receiver.wait_for(lambda: receiver.lines({"container_name": name}) == ["while down"])
-        deadline = time.monotonic() + 30
-        while (await get(f"{proc.metrics_url}/ready"))[0] != 200:
-            assert time.monotonic() < deadline, "never became ready again"
-            await asyncio.sleep(0.1)
+        await wait_until(lambda: ready_is(proc, 200), 30, what="ready again")
         samples = await scrape(proc.metrics_url)
         assert value(samples, "collector_push_retries_total") >= 1
         assert value(samples, "collector_push_requests_total", status="503") >= 1

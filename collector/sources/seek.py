@@ -38,24 +38,9 @@ class _Reader:
         index, within = divmod(offset, _BLOCK)
         return self._block(index)[within : within + length]
 
-    def boundary(self, offset: int) -> int:
-        """The first record start at or after `offset`."""
-        if offset <= 0:
-            return 0
-        position = offset - 1  # a record starts right after a newline
-        while position < self.size:
-            block = self.read(position, _BLOCK)
-            if not block:
-                break
-            newline = block.find(b"\n")
-            if newline >= 0:
-                return position + newline + 1
-            position += len(block)
-        return self.size
-
-    def record_at(self, start: int) -> tuple[int | None, int]:
-        """(timestamp of the record starting at `start` or None if unreadable, offset after it)."""
-        buffer = b""
+    def line(self, start: int) -> tuple[bytes | None, int]:
+        """The bytes from `start` to the next newline (None if the file ends first), and the offset after it."""
+        parts: list[bytes] = []
         position = start
         while position < self.size:
             block = self.read(position, _BLOCK)
@@ -63,17 +48,25 @@ class _Reader:
                 break
             newline = block.find(b"\n")
             if newline >= 0:
-                buffer += block[:newline]
-                position += newline + 1
-                break
-            buffer += block
+                parts.append(block[:newline])
+                return b"".join(parts), position + newline + 1
+            parts.append(block)
             position += len(block)
-        else:
-            return None, self.size  # a torn last record
+        return None, self.size
+
+    def boundary(self, offset: int) -> int:
+        """The first record start at or after `offset` (a record starts right after a newline)."""
+        return 0 if offset <= 0 else self.line(offset - 1)[1]
+
+    def record_at(self, start: int) -> tuple[int | None, int]:
+        """(timestamp of the record starting at `start` or None if unreadable, offset after it)."""
+        raw, after = self.line(start)
+        if raw is None:
+            return None, after  # a torn last record
         try:
-            return parse_timestamp(_decode(buffer).time), position
+            return parse_timestamp(_decode(raw).time), after
         except (msgspec.DecodeError, msgspec.ValidationError, BadTimestamp):
-            return None, position
+            return None, after
 
     def first_time_from(self, offset: int) -> tuple[int | None, int]:
         """Timestamp and start of the first readable record at or after `offset` (None at the end)."""
