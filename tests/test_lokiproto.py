@@ -44,11 +44,13 @@ PushRequest = _reference_classes()
 
 STREAMS = [
     PushStream('{container_name="web", stream="stdout"}', [
-        PushEntry(1795351032709634378, "GET / 200", (("container_id", "abc123"), ("image", "nginx:1"))),
-        PushEntry(1795351033000000000, "", ()),  # empty line, whole-second timestamp
-        PushEntry(5, "ünïcødé ✓ " + "x" * 300, (("container_id", "abc123"),)),  # long: 2-byte lengths
-    ]),
-    PushStream('{a="quote \\" and \\\\ back"}', [PushEntry(0, "epoch", ())]),
+        PushEntry(1795351032709634378, "GET / 200"),
+        PushEntry(1795351033000000000, ""),  # empty line, whole-second timestamp
+        PushEntry(1795351033000000001, "ünïcødé ✓ " + "x" * 300),  # long: 2-byte lengths
+        PushEntry(5, "x" * 20000),  # 3-byte lengths, tiny timestamp
+    ], (("container_id", "abc123"), ("image", "nginx:1"))),
+    PushStream('{a="quote \\" and \\\\ back"}', [PushEntry(0, "epoch")]),
+    PushStream('{b="2"}', [PushEntry(-1_500_000_000, "before 1970"), PushEntry(10**19, "far future")], (("k", ""),)),
 ]
 
 
@@ -60,7 +62,7 @@ def _reference_bytes(streams: list[PushStream]) -> bytes:
             message = adapter.entries.add(line=entry.line)
             message.timestamp.SetInParent()  # gogoproto non-nullable: always on the wire
             message.timestamp.seconds, message.timestamp.nanos = divmod(entry.ts_ns, 10**9)
-            for name, value in entry.metadata:
+            for name, value in stream.metadata:
                 message.structuredMetadata.add(name=name, value=value)
     return request.SerializeToString()
 
@@ -78,7 +80,7 @@ def test_round_trip_through_the_receivers_decoder() -> None:
     decoded = decode_push_request(bytes(cramjam.snappy.decompress_raw(snappy_block(encode_push_request(STREAMS)))))
     assert [s.labels for s in decoded] == [s.labels for s in STREAMS]
     got = [[(e.ts_ns, e.line, tuple(e.metadata)) for e in s.entries] for s in decoded]
-    assert got == [[(e.ts_ns, e.line, tuple(e.metadata)) for e in s.entries] for s in STREAMS]
+    assert got == [[(e.ts_ns, e.line, tuple(s.metadata)) for e in s.entries] for s in STREAMS]
 
 
 @pytest.mark.parametrize("labels", [
@@ -96,9 +98,32 @@ def test_label_string_form() -> None:
 
 
 def test_json_body() -> None:
-    labels_of = {STREAMS[0].labels: {"container_name": "web", "stream": "stdout"}, STREAMS[1].labels: {"a": 'quote " and \\ back'}}
+    labels_of = {STREAMS[0].labels: {"container_name": "web", "stream": "stdout"},
+                 STREAMS[1].labels: {"a": 'quote " and \\ back'}, STREAMS[2].labels: {"b": "2"}}
     body = json.loads(encode_json(STREAMS, labels_of))
     first = body["streams"][0]
     assert first["stream"] == {"container_name": "web", "stream": "stdout"}
     assert first["values"][0] == ["1795351032709634378", "GET / 200", {"container_id": "abc123", "image": "nginx:1"}]
-    assert first["values"][1] == ["1795351033000000000", ""]
+    assert first["values"][1] == ["1795351033000000000", "", {"container_id": "abc123", "image": "nginx:1"}]
+    assert body["streams"][1] == {"stream": {"a": 'quote " and \\ back'}, "values": [["0", "epoch"]]}
+
+
+def test_varint_fast_paths_match_the_plain_algorithm() -> None:
+    import random
+
+    from collector.sinks.lokiproto import _varint
+
+    def plain(value: int) -> bytes:
+        value += (1 << 64) if value < 0 else 0
+        out = bytearray()
+        while value > 0x7F:
+            out.append(value & 0x7F | 0x80)
+            value >>= 7
+        out.append(value)
+        return bytes(out)
+
+    rng = random.Random(7)
+    edges = [v + d for e in (7, 14, 21, 28, 35, 63) for v in (1 << e,) for d in (-1, 0, 1)]
+    values = edges + [0, -1, -(1 << 63)] + [rng.randrange(-(1 << 63), 1 << 63) for _ in range(20000)] + [
+        rng.randrange(0, 1 << 36) for _ in range(20000)]
+    assert [_varint(v) for v in values if v < (1 << 64)] == [plain(v) for v in values if v < (1 << 64)]

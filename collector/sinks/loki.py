@@ -22,10 +22,10 @@ import aiohttp
 
 from collector import __version__
 from collector.config import LokiConfig
-from collector.pipeline.entry import Chunk, Origin
+from collector.pipeline.entry import Chunk, Entry, Origin
 from collector.pipeline.queue import ChunkQueue, QueueClosed
 from collector.sinks.base import Acknowledge
-from collector.sinks.lokiproto import PushEntry, PushStream, encode_json, encode_push_request, label_string, snappy_block
+from collector.sinks.lokiproto import PushStream, encode_json, encode_push_request, label_string, snappy_block
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +75,16 @@ class PushStats:
 @dataclass(slots=True)
 class Batch:
     chunks: list[Chunk] = field(default_factory=list)
-    streams: dict[tuple[int, str], list[PushEntry]] = field(default_factory=dict)
-    stream_labels: dict[tuple[int, str], dict[str, str]] = field(default_factory=dict)
+    # One stream per (origin, stream name): its entries, labels and metadata.
+    streams: dict[tuple[int, str], list[Entry]] = field(default_factory=dict)
+    stream_origin: dict[tuple[int, str], Origin] = field(default_factory=dict)
     line_bytes: int = 0  # what batch_max_bytes bounds
     entries: int = 0
     oldest: float = 0.0  # monotonic time its first chunk was taken from the queue
+    # Encoded when the batch closes (in the accumulator, while the sender waits on the network).
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    with_metadata: bool = False
 
 
 class PushObserver(Protocol):
@@ -142,6 +147,8 @@ class LokiSink:
     async def _close_batch(self, batch: Batch, ready: asyncio.Queue[Batch | None]) -> None:
         if batch.chunks:
             self._pending += 1
+            if batch.entries:
+                self._encode_into(batch)
             await ready.put(batch)
 
     async def _send_all(self, session: aiohttp.ClientSession, ready: asyncio.Queue[Batch | None], acknowledge: Acknowledge) -> None:
@@ -163,34 +170,40 @@ class LokiSink:
             return
         batch.entries += len(chunk.entries)
         origin = chunk.origin
-        metadata = tuple((key, origin.metadata[key]) for key in self._metadata_keys if origin.metadata.get(key))
+        streams = batch.streams
         line_bytes = 0
+        current_name = ""
+        current: list[Entry] = []
         for entry in chunk.entries:
-            line_bytes += len(entry.line)
-            key = (id(origin), entry.stream)
-            entries = batch.streams.get(key)
-            if entries is None:
-                entries = batch.streams[key] = []
-                batch.stream_labels[key] = self._labels(origin, entry.stream)
-            entries.append(PushEntry(entry.ts_ns, entry.line, metadata))
+            line_bytes += len(entry[1])
+            if entry[2] != current_name:  # chunks are mostly one stream: look up only on a switch
+                current_name = entry[2]
+                key = (id(origin), current_name)
+                current = streams.get(key)  # type: ignore[assignment]
+                if current is None:
+                    current = streams[key] = []
+                    batch.stream_origin[key] = origin
+            current.append(entry)
         batch.line_bytes += line_bytes
 
-    def _labels(self, origin: Origin, stream: str) -> dict[str, str]:
-        return {**origin.labels, "stream": stream}
+    def _encode_into(self, batch: Batch) -> None:
+        batch.with_metadata = self.send_metadata
+        batch.body, batch.headers = self.encode(batch)
 
     def encode(self, batch: Batch) -> tuple[bytes, dict[str, str]]:
         """The body and its content headers, with or without structured metadata as Loki allows."""
-        # Streams with the same labels (e.g. a renamed container's old and new origin) merge.
-        merged: dict[str, list[PushEntry]] = {}
+        streams = []
         labels_of: dict[str, dict[str, str]] = {}
         for key, entries in batch.streams.items():
-            labels = batch.stream_labels[key]
+            origin = batch.stream_origin[key]
+            labels = {**origin.labels, "stream": key[1]}
             text = label_string(labels)
             labels_of[text] = labels
-            if not self.send_metadata:
-                entries = [PushEntry(e.ts_ns, e.line) for e in entries]
-            merged.setdefault(text, []).extend(entries)
-        streams = [PushStream(text, entries) for text, entries in merged.items()]
+            metadata = (
+                tuple((name, origin.metadata[name]) for name in self._metadata_keys if origin.metadata.get(name))
+                if self.send_metadata else ()
+            )
+            streams.append(PushStream(text, entries, metadata))
         if self.config.encoding == "json":
             body = encode_json(streams, labels_of)
             headers = {"Content-Type": "application/json"}
@@ -232,13 +245,14 @@ class LokiSink:
 
         Retries connection errors, 429 and 5xx forever: the log file is the buffer, and shutdown's
         flush deadline is what ends a hopeless wait."""
-        body, headers = self.encode(batch)
+        if batch.with_metadata and not self.send_metadata:
+            self._encode_into(batch)  # encoded before Loki told us it refuses metadata
         attempt = 0
         while True:
             retry_after: float | None = None
             started = time.monotonic()
             try:
-                async with session.post(self.config.url, data=body, headers=headers) as response:
+                async with session.post(self.config.url, data=batch.body, headers=batch.headers) as response:
                     status = response.status
                     text = await response.text(errors="replace")
                     retry_after = _retry_after(response.headers.get("Retry-After"))
@@ -247,19 +261,20 @@ class LokiSink:
             self.stats.requests[str(status) if status else "error"] += 1
             duration = time.monotonic() - started
             if 200 <= status < 300:
-                self._delivered(batch, len(body))
+                self._delivered(batch, len(batch.body))
                 return duration
-            if status == 400 and self.send_metadata and _METADATA_DISABLED.search(text):
-                self.send_metadata = False
-                log.warning("Loki does not accept structured metadata; sending without it from now on", extra={"response": text[:500]})
-                body, headers = self.encode(batch)
+            if status == 400 and batch.with_metadata and _METADATA_DISABLED.search(text):
+                if self.send_metadata:
+                    self.send_metadata = False
+                    log.warning("Loki does not accept structured metadata; sending without it from now on", extra={"response": text[:500]})
+                self._encode_into(batch)
                 continue
             if status == 400:
                 # Loki stored the valid entries; the named ones are rejected for good: never resend.
                 rejected = rejections_in(text)
                 self.stats.rejected.update(rejected)
                 log.warning("Loki rejected entries", extra={"rejected": dict(rejected), "response": text[:1000]})
-                self._delivered(batch, len(body), rejected=sum(rejected.values()))
+                self._delivered(batch, len(batch.body), rejected=sum(rejected.values()))
                 return duration
             if status and status != 429 and 400 <= status < 500:
                 self.stats.dropped[f"http_{status}"] += batch.entries

@@ -23,14 +23,16 @@ Metadata = Sequence[tuple[str, str]]
 
 
 class PushEntry(NamedTuple):
+    """Any tuple whose first two items are (ts_ns, line) will do; the pipeline's Entry is one."""
+
     ts_ns: int
     line: str
-    metadata: Metadata = ()
 
 
 class PushStream(NamedTuple):
     labels: str  # Loki's {k="v", ...} form, see label_string
-    entries: list[PushEntry]
+    entries: Sequence[tuple]  # (ts_ns, line, ...) tuples
+    metadata: Metadata = ()  # structured metadata, the same for every entry of this stream
 
 
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -47,74 +49,91 @@ def label_string(labels: dict[str, str]) -> str:
     return "{" + ", ".join(f"{name}={_quote(labels[name])}" for name in sorted(labels)) + "}"
 
 
+# Varints below 128 are one byte: precomputed, they are most tags and lengths.
+_SMALL = [bytes([i]) for i in range(128)]
+
+
 def _varint(value: int) -> bytes:
-    if value < 0:
+    if value < 0x80:
+        if value >= 0:
+            return _SMALL[value]
         value += 1 << 64  # int64 on the wire: two's complement in ten bytes
+    elif value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
+    elif value < 0x200000:
+        return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14))
+    elif value < 0x10000000:
+        return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14 & 0x7F | 0x80, value >> 21))
+    elif value < 0x800000000:  # nanoseconds (< 2^30) and seconds until 3058 land here
+        return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14 & 0x7F | 0x80,
+                      value >> 21 & 0x7F | 0x80, value >> 28))
     out = bytearray()
     while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
+        out.append(value & 0x7F | 0x80)
         value >>= 7
     out.append(value)
     return bytes(out)
 
 
-# Varints below 128 are one byte: precompute, they are most lengths and tags.
-_SMALL = [bytes([i]) for i in range(128)]
-
-
-def _len_prefix(payload: bytes | bytearray) -> bytes:
-    n = len(payload)
-    return _SMALL[n] if n < 128 else _varint(n)
-
-
-def _label_pair(name: str, value: str) -> bytes:
-    body = bytearray()
-    if name:
-        raw = name.encode()
-        body += b"\x0a" + _len_prefix(raw) + raw
-    if value:
-        raw = value.encode()
-        body += b"\x12" + _len_prefix(raw) + raw
-    return b"\x1a" + _len_prefix(body) + bytes(body)
+def _field(tag: bytes, payload: bytes) -> bytes:
+    return tag + _varint(len(payload)) + payload
 
 
 def encode_metadata(metadata: Metadata) -> bytes:
-    """The structuredMetadata fields of an entry, encoded once and reused for every entry with them."""
-    return b"".join(_label_pair(name, value) for name, value in metadata)
+    """An entry's structuredMetadata fields (LabelPairAdapter, field 3), encoded once per stream."""
+    pairs = []
+    for name, value in metadata:
+        body = (_field(b"\x0a", name.encode()) if name else b"") + (_field(b"\x12", value.encode()) if value else b"")
+        pairs.append(_field(b"\x1a", body))
+    return b"".join(pairs)
 
 
-def _entry(ts_ns: int, line: str, metadata_bytes: bytes) -> bytes:
-    seconds, nanos = divmod(ts_ns, 1_000_000_000)
-    timestamp = (b"\x08" + _varint(seconds) if seconds else b"") + (b"\x10" + _varint(nanos) if nanos else b"")
-    body = bytearray(b"\x0a")
-    body += _len_prefix(timestamp)
-    body += timestamp
-    if line:
-        raw = line.encode()
-        body += b"\x12"
-        body += _len_prefix(raw)
-        body += raw
-    body += metadata_bytes
-    return b"\x12" + _len_prefix(body) + bytes(body)
+def _stream_parts(stream: PushStream, parts: list[bytes]) -> int:
+    """Append a StreamAdapter's body to `parts`; return its length. The hot loop: no per-entry objects
+    beyond the bytes themselves, and each entry's length computed rather than measured."""
+    append = parts.append
+    size = 0
+    if stream.labels:
+        head = _field(b"\x0a", stream.labels.encode())
+        append(head)
+        size += len(head)
+    metadata = encode_metadata(stream.metadata)
+    metadata_len = len(metadata)
+    last_seconds = -1
+    seconds_field = b""
+    for entry in stream.entries:
+        seconds, nanos = divmod(entry[0], 1_000_000_000)
+        if seconds != last_seconds:  # lines of one second share this
+            last_seconds = seconds
+            seconds_field = b"\x08" + _varint(seconds) if seconds else b""
+        timestamp = seconds_field + b"\x10" + _varint(nanos) if nanos else seconds_field
+        raw = entry[1].encode()
+        length = len(raw)
+        if length:
+            line_head = b"\x12" + (_SMALL[length] if length < 0x80 else _varint(length))
+            body_len = 2 + len(timestamp) + len(line_head) + length + metadata_len
+        else:
+            line_head = b""
+            body_len = 2 + len(timestamp) + metadata_len
+        head = b"\x12" + _varint(body_len) + b"\x0a" + _SMALL[len(timestamp)] + timestamp + line_head
+        append(head)
+        if length:
+            append(raw)
+        if metadata_len:
+            append(metadata)
+        size += len(head) + length + metadata_len
+    return size
 
 
 def encode_push_request(streams: Iterable[PushStream]) -> bytes:
     """PushRequest protobuf (uncompressed)."""
-    out = bytearray()
-    metadata_cache: dict[tuple[tuple[str, str], ...], bytes] = {}
+    out: list[bytes] = []
     for stream in streams:
-        body = bytearray()
-        if stream.labels:
-            raw = stream.labels.encode()
-            body += b"\x0a" + _len_prefix(raw) + raw
-        for entry in stream.entries:
-            key = tuple(entry.metadata)
-            metadata_bytes = metadata_cache.get(key)
-            if metadata_bytes is None:
-                metadata_bytes = metadata_cache[key] = encode_metadata(key)
-            body += _entry(entry.ts_ns, entry.line, metadata_bytes)
-        out += b"\x0a" + _len_prefix(body) + body
-    return bytes(out)
+        parts: list[bytes] = []
+        size = _stream_parts(stream, parts)
+        out.append(b"\x0a" + _varint(size))
+        out.extend(parts)
+    return b"".join(out)
 
 
 def snappy_block(data: bytes) -> bytes:
@@ -124,16 +143,12 @@ def snappy_block(data: bytes) -> bytes:
 
 def encode_json(streams: Iterable[PushStream], labels_of: dict[str, dict[str, str]]) -> bytes:
     """Loki's JSON push body; `labels_of` maps each stream's label string to its label map."""
-    payload = {
-        "streams": [
-            {
-                "stream": labels_of[stream.labels],
-                "values": [
-                    [str(e.ts_ns), e.line, dict(e.metadata)] if e.metadata else [str(e.ts_ns), e.line]
-                    for e in stream.entries
-                ],
-            }
-            for stream in streams
-        ]
-    }
-    return msgspec.json.encode(payload)
+    payload = []
+    for stream in streams:
+        if stream.metadata:
+            metadata = dict(stream.metadata)
+            values = [[str(entry[0]), entry[1], metadata] for entry in stream.entries]
+        else:
+            values = [[str(entry[0]), entry[1]] for entry in stream.entries]
+        payload.append({"stream": labels_of[stream.labels], "values": values})
+    return msgspec.json.encode({"streams": payload})
