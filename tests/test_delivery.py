@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import calendar
 import json
+import os
 import re
+import signal
 import time
 
 import pytest
@@ -107,3 +109,45 @@ async def test_own_container_is_never_read(containers: DockerEngine) -> None:
         assert [(s["container_name"], s["reason"]) for s in skipped if s["container_name"] == own] == [(own, "self")]
     finally:
         assert await proc.stop() == 0
+
+
+ROTATING = ("--log-opt", "max-size=10k", "--log-opt", "max-file=5")  # Docker keeps 5 x 10 KB
+LINE = "rotated line %05d pad pad pad pad pad pad pad"  # ~100 bytes a record: ~100 records a file
+
+
+async def test_paced_writes_through_many_rotations(collector: CollectorProcess, containers: DockerEngine) -> None:
+    name = f"rotate-{time.monotonic_ns()}"
+    # 3,000 records, ~30 rotations, paced well inside Docker's 50 KB retention.
+    containers.run(f"awk 'BEGIN{{for(i=1;i<=3000;i++){{printf \"{LINE}\\n\", i; if(i%100==0) system(\"sleep 0.05\")}}}}'; sleep 300",
+                   *ROTATING, name=name)
+    lines = await collector.wait_for_lines(name, 3000, timeout=60)
+    assert lines == [LINE % i for i in range(1, 3001)]
+
+
+async def test_four_rotations_while_the_reader_is_stopped(collector: CollectorProcess, containers: DockerEngine) -> None:
+    name = f"rotstop-{time.monotonic_ns()}"
+    cid = containers.run(f"echo first; sleep 2; awk 'BEGIN{{for(i=1;i<=400;i++) printf \"{LINE}\\n\", i}}'; sleep 300",
+                         *ROTATING, name=name)
+    await collector.wait_for_lines(name, 1)
+    assert collector.process is not None
+    collector.process.send_signal(signal.SIGSTOP)  # the reader holds the first file and looks nowhere
+    try:
+        rotated = f"{containers.log_path(cid)}.3"
+        await wait_until(lambda: os.path.exists(rotated) and len(containers.docker("logs", name).splitlines()) == 401, 30,
+                         what="a burst rotated at least three times")
+    finally:
+        collector.process.send_signal(signal.SIGCONT)
+    lines = await collector.wait_for_lines(name, 401, timeout=60)
+    assert lines == ["first"] + [LINE % i for i in range(1, 401)]
+
+
+async def test_truncated_file_is_read_again_from_its_start(collector: CollectorProcess, containers: DockerEngine) -> None:
+    name = f"trunc-{time.monotonic_ns()}"
+    cid = containers.run("echo before; sleep 300", name=name)
+    await collector.wait_for_lines(name, 1)
+    path = containers.log_path(cid)
+    os.truncate(path, 0)  # what `truncate -s0` on a container log does
+    record = json.dumps({"log": "after\n", "stream": "stdout", "time": time.strftime("%Y-%m-%dT%H:%M:%S.5Z", time.gmtime())})
+    with open(path, "a") as handle:
+        handle.write(record + "\n")
+    assert await collector.wait_for_lines(name, 2) == ["before", "after"]

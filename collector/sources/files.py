@@ -31,20 +31,36 @@ _MAX_ROTATED = 9
 _MAX_RECORD_BYTES = 8 * 1024 * 1024
 
 
+_STRUCTURE = Mask.CREATE | Mask.MOVED_TO | Mask.MOVED_FROM | Mask.DELETE | Mask.DELETE_SELF | Mask.IGNORED
+
+
+class Wakeup(asyncio.Event):
+    """Set when a watched directory changes; `structure` says files were created, moved or removed
+    (a rotation may have happened), as opposed to plain writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.structure = True  # look once at the start
+
+    def set_structure(self) -> None:
+        self.structure = True
+        self.set()
+
+
 class InotifyHub:
     """The process's single inotify instance; wakes the tailers watching a directory."""
 
     def __init__(self) -> None:
         self._inotify = Inotify()
-        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._waiters: dict[str, set[Wakeup]] = {}
         self._watches: dict[str, object] = {}
 
     @property
     def watch_count(self) -> int:
         return len(self._watches)
 
-    def subscribe(self, directory: str) -> asyncio.Event:
-        wake = asyncio.Event()
+    def subscribe(self, directory: str) -> Wakeup:
+        wake = Wakeup()
         if directory not in self._watches:
             try:
                 self._watches[directory] = self._inotify.add_watch(directory, _DIR_MASK)
@@ -55,7 +71,7 @@ class InotifyHub:
         self._waiters.setdefault(directory, set()).add(wake)
         return wake
 
-    def unsubscribe(self, directory: str, wake: asyncio.Event) -> None:
+    def unsubscribe(self, directory: str, wake: Wakeup) -> None:
         waiters = self._waiters.get(directory)
         if waiters is None:
             return
@@ -78,8 +94,12 @@ class InotifyHub:
             directory = str(watch.path)
             if Mask.IGNORED in event.mask:
                 self._watches.pop(directory, None)
+            structural = bool(event.mask & _STRUCTURE)
             for wake in self._waiters.get(directory, ()):
-                wake.set()
+                if structural:
+                    wake.set_structure()
+                else:
+                    wake.set()
 
     def close(self) -> None:
         self._inotify.close()
@@ -112,6 +132,7 @@ class FileTailer:
         position: FilePosition | None,
         stats: SourceStats,
         preopened_fd: int | None = None,
+        from_oldest: bool = False,
     ) -> None:
         self.path = path
         self.origin = origin
@@ -127,20 +148,33 @@ class FileTailer:
         self.inode = 0
         self.offset = 0
         try:
-            self._open(position, preopened_fd)
+            self._open(position, preopened_fd, from_oldest)
         except BaseException:
             self.close()  # _open closed whatever it opened; this drops the inotify subscription
             raise
 
-    def _open(self, position: FilePosition | None, preopened_fd: int | None) -> None:
+    def _open(self, position: FilePosition | None, preopened_fd: int | None, from_oldest: bool) -> None:
         """Open at once (not in the task): the handle must exist before the file can be unlinked.
 
         `preopened_fd` is the live file, opened when the start event arrived (before inspect); it
         is owned from here on. A saved position whose inode is no longer the live file is looked
         for among the rotated files (<name>.1, .2, ...): the rest of that file is read first.
+        `from_oldest` (no position): start at the oldest rotated file still there, since a fast
+        writer may have rotated before the start event reached us.
         """
         live_fd = preopened_fd
         try:
+            if position is None and from_oldest:
+                for name in reversed(self._chain()[1:]):
+                    try:
+                        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+                    except FileNotFoundError:
+                        continue
+                    if live_fd is not None:
+                        os.close(live_fd)
+                    self._fd, self.inode = fd, os.fstat(fd).st_ino
+                    self.seek_to(0)
+                    return
             if position is not None:
                 for name in self._chain():
                     if name == self.path and live_fd is not None:
@@ -212,10 +246,12 @@ class FileTailer:
                 quiet_since = None
                 rest = await self._consume(rest + data if rest else data)
                 continue
-            # At EOF of the file we hold.
-            if await self._switch_if_rotated(rest):
+            # At EOF of the file we hold. Rotation or truncation is looked for only when the
+            # directory's files changed or the safety poll fired: plain writes cost no stat calls.
+            if await self._truncated(rest) or self._wake.structure and await self._rotated(rest):
                 rest = b""
                 continue
+            self._wake.structure = False
             if self.draining:
                 now = loop.time()
                 quiet_since = quiet_since or now
@@ -229,7 +265,7 @@ class FileTailer:
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
             except TimeoutError:
-                pass
+                self._wake.structure = True  # a missed event must not stall us: look again
 
     async def _consume(self, data: bytes) -> bytes:
         """Parse the whole records in `data`, queue them, return the unfinished tail."""
@@ -274,24 +310,27 @@ class FileTailer:
         entries = self._parser.flush()
         await self._put(entries, 0, self.offset)
 
-    async def _switch_if_rotated(self, rest: bytes) -> bool:
-        """At EOF: follow a rotation or a truncation. True if it switched.
+    async def _truncated(self, rest: bytes) -> bool:
+        """At EOF: the file is shorter than what we read (truncate -s0): start again from 0."""
+        if os.fstat(self._fd).st_size >= self.offset:
+            return False
+        log.warning("log file truncated, reading from its start", extra={"path": self.path})
+        self.stats.truncations += 1
+        await self._finish(rest)
+        self.seek_to(0)
+        return True
 
-        After a rotation our handle holds a renamed file; the next to read is the one renamed right
-        after it (<name>.k-1), which is the live file unless several rotations passed meanwhile.
+    async def _rotated(self, rest: bytes) -> bool:
+        """At EOF, after the directory changed: if our file was rotated, move to the next one.
+
+        Our handle holds a renamed file; the next to read is the one renamed right after it
+        (<name>.k-1), which is the live file unless several rotations passed meanwhile.
         """
         try:
-            st = os.stat(self.path)
+            if os.stat(self.path).st_ino == self.inode:
+                return False
         except FileNotFoundError:
             return False  # removed (destroy) or mid-rotation: keep our handle, the poll looks again
-        if st.st_ino == self.inode:
-            if os.fstat(self._fd).st_size < self.offset:
-                log.warning("log file truncated, reading from its start", extra={"path": self.path})
-                self.stats.truncations += 1
-                await self._finish(rest)
-                self.seek_to(0)
-                return True
-            return False
         chain = self._chain()
         successor = self.path
         for index, name in enumerate(chain[1:], start=1):

@@ -224,6 +224,7 @@ class SourceRegistry:
         assert self._group is not None, "registry is not running"
         path = local_log_path(self._containers_dir, info)
         position = self._read_upto.get(info.id) or self._positions.get(info.id)
+        first_meeting = position is None and self._first_meeting(info)
         stats = self._stats.setdefault(info.id, SourceStats())
         try:
             tailer = FileTailer(
@@ -236,6 +237,8 @@ class SourceRegistry:
                 position,
                 stats,
                 preopened_fd,
+                # Read from its first byte: begin at the oldest rotated file still there.
+                from_oldest=not first_meeting or self._start_at is None,
             )
         except OSError as err:
             self.open_errors += 1
@@ -244,7 +247,7 @@ class SourceRegistry:
             stats.last_error = f"open failed: {err.strerror}"
             self.containers[info.id] = Tracked(info, mode="file", skip_reason=stats.last_error, stats=stats)
             return
-        if position is None and self._first_meeting(info):
+        if first_meeting:
             self._seek_first_meeting(tailer, info)
         self._positions.ensure(info.id, tailer.queued_position)
         if catch_up or not info.running:
