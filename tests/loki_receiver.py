@@ -32,6 +32,7 @@ import gzip
 import inspect
 import json
 import re
+import ssl
 import time
 import zlib
 from collections import Counter, deque
@@ -593,8 +594,8 @@ class LokiReceiver:
 
     # -- lifecycle ---------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Start listening; return the base URL, e.g. ``http://127.0.0.1:43127``."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> str:
+        """Start listening (HTTPS with `ssl_context`); return the base URL, e.g. ``http://127.0.0.1:43127``."""
         if self._runner is not None:
             raise RuntimeError("receiver already started")
         app = web.Application(client_max_size=self.client_max_size)
@@ -609,7 +610,7 @@ class LokiReceiver:
             shutdown_timeout=self.shutdown_timeout,
         )
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         try:
             await site.start()
         except BaseException:
@@ -618,7 +619,7 @@ class LokiReceiver:
         self._runner = runner
         bound_host, bound_port = runner.addresses[0][:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self.base_url = f"http://{shown}:{bound_port}"
+        self.base_url = f"{'https' if ssl_context else 'http'}://{shown}:{bound_port}"
         return self.base_url
 
     async def stop(self) -> None:

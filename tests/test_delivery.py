@@ -151,3 +151,13 @@ async def test_truncated_file_is_read_again_from_its_start(collector: CollectorP
     with open(path, "a") as handle:
         handle.write(record + "\n")
     assert await collector.wait_for_lines(name, 2) == ["before", "after"]
+
+
+async def test_rename_relabels_later_lines(collector: CollectorProcess, containers: DockerEngine) -> None:
+    old, new = f"old-{time.monotonic_ns()}", f"new-{time.monotonic_ns()}"
+    containers.run("echo one; sleep 2; echo two; sleep 300", name=old)
+    await collector.wait_for_lines(old, 1)
+    containers.docker("rename", old, new)
+    containers._names.append(new)
+    assert await collector.wait_for_lines(new, 1) == ["two"]
+    assert collector.lines_of(old) == ["one"]
