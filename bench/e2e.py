@@ -35,7 +35,7 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -406,8 +406,8 @@ def summarize(result: Result, dump: dict[str, Any], expected: dict[str, int], st
             continue
         all_ts.extend(cols["ts_ns"])
         all_recv.extend(cols["received_at"])
-        latencies.extend(r - t / 1e9 for t, r in zip(cols["ts_ns"], cols["received_at"]))
-        firsts = [r - t / 1e9 for t, r, s in zip(cols["ts_ns"], cols["received_at"], cols["seq"]) if s == 1]
+        latencies.extend(r - t / 1e9 for t, r in zip(cols["ts_ns"], cols["received_at"], strict=True))
+        firsts = [r - t / 1e9 for t, r, s in zip(cols["ts_ns"], cols["received_at"], cols["seq"], strict=True) if s == 1]
         first_latencies.extend(firsts[:1])
     if all_recv:
         last_received = max(all_recv)
@@ -423,7 +423,7 @@ def summarize(result: Result, dump: dict[str, Any], expected: dict[str, int], st
     if pushes:
         result.push_handler_ms = result.receiver_busy_s / len(pushes) * 1000
     pushes.sort()
-    gaps = [b[0] - (a[0] + a[3]) for a, b in zip(pushes, pushes[1:])]
+    gaps = [b[0] - (a[0] + a[3]) for a, b in zip(pushes, pushes[1:], strict=True)]
     if gaps:
         result.push_gap_ms = sum(gaps) / len(gaps) * 1000
 
@@ -637,7 +637,6 @@ def latency_table(results: list[Result]) -> str:
         if r.kind != "latency":
             continue
         lat = r.latencies
-        wall = r.docker_span_s
         rows.append([
             r.scenario, f"{r.target_rate:,.0f}", _f(r.achieved_rate, ",.0f"), f"{r.delivery.received:,}", str(r.line_bytes),
             _ms(percentile(lat, 50)), _ms(percentile(lat, 90)), _ms(percentile(lat, 99)), _ms(lat[-1] if lat else math.nan),
@@ -750,7 +749,7 @@ def settings_text(config: dict[str, Any]) -> str:
 def write_markdown(path: str, results: list[Result], config: dict[str, Any], machine: dict[str, str],
                    engine_text: str, quick: bool, duration_s: float, warnings: list[str], loads: tuple[str, str]) -> str:
     main, more = throughput_tables(results)
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     command = "python bench/e2e.py" + (" --quick" if quick else "")
     notes = observations(results, config["loki"]["batch_max_wait"], "throughput")
     latency_notes = observations(results, config["loki"]["batch_max_wait"], "latency")

@@ -13,18 +13,16 @@ from collector.config import Config, start_at_seconds
 from collector.docker.discovery import Discovery
 from collector.docker.engine import Engine
 from collector.docker.self_id import own_container_id
+from collector.metrics import Observability
 from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
 from collector.sinks.base import Sink
-from collector.metrics import Observability
 from collector.sinks.loki import LokiSink, PushStats
 from collector.sinks.stdout import StdoutSink
 from collector.sources.files import FileTailer, InotifyHub, TailerSettings
 from collector.sources.registry import SourceRegistry
 
 log = logging.getLogger(__name__)
-
-
 
 
 class Collector:
@@ -63,7 +61,7 @@ class Collector:
                 writer_task = group.create_task(self.positions.run(), name="positions")
                 sink_task = group.create_task(self.sink.run(self.queue, self.positions.acknowledge), name="sink")
                 registry_task = group.create_task(self.registry.run(), name="sources")
-                await asyncio.sleep(0)  # let the registry open its task group before events arrive
+                await self.registry.running.wait()  # its task group must exist before events arrive
                 discovery_task = group.create_task(self.discovery.run(), name="discovery")
                 if self.config.metrics.listen:
                     group.create_task(self.observability.run(self.config.metrics.listen), name="metrics")
@@ -82,14 +80,13 @@ class Collector:
                     sink_task.cancel()
                 writer_task.cancel()
                 await self.positions.save()  # the final checkpoint: everything acknowledged
-                self.hub.close()
-                raise _Stopped
+                raise _Stopped  # ends the group: cancels what is left (inotify reader, metrics)
         except* _Stopped:
             pass
         finally:
+            self.hub.close()
             await self.engine.close()
         log.info("collector stopped")
-
 
     # -- what /metrics, /ready and /status read ----------------------------------------------
     def push_stats(self) -> PushStats | None:

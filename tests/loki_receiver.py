@@ -38,7 +38,7 @@ import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import cramjam
@@ -502,7 +502,7 @@ class _InvalidStream(Exception):
 def _rfc3339(ts_ns: int) -> str:
     # Go's time.Format(time.RFC3339): whole seconds, UTC "Z".
     try:
-        dt = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=ts_ns // 1_000_000_000)
+        dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=ts_ns // 1_000_000_000)
     except OverflowError:
         return str(ts_ns)
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")

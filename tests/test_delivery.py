@@ -10,7 +10,6 @@ import signal
 import time
 
 import pytest
-
 from dockerengine import DockerEngine
 from harness import CollectorProcess, wait_until
 
@@ -47,7 +46,7 @@ async def test_three_containers_ten_thousand_lines_each(collector: CollectorProc
     elapsed = time.monotonic() - started
     print(f"\n30,000 lines delivered {elapsed:.2f}s after the first container start ({30000 / elapsed:,.0f} lines/s)")
     host = containers.docker("info", "--format", "{{.Name}}")
-    for name, cid in zip(names, ids):
+    for name, cid in zip(names, ids, strict=True):
         entries = collector.entries_of(name)
         assert [e["line"] for e in entries] == [f"{name} {i}" for i in range(1, 10001)]  # all, once, in order
         assert all(e["labels"] == {"container_name": name, "host": host, "stream": "stdout"} for e in entries)

@@ -6,7 +6,6 @@ import asyncio
 import time
 
 import pytest
-
 from dockerengine import DockerEngine, start_engine
 from harness import CollectorProcess, wait_until
 

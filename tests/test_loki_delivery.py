@@ -8,7 +8,6 @@ import time
 
 import aiohttp
 import pytest
-
 from dockerengine import DockerEngine
 from harness import CollectorProcess, wait_until
 from loki_receiver import LokiReceiver
@@ -52,7 +51,7 @@ async def test_thirty_thousand_lines_protobuf_with_metadata_and_latency(receiver
             await wait_lines(receiver, name, 10000, timeout=120)
         elapsed = time.monotonic() - started
         host = containers.docker("info", "--format", "{{.Name}}")
-        for name, cid in zip(names, ids):
+        for name, cid in zip(names, ids, strict=True):
             entries = receiver.entries({"container_name": name})
             assert [e.line for e in entries] == [f"{name} {i}" for i in range(1, 10001)]
             assert all(e.labels == {"container_name": name, "host": host, "stream": "stdout"} for e in entries)

@@ -17,7 +17,6 @@ import aiohttp
 import cramjam
 import pytest
 import pytest_asyncio
-
 from loki_receiver import (  # tests/ is on sys.path (conftest.py)
     LabelError,
     LokiReceiver,

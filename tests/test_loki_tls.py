@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from dockerengine import DockerEngine
 from harness import CollectorProcess, wait_until
 from loki_receiver import LokiReceiver

@@ -8,9 +8,9 @@ import json
 import cramjam
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from loki_receiver import decode_push_request, parse_label_string
 
 from collector.sinks.lokiproto import PushEntry, PushStream, encode_json, encode_push_request, label_string, snappy_block
-from loki_receiver import decode_push_request, parse_label_string
 
 
 def _reference_classes():

@@ -10,11 +10,10 @@ import time
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from dockerengine import DockerEngine
 from harness import REPO, CollectorProcess, wait_until
 from loki_receiver import LokiReceiver
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.docker
 

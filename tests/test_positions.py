@@ -12,7 +12,6 @@ import time
 from collections import Counter
 
 import pytest
-
 from dockerengine import DockerEngine
 from harness import CollectorProcess, wait_until
 from loki_receiver import LokiReceiver

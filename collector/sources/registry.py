@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from collector.docker.containers import ContainerInfo, local_log_path
 from collector.pipeline.entry import FilePosition, Origin
 from collector.pipeline.queue import ChunkQueue
-from collector.sources.files import FileTailer, InotifyHub, TailerSettings
 from collector.positions import PositionStore
+from collector.sources.files import FileTailer, InotifyHub, TailerSettings
 from collector.sources.jsonfile import BadTimestamp, JsonFileParser, parse_timestamp
 from collector.sources.seek import end_offset, offset_for_time
 from collector.sources.source import Source, SourceStats
@@ -80,6 +80,7 @@ class SourceRegistry:
         self.first_reconcile_done = False
         self.bisect_bytes_read = 0
         self._group: asyncio.TaskGroup | None = None
+        self.running = asyncio.Event()  # set once sources can be started
         self._stopping = asyncio.Event()
 
     # -- ownership ---------------------------------------------------------------------------
@@ -87,6 +88,7 @@ class SourceRegistry:
         """Hold the task group that owns every source task until stop()."""
         async with asyncio.TaskGroup() as group:
             self._group = group
+            self.running.set()
             await self._stopping.wait()
             for tracked in self.containers.values():
                 if tracked.task is not None:
