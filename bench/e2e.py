@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import itertools
 import json
 import math
 import os
@@ -423,7 +424,7 @@ def summarize(result: Result, dump: dict[str, Any], expected: dict[str, int], st
     if pushes:
         result.push_handler_ms = result.receiver_busy_s / len(pushes) * 1000
     pushes.sort()
-    gaps = [b[0] - (a[0] + a[3]) for a, b in zip(pushes, pushes[1:], strict=True)]
+    gaps = [b[0] - (a[0] + a[3]) for a, b in itertools.pairwise(pushes)]
     if gaps:
         result.push_gap_ms = sum(gaps) / len(gaps) * 1000
 
