@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -165,5 +166,27 @@ async def test_container_churn_leaves_no_tasks_fds_or_watches(receiver, containe
             assert value(after, gauge) <= value(before, gauge), (gauge, value(before, gauge), value(after, gauge))
         assert value(after, "collector_rss_bytes") < value(before, "collector_rss_bytes") + 50e6
         assert value(after, "collector_sources", mode="file") == value(before, "collector_sources", mode="file")
+    finally:
+        assert await proc.stop() == 0
+
+
+async def test_huge_line_is_cut_counted_and_corrupt_records_are_skipped(receiver, containers: DockerEngine) -> None:
+    proc = await start(containers, receiver)
+    try:
+        name = f"bad-{time.monotonic_ns()}"
+        # A 600 KB line: Loki refuses lines over 256 KiB, so it is cut to sources.max_line_bytes.
+        cid = containers.run("awk 'BEGIN{s=\"z\"; while(length(s)<600000) s=s s; print substr(s,1,600000); print \"next\"}'; sleep 300", name=name)
+        await receiver.wait_for(lambda: len(receiver.lines({"container_name": name})) == 2)
+        huge, following = receiver.lines({"container_name": name})
+        assert huge == "z" * 262144 and following == "next"
+        with open(containers.log_path(cid), "a") as handle:  # damage the file the way a crash might
+            handle.write('{"log":"torn\n' + "\x00garbage\n" + json.dumps(
+                {"log": "after damage\n", "stream": "stdout", "time": time.strftime("%Y-%m-%dT%H:%M:%S.1Z", time.gmtime())}) + "\n")
+        await receiver.wait_for(lambda: receiver.lines({"container_name": name})[-1:] == ["after damage"])
+        samples = await scrape(proc.metrics_url)
+        assert value(samples, "collector_lines_truncated_total", container_name=name) == 1
+        assert value(samples, "collector_source_errors_total", container_name=name) == 2
+        assert any("bad json-file records skipped" in line for line in proc.stderr)
+        assert receiver.rejected_by_reason.get("line_too_long", 0) == 0
     finally:
         assert await proc.stop() == 0
