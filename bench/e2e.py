@@ -610,6 +610,7 @@ def throughput_tables(results: list[Result]) -> tuple[str, str]:
             r.scenario, f"{r.containers} x {r.lines // r.containers:,}", str(r.line_bytes),
             _f(r.wall_s), _f(r.lines_per_s, ",.0f"), _f(r.collector_cpu_s),
             _f(r.lines_per_cpu_s, ",.0f"), _f(r.cpu_us_per_line, ".1f"),
+            _ms(percentile(r.latencies, 50)), _ms(percentile(r.latencies, 99)),
             delivery_text(r.delivery) + ("" if r.complete else " (timed out)"),
         ])
         wall = r.wall_s
@@ -625,7 +626,7 @@ def throughput_tables(results: list[Result]) -> tuple[str, str]:
             _f(r.push_handler_ms, ".0f"), _f(r.push_gap_ms, ".0f"),
         ])
     main = _table(["scenario", "containers x lines", "bytes/line", "wall s", "lines/s", "collector CPU s",
-                   "lines per CPU-s", "CPU µs/line", "delivery"], rows)
+                   "lines per CPU-s", "CPU µs/line", "p50 ms", "p99 ms", "delivery"], rows)
     more = _table(["scenario", "collector CPU", "receiver CPU", "dockerd CPU", "Docker write span s",
                    "last write -> received s", "pushes", "entries/push", "KiB/push (snappy)", "receiver busy",
                    "receiver ms/push", "ms between pushes"], detail)
