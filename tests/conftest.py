@@ -1,13 +1,24 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+import harness  # noqa: E402
 from dockerengine import DockerEngine, start_engine  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def scratch_dir():
+    """One temp dir for everything the collector runs write; removed at the end of the session."""
+    harness.SCRATCH = tempfile.mkdtemp(prefix="collector-tests-")
+    yield harness.SCRATCH
+    shutil.rmtree(harness.SCRATCH, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

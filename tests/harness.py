@@ -16,6 +16,8 @@ from typing import Any
 from dockerengine import DockerEngine
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where collector runs keep their positions; conftest.py points it at a session dir it removes.
+SCRATCH: str | None = None
 
 
 async def wait_until(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.05, what: str = "") -> None:
@@ -44,7 +46,7 @@ class CollectorProcess:
     ) -> None:
         self.engine = engine
         # A restart test passes the same path to each run; otherwise every run starts fresh.
-        self.positions_path = positions_path or os.path.join(tempfile.mkdtemp(prefix="collector-pos-"), "positions.json")
+        self.positions_path = positions_path or os.path.join(tempfile.mkdtemp(prefix="pos-", dir=SCRATCH), "positions.json")
         self.env = {
             **os.environ,
             "DOCKER_HOST": engine.host,

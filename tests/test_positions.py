@@ -7,7 +7,6 @@ import json
 import os
 import random
 import signal
-import tempfile
 import time
 from collections import Counter
 
@@ -29,9 +28,8 @@ async def receiver():
 
 
 @pytest.fixture
-def positions_path():
-    directory = tempfile.mkdtemp(prefix="collector-pos-")
-    yield os.path.join(directory, "positions.json")
+def positions_path(tmp_path) -> str:
+    return str(tmp_path / "positions.json")
 
 
 def collector(engine: DockerEngine, receiver: LokiReceiver, positions_path: str, **env: str) -> CollectorProcess:
@@ -156,7 +154,7 @@ async def test_start_at_window_found_by_bisection(receiver, containers: DockerEn
         assert await proc.stop() == 0
 
 
-async def test_start_at_end_and_all(receiver, containers: DockerEngine, positions_path) -> None:
+async def test_start_at_end_and_all(receiver, containers: DockerEngine, positions_path, tmp_path) -> None:
     name = f"ends-{time.monotonic_ns()}"
     containers.run("echo old 1; echo old 2; sleep 2; echo new 1; sleep 300", name=name)
     await wait_until(lambda: "old 2" in containers.docker("logs", name), 30)
@@ -168,7 +166,7 @@ async def test_start_at_end_and_all(receiver, containers: DockerEngine, position
     finally:
         assert await proc.stop() == 0
     receiver.clear()
-    fresh = os.path.join(tempfile.mkdtemp(prefix="collector-pos-"), "positions.json")
+    fresh = str(tmp_path / "fresh-positions.json")
     proc = await collector(containers, receiver, fresh, COLLECTOR_POSITIONS__START_AT="all").start()
     try:
         await wait_lines(receiver, name, 3)
