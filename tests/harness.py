@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
 import signal
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from typing import Any
 
 from dockerengine import DockerEngine
+from polling import wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Where collector runs keep their positions; conftest.py points it at a session dir it removes.
 SCRATCH: str | None = None
-
-
-async def wait_until(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.05, what: str = "") -> None:
-    """Poll a condition (a plain or async callable) until it holds, or fail after a generous deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate}")
-        await asyncio.sleep(interval)
 
 
 class CollectorProcess:
@@ -113,7 +97,7 @@ class CollectorProcess:
 
     async def wait_for_lines(self, container_name: str, count: int, timeout: float = 60) -> list[str]:
         await wait_until(lambda: len(self.lines_of(container_name)) >= count, timeout,
-                         what=f"{count} lines of {container_name} (have {len(self.lines_of(container_name))})")
+                         what=lambda: f"{count} lines of {container_name} (have {len(self.lines_of(container_name))})")
         return self.lines_of(container_name)
 
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:

@@ -29,7 +29,6 @@ import asyncio
 import base64
 import binascii
 import gzip
-import inspect
 import json
 import re
 import ssl
@@ -44,6 +43,7 @@ from typing import Any
 import cramjam
 from aiohttp import web
 from multidict import CIMultiDict
+from polling import wait_until
 
 __all__ = [
     "LokiReceiver",
@@ -730,19 +730,9 @@ class LokiReceiver:
         Returns the truthy value; raises TimeoutError describing the receiver
         state so a failing integration test says what actually arrived.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            result = predicate()
-            if inspect.isawaitable(result):
-                result = await result
-            if result:
-                return result
-            if time.monotonic() >= deadline:
-                desc = what or getattr(predicate, "__qualname__", repr(predicate))
-                raise TimeoutError(
-                    f"timed out after {timeout:g}s waiting for {desc}; receiver: {self.summary()}"
-                )
-            await asyncio.sleep(interval)
+        desc = what or getattr(predicate, "__qualname__", repr(predicate))
+        return await wait_until(predicate, timeout, interval=interval,
+                                what=lambda: f"{desc}; receiver: {self.summary()}")
 
     # -- HTTP handlers -----------------------------------------------------
 

@@ -11,7 +11,8 @@ import time
 
 import pytest
 from dockerengine import DockerEngine
-from harness import CollectorProcess, wait_until
+from harness import CollectorProcess
+from polling import wait_until
 
 pytestmark = pytest.mark.docker
 

@@ -7,7 +7,8 @@ import time
 
 import pytest
 from dockerengine import DockerEngine, start_engine
-from harness import CollectorProcess, wait_until
+from harness import CollectorProcess
+from polling import wait_until
 
 pytestmark = pytest.mark.docker
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from dockerengine import DockerEngine
-from harness import CollectorProcess, wait_until
+from harness import CollectorProcess
 from loki_receiver import LokiReceiver
+from polling import wait_until
 
 pytestmark = pytest.mark.docker
 

@@ -12,8 +12,9 @@ import time
 import aiohttp
 import pytest
 from dockerengine import DockerEngine
-from harness import REPO, CollectorProcess, wait_until
+from harness import REPO, CollectorProcess
 from loki_receiver import LokiReceiver
+from polling import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.docker
