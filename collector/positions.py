@@ -73,9 +73,6 @@ class PositionStore:
     def get(self, container_id: str) -> FilePosition | None:
         return self._acked.get(container_id)
 
-    def known(self, container_id: str) -> bool:
-        return container_id in self._acked
-
     def ensure(self, container_id: str, position: FilePosition) -> None:
         """Record where a new source starts, so a crash before its first ack resumes there."""
         if container_id not in self._acked:

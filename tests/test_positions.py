@@ -217,3 +217,23 @@ async def test_sigterm_during_loki_outage_exits_within_the_flush_deadline_and_lo
         assert lines_of(receiver, name) == [f"o {i}" for i in range(1, 7)]
     finally:
         assert await proc.stop() == 0
+
+
+async def test_sigterm_exits_while_a_destroyed_containers_source_waits_on_a_full_queue(receiver, containers: DockerEngine, positions_path) -> None:
+    proc = await collector(containers, receiver, positions_path, COLLECTOR_QUEUE__MAX_BYTES="64KiB",
+                           COLLECTOR_SHUTDOWN__FLUSH_TIMEOUT="1s", COLLECTOR_LOKI__MAX_BACKOFF="500ms",
+                           COLLECTOR_DOCKER__DRAIN_TIMEOUT="30s").start()
+    receiver.down = True
+    name = f"full-{time.monotonic_ns()}"
+    # ~8 MB of log: more than the sink's batches (~3 MiB) and the 64 KiB queue hold while Loki is
+    # down, so its source ends up blocked on the full queue.
+    containers.run("awk 'BEGIN{for(i=1;i<=100000;i++) printf \"filler %06d %s\\n\", i, \"0123456789012345678901234567890123456789012345678901234567890123456789\"}'; sleep 300", name=name)
+    await wait_until(lambda: receiver.counters["status_503"] >= 1, 30, what="pushes failing")
+    await asyncio.sleep(1)
+    containers.rm(name)  # destroyed while its source is still draining into the full queue
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    assert await proc.stop(signal.SIGTERM, timeout=60) == 0
+    print(f"\nshutdown took {time.monotonic() - started:.1f}s")
+    # Shutdown cancels draining sources at once: it does not sit out their 30 s drain timeout.
+    assert time.monotonic() - started < 20

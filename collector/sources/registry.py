@@ -75,10 +75,10 @@ class SourceRegistry:
         self._read_upto: dict[str, FilePosition] = {}
         # Per container until destroy, across restarts: counters never go backwards.
         self._stats: dict[str, SourceStats] = {}
+        # Destroyed containers whose source still drains: owned here until it ends.
+        self._finishing: dict[str, Tracked] = {}
         self.skipped = Counter[str]()
-        self.open_errors = 0
         self.first_reconcile_done = False
-        self.bisect_bytes_read = 0
         self._group: asyncio.TaskGroup | None = None
         self.running = asyncio.Event()  # set once sources can be started
         self._stopping = asyncio.Event()
@@ -90,7 +90,9 @@ class SourceRegistry:
             self._group = group
             self.running.set()
             await self._stopping.wait()
-            for tracked in self.containers.values():
+            # Cancel every source, the draining ones too: they may wait on a full queue, which is
+            # only closed (and drained by the sink) after this group has ended.
+            for tracked in [*self.containers.values(), *self._finishing.values()]:
                 if tracked.task is not None:
                     tracked.task.cancel()
         self._group = None
@@ -121,14 +123,14 @@ class SourceRegistry:
         """A stopped container with bytes after its position, or one started since the last checkpoint."""
         if info.log_driver not in FILE_DRIVERS or info.id == self._own_id:
             return False
-        if not self._positions.known(info.id):
-            return self._started_since_checkpoint(info)
         position = self._positions.get(info.id)
+        if position is None:
+            return self._started_since_checkpoint(info)
         try:
             st = os.stat(local_log_path(self._containers_dir, info))
         except OSError:
             return False
-        return position is None or st.st_ino != position.inode or st.st_size > position.offset
+        return st.st_ino != position.inode or st.st_size > position.offset
 
     def _started_since_checkpoint(self, info: ContainerInfo) -> bool:
         checkpoint = self._positions.previous_checkpoint_ns
@@ -175,10 +177,11 @@ class SourceRegistry:
 
     def died(self, container_id: str) -> None:
         tracked = self.containers.get(container_id)
-        if tracked is not None and tracked.source is not None:
+        if tracked is None:
+            return
+        tracked.info.running = False
+        if tracked.source is not None:
             tracked.source.drain()
-        if tracked is not None:
-            tracked.info.running = False
 
     async def destroyed(self, container_id: str) -> None:
         """Forget the container; a source still draining finishes in its own task, so the event
@@ -190,7 +193,14 @@ class SourceRegistry:
         if tracked is not None and tracked.task is not None and not tracked.task.done():
             assert tracked.source is not None and self._group is not None
             tracked.source.drain()
-            self._group.create_task(self._finish(tracked), name=f"finish:{container_id[:12]}")
+            self._finishing[container_id] = tracked
+            self._group.create_task(self._finish_destroyed(container_id, tracked), name=f"finish:{container_id[:12]}")
+
+    async def _finish_destroyed(self, container_id: str, tracked: Tracked) -> None:
+        try:
+            await self._finish(tracked)
+        finally:
+            self._finishing.pop(container_id, None)
 
     def renamed(self, container_id: str, new_name: str) -> None:
         tracked = self.containers.get(container_id)
@@ -243,7 +253,6 @@ class SourceRegistry:
                 from_oldest=not first_meeting or self._start_at is None,
             )
         except OSError as err:
-            self.open_errors += 1
             log.error("cannot open container log", extra={"container_id": info.id[:12], "path": path, "error": str(err)})
             stats.errors += 1
             stats.last_error = f"open failed: {err.strerror}"
@@ -271,7 +280,6 @@ class SourceRegistry:
             return
         cutoff_ns = time.time_ns() - int(self._start_at * 1e9)
         offset, bytes_read = offset_for_time(tailer.fd, size, cutoff_ns)
-        self.bisect_bytes_read += bytes_read
         tailer.seek_to(offset)
         log.info("first meeting: starting inside the start_at window",
                  extra={"container_id": info.id[:12], "offset": offset, "file_size": size, "bytes_read": bytes_read})
