@@ -9,7 +9,7 @@ import sys
 
 import yaml
 
-from collector.config import ConfigError, load_config, masked
+from collector.config import ConfigError, check_positions_writable, load_config, masked
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "status":
         return _status(config.metrics.listen, args.url, args.json)
+    try:
+        check_positions_writable(config)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
     from collector.app import Collector, install_signal_handlers
     from collector.logsetup import setup_logging
 

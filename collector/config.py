@@ -213,6 +213,12 @@ class MetricsConfig(_Section):
     # host:port for /metrics, /healthz, /ready, /status. Empty: no HTTP server.
     listen: str = "0.0.0.0:9180"
 
+    def __post_init__(self) -> None:
+        if self.listen:
+            _, sep, port = self.listen.rpartition(":")
+            _require(bool(sep) and port.isdigit() and int(port) <= 65535, "listen", self.listen,
+                     "must be host:port (port 0-65535), or empty for no HTTP server")
+
 
 class ShutdownConfig(_Section):
     # How long SIGTERM waits for the queue to flush before giving up.
@@ -321,6 +327,20 @@ def load_config(path: str | None, environ: dict[str, str] | os._Environ[str] | N
     if config.loki.bearer_token_file:
         config.loki.bearer_token = _read_secret_file(config.loki.bearer_token_file, "bearer_token_file")
     return config
+
+
+def check_positions_writable(config: Config) -> None:
+    """Fail at startup, not at the first checkpoint, when positions cannot be written."""
+    path = config.positions.path
+    directory = os.path.dirname(path) or "."
+    try:
+        os.makedirs(directory, exist_ok=True)
+        probe = f"{path}.probe"
+        with open(probe, "wb"):
+            pass
+        os.unlink(probe)
+    except OSError as err:
+        raise ConfigError(f"config error: positions.path = {path!r}: cannot write there: {err.strerror}") from None
 
 
 def masked(config: Config) -> dict[str, Any]:

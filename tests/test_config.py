@@ -31,6 +31,8 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         ("positions:\n  start_at: yesterday\n", {}, "positions.start_at = 'yesterday'"),
         ("loki:\n  tenat: x\n", {}, "loki.tenat = 'x': unknown key"),
         ("labels:\n  static:\n    bad-name: x\n", {}, "labels.static = 'bad-name'"),
+        ("", {"COLLECTOR_METRICS__LISTEN": "abc"}, "metrics.listen = 'abc'"),
+        ("metrics:\n  listen: 'localhost:99999'\n", {}, "metrics.listen = 'localhost:99999'"),
     ],
 )
 def test_bad_values_exit_2_naming_key_and_value(tmp_path, yaml_text: str, env: dict[str, str], named: str) -> None:
@@ -70,3 +72,11 @@ def test_secret_from_file(tmp_path) -> None:
 def test_shipped_config_yaml_is_valid_and_matches_defaults() -> None:
     from_file = load_config(os.path.join(REPO, "config.yaml"), {})
     assert from_file == load_config(None, {})
+
+
+def test_unwritable_positions_path_exits_2_before_running(tmp_path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = cli(env={"COLLECTOR_POSITIONS__PATH": str(blocker / "positions.json"), "DOCKER_HOST": "unix:///nonexistent"})
+    assert result.returncode == 2
+    assert f"positions.path = '{blocker / 'positions.json'}'" in result.stderr
