@@ -1,9 +1,10 @@
 """Resume points per container, advanced only by acknowledged chunks, checkpointed atomically.
 
 The file (JSON) holds, per container id, the log file's inode and the offset after the last
-acknowledged record, plus when it was written. It is written with temp file + fsync + rename
-(so a crash leaves the old or the new file, never half of one), at most once per sync interval,
-and once more at shutdown. The writes go through aiofiles: an fsync can take milliseconds.
+acknowledged record, plus when it was written. It is written with temp file + fsync + rename, then
+the directory is fsynced (a crash leaves the old or the new file, never half of one), at most once
+per sync interval and once more at shutdown. The writes go through aiofiles: an fsync can take
+milliseconds.
 """
 
 from __future__ import annotations
@@ -21,6 +22,15 @@ import msgspec
 from collector.pipeline.entry import Chunk, FilePosition
 
 log = logging.getLogger(__name__)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename itself durable: without it a power cut can bring the old file back."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class _Saved(msgspec.Struct):
@@ -126,6 +136,7 @@ class PositionStore:
                 await handle.flush()
                 await asyncio.to_thread(os.fsync, handle.fileno())
             await aiofiles.os.replace(temp, self.path)
+            await asyncio.to_thread(_fsync_directory, os.path.dirname(self.path) or ".")
         except OSError as err:
             self.write_errors += 1
             self._dirty.set()  # try again next interval
