@@ -53,7 +53,6 @@ class PositionStore:
         # Destroyed containers: ids are never reused, and late acks must not bring them back.
         self._gone: set[str] = set()
         self._dirty = asyncio.Event()
-        self.loaded_from_file = False
         self.previous_checkpoint_ns = 0  # when the file we resumed from was written; 0: first run
         self.last_write = 0.0  # monotonic time of the last checkpoint written
         self.writes = 0
@@ -75,7 +74,6 @@ class PositionStore:
             log.error("positions file unreadable; set aside, starting without positions", extra={"path": self.path, "moved_to": aside, "error": str(err)})
             return
         self._acked = {cid: FilePosition(p.inode, p.offset) for cid, p in saved.containers.items()}
-        self.loaded_from_file = True
         self.previous_checkpoint_ns = saved.saved_at_ns
         log.info("positions loaded", extra={"path": self.path, "containers": len(self._acked)})
 
@@ -105,9 +103,6 @@ class PositionStore:
         """Drop positions of containers that no longer exist."""
         for container_id in [cid for cid in self._acked if cid not in container_ids]:
             self.forget(container_id)
-
-    def snapshot(self) -> dict[str, FilePosition]:
-        return dict(self._acked)
 
     def checkpoint_age(self) -> float:
         return time.monotonic() - self.last_write if self.last_write else 0.0

@@ -29,13 +29,6 @@ class ChunkQueue:
     def nbytes(self) -> int:
         return self._bytes
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __len__(self) -> int:
-        return len(self._items)
-
     def _fits(self, nbytes: int) -> bool:
         # An item larger than the bound still goes in when the queue is empty, else it never would.
         return not self._items or self._bytes + nbytes <= self.max_bytes

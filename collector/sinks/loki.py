@@ -68,7 +68,6 @@ class PushStats:
     rejected: Counter[str] = field(default_factory=Counter)  # by Loki's reason
     dropped: Counter[str] = field(default_factory=Counter)  # batches dropped, by reason
     last_push_ok: bool = True
-    last_success: float = 0.0
     last_error: str = ""
 
 
@@ -140,8 +139,7 @@ class LokiSink:
                     continue
             await self._close_batch(batch, ready)
             batch = Batch()
-        if batch.chunks:
-            await self._close_batch(batch, ready)
+        await self._close_batch(batch, ready)
         await ready.put(None)
 
     async def _close_batch(self, batch: Batch, ready: asyncio.Queue[Batch | None]) -> None:
@@ -300,7 +298,6 @@ class LokiSink:
         self.stats.entries_sent += batch.entries - rejected
         self.stats.bytes_sent += body_bytes
         self.stats.last_push_ok = True
-        self.stats.last_success = time.time()
 
 
 def _retry_after(value: str | None) -> float | None:

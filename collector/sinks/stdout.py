@@ -17,7 +17,6 @@ class StdoutSink:
     def __init__(self, out: BinaryIO | None = None) -> None:
         self._out = out or sys.stdout.buffer
         self._encode = msgspec.json.Encoder().encode
-        self.entries_written = 0
 
     async def run(self, queue: ChunkQueue, acknowledge: Acknowledge) -> None:
         while True:
@@ -43,7 +42,6 @@ class StdoutSink:
                 if entry.attrs:
                     record["attrs"] = entry.attrs
                 lines.append(encode(record))
-            self.entries_written += len(chunk.entries)
         if lines:
             lines.append(b"")
             self._out.write(b"\n".join(lines))

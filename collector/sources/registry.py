@@ -264,7 +264,7 @@ class SourceRegistry:
         if catch_up or not info.running:
             tailer.drain()  # read to the end, then close: it is not running
         task = self._group.create_task(self._run_source(info.id, tailer), name=f"file:{info.id[:12]}")
-        self.containers[info.id] = Tracked(info, tailer, task, mode="file", stats=stats)
+        self.containers[info.id] = Tracked(info, tailer, task, mode=tailer.kind, stats=stats)
 
     def _first_meeting(self, info: ContainerInfo) -> bool:
         """Found already running at the first start (no checkpoint, or it predates the checkpoint).
