@@ -9,37 +9,14 @@ import subprocess
 import sys
 import time
 
-import aiohttp
 import pytest
 from dockerengine import DockerEngine
 from harness import REPO, CollectorProcess
 from loki_receiver import LokiReceiver
 from polling import wait_until
-from prometheus_client.parser import text_string_to_metric_families
+from scrape import get, scrape, value
 
 pytestmark = pytest.mark.docker
-
-
-async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{url}/metrics") as response:
-            assert response.status == 200
-            text = await response.text()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(samples: dict, name: str, **labels: str) -> float | None:
-    return samples.get((name, tuple(sorted(labels.items()))))
-
-
-async def get(url: str) -> tuple[int, dict]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url) as response:
-            return response.status, await response.json()
 
 
 async def ready_is(proc: CollectorProcess, code: int) -> bool:

@@ -71,22 +71,32 @@ class LogStreamClient:
         idle = sum(len(conns) for conns in getattr(connector, "_conns", {}).values())
         return acquired + idle
 
-    @asynccontextmanager
-    async def open(self, container_id: str, since: str, follow: bool = True) -> AsyncIterator[aiohttp.StreamReader]:
-        """The body of the container's log stream from `since` on; closed the moment the caller leaves."""
+    async def connect(self, container_id: str, since: str, follow: bool = True) -> aiohttp.ClientResponse:
+        """Send the request; the caller owns the response and must close it."""
         session = self._ensure()
         params = {
             "follow": "1" if follow else "0", "stdout": "1", "stderr": "1", "timestamps": "1", "since": since,
         }
-        async with session.get(f"{self._base}/containers/{container_id}/logs", params=params) as response:
-            if response.status != 200:
-                body = await response.text(errors="replace")
-                raise LogsUnavailable(response.status, _message(body))
+        response = await session.get(f"{self._base}/containers/{container_id}/logs", params=params)
+        if response.status != 200:
             try:
-                yield response.content
+                body = await response.text(errors="replace")
             finally:
-                # Release the socket now, not when the pool gets to it: a stream ends with its reader.
                 response.close()
+            raise LogsUnavailable(response.status, _message(body))
+        return response
+
+    @asynccontextmanager
+    async def open(
+        self, container_id: str, since: str, follow: bool = True, opened: aiohttp.ClientResponse | None = None,
+    ) -> AsyncIterator[aiohttp.StreamReader]:
+        """The body of the container's log stream from `since` on (or of a response `connect` made
+        earlier); its socket is closed the moment the caller leaves."""
+        response = opened or await self.connect(container_id, since, follow)
+        try:
+            yield response.content
+        finally:
+            response.close()
 
     async def close(self) -> None:
         if self._session is not None:

@@ -17,11 +17,14 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import aiohttp
+
 from collector.docker.containers import ContainerInfo, local_log_path
-from collector.docker.logstream import LogStreamClient
+from collector.docker.logstream import LogStreamClient, LogsUnavailable
 from collector.pipeline.entry import FilePosition, Origin, Position, StreamPosition
 from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
+from collector.sources.apistream import since_param
 from collector.sources.files import FileTailer, InotifyHub, TailerSettings
 from collector.sources.jsonfile import BadTimestamp, JsonFileParser, parse_timestamp
 from collector.sources.lifecycle import Action, Event, Phase, next_step
@@ -252,9 +255,15 @@ class SourceRegistry:
     async def _inspect_and_route(self, tracked: Tracked, event_info: ContainerInfo, fd: int | None, inspected: bool) -> None:
         container_id = tracked.info.id
         name_at_event = tracked.info.name
+        early: asyncio.Task[aiohttp.ClientResponse] | None = None
         try:
             info: ContainerInfo | None = None
             if not inspected:
+                if fd is None and container_id != self._settings.own_id:
+                    # No json-file log: most likely another driver. Ask for the stream now, beside
+                    # the inspect: a short-lived `--rm` container may be removed before a request
+                    # sent after the inspect reaches dockerd (an open stream still reads it to the end).
+                    early = asyncio.create_task(self._streams.connect(container_id, since_param(self._stream_start(tracked))))
                 try:
                     async with self._inspect_slots:
                         info = await self._inspect(container_id)
@@ -266,16 +275,33 @@ class SourceRegistry:
             if tracked.info.name != name_at_event:
                 info.name = tracked.info.name
             tracked.info = info
-            self._route(tracked, fd)
+            opened = await _early_response(early) if early is not None else None
+            early = None
+            self._route(tracked, fd, opened)
             fd = None
         finally:
             if fd is not None:
                 os.close(fd)
+            if early is not None:  # cancelled on the way: release whatever it opened
+                early.cancel()
+                response = (await asyncio.gather(early, return_exceptions=True))[0]
+                if isinstance(response, aiohttp.ClientResponse):
+                    response.close()
             self._resolving.pop(container_id, None)
         if tracked.source is None and tracked.destroyed:
             self._remove(tracked)
 
-    def _route(self, tracked: Tracked, fd: int | None) -> None:
+    def _route(self, tracked: Tracked, fd: int | None, opened: aiohttp.ClientResponse | None = None) -> None:
+        try:
+            self._route_to_source(tracked, fd, opened)
+            opened = None
+        finally:
+            if opened is not None:
+                opened.close()
+
+    def _route_to_source(self, tracked: Tracked, fd: int | None, opened: aiohttp.ClientResponse | None) -> None:
+        """Pick the container's source (file, stream fallback, stream) and start it; `opened` goes to a
+        stream source or is closed by the caller."""
         info = tracked.info
         if info.id == self._settings.own_id:
             return self._skip(tracked, "self")
@@ -301,7 +327,7 @@ class SourceRegistry:
         if source is None:
             if reason:
                 self.fallbacks[reason] += 1
-            source = self._stream_source(tracked)
+            source = self._stream_source(tracked, opened)
         tracked.reason = reason
         self._launch(tracked, source)
 
@@ -386,22 +412,24 @@ class SourceRegistry:
             self._seek_first_meeting(tailer, info)
         return tailer
 
-    def _stream_source(self, tracked: Tracked) -> StreamSource:
-        info = tracked.info
+    def _stream_start(self, tracked: Tracked) -> StreamPosition:
         position, first_meeting = self._start_point(tracked)
-        if not isinstance(position, StreamPosition):
-            if position is not None:
-                log.info("read through the API now, previously from its file: reading the stream from its start "
-                         "(Loki drops exact repeats)", extra={"container_id": info.id[:12]})
-            start_at = self._settings.start_at
-            if first_meeting and start_at is not None:
-                position = StreamPosition(time.time_ns() - int(start_at * 1e9), 0)
-            else:
-                position = StreamPosition(0, 0)
+        if isinstance(position, StreamPosition):
+            return position
+        if position is not None:
+            log.info("read through the API now, previously from its file: reading the stream from its start "
+                     "(Loki drops exact repeats)", extra={"container_id": tracked.info.id[:12]})
+        start_at = self._settings.start_at
+        if first_meeting and start_at is not None:
+            return StreamPosition(time.time_ns() - int(start_at * 1e9), 0)
+        return StreamPosition(0, 0)
+
+    def _stream_source(self, tracked: Tracked, opened: aiohttp.ClientResponse | None = None) -> StreamSource:
+        info = tracked.info
         container_id = info.id
         return StreamSource(
             container_id, info.tty, self._origin(info), self._queue, self._streams, self._settings.stream,
-            position, tracked.stats, lambda: self._is_running(container_id),
+            self._stream_start(tracked), tracked.stats, lambda: self._is_running(container_id), opened,
         )
 
     def _start_point(self, tracked: Tracked) -> tuple[Position | None, bool]:
@@ -497,6 +525,14 @@ _COUNTERS = ("lines", "bytes", "errors", "truncated", "rotations", "truncations"
 def _add_stats(into: SourceStats, stats: SourceStats) -> None:
     for name in _COUNTERS:
         setattr(into, name, getattr(into, name) + getattr(stats, name))
+
+
+async def _early_response(early: asyncio.Task[aiohttp.ClientResponse]) -> aiohttp.ClientResponse | None:
+    """The stream requested at the start event, if it worked (else the source asks again itself)."""
+    try:
+        return await early
+    except (LogsUnavailable, aiohttp.ClientError, OSError):
+        return None
 
 
 def _fallback_reason(err: OSError) -> str:

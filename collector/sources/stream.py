@@ -38,6 +38,7 @@ class StreamSettings:
 
 class _End(Enum):
     DONE = "done"  # the container stopped and its log was read to the end
+    STOPPED = "stopped"  # the follow stream ended because the container stopped: one last read
     RECONNECT = "reconnect"  # the connection ended while the container runs (or Docker is unreachable)
     IDLE = "idle"
     STALLED = "stalled"  # draining without progress
@@ -62,8 +63,12 @@ class StreamSource:
         start: StreamPosition,
         stats: SourceStats,
         is_running: IsRunning,
+        opened: aiohttp.ClientResponse | None = None,
     ) -> None:
         self.container_id = container_id
+        # A response requested at the start event, before the inspect: a short-lived `--rm`
+        # container can be removed before a request made after the inspect reaches dockerd.
+        self._opened = opened
         self.tty = tty
         self.origin = origin
         self.stats = stats
@@ -88,7 +93,10 @@ class StreamSource:
         self.draining = False
 
     def close(self) -> None:
-        """Nothing to release outside run(): the response is closed when a pass ends."""
+        """Release a response opened early whose reader never ran (run() closes the ones it uses)."""
+        if self._opened is not None:
+            self._opened.close()
+            self._opened = None
 
     def unread_bytes(self) -> int | None:
         return None  # what Docker still holds is not known here
@@ -97,13 +105,26 @@ class StreamSource:
         return {"connected": self.connected, "since": since_param(self.queued_position), "reconnects": self.stats.reconnects}
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self.close()
+
+    async def _run(self) -> None:
         backoff = _MIN_BACKOFF
         short = self.container_id[:12]
+        follow = True
         while True:
             delivered_before = self.stats.lines
-            end = await self._pass()
+            end = await self._pass(follow)
             if end is _End.DONE:
                 return
+            if end is _End.STOPPED:
+                # A follow stream can end a moment before Docker has stored the container's last
+                # output (seen: a final line without newline); one plain read from our position
+                # picks that up, and ends by itself.
+                follow = False
+                continue
             if end is _End.GONE:
                 if not self.draining or self.stats.lines == delivered_before:
                     # Removed before (or while) we read it: whatever it wrote after our position is gone.
@@ -133,11 +154,12 @@ class StreamSource:
                 pass
 
     # -- one connection -------------------------------------------------------------------------
-    async def _pass(self) -> _End:
+    async def _pass(self, follow: bool) -> _End:
         settings = self._settings
         decoder = StreamDecoder(self.tty, settings.max_line_bytes, resume_from=self.queued_position)
         try:
-            async with self._client.open(self.container_id, since_param(self.queued_position)) as body:
+            opened, self._opened = self._opened, None
+            async with self._client.open(self.container_id, since_param(self.queued_position), follow, opened) as body:
                 self.connected = True
                 while True:
                     try:
@@ -148,11 +170,13 @@ class StreamSource:
                     if not data:
                         break
                     await self._put(decoder.feed(data), len(data), decoder)
-                # The stream ended: final if the container stopped (Docker ends it after the last
-                # record); otherwise the connection was cut and the next pass continues.
-                if self.draining or await self._is_running() is False:
+                # The stream ended: the container stopped, or the connection was cut (then the
+                # next pass continues from our position).
+                if not follow:
                     await self._put(decoder.finish(), 0, decoder)
                     return _End.DONE
+                if self.draining or await self._is_running() is False:
+                    return _End.STOPPED
                 return _End.RECONNECT
         except LogsUnavailable as err:
             if err.status == 404:
