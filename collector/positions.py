@@ -98,7 +98,7 @@ class PositionStore:
 
     def ensure(self, container_id: str, position: Position) -> None:
         """Record where a new source starts, so a crash before its first ack resumes there."""
-        if container_id not in self._acked:
+        if container_id not in self._acked and container_id not in self._gone:
             self._acked[container_id] = position
             self._dirty.set()
 

@@ -27,6 +27,7 @@ class CollectorProcess:
         env: dict[str, str] | None = None,
         config_path: str | None = None,
         positions_path: str | None = None,
+        command: list[str] | None = None,
     ) -> None:
         self.engine = engine
         # A restart test passes the same path to each run; otherwise every run starts fresh.
@@ -42,13 +43,14 @@ class CollectorProcess:
             **(env or {}),
         }
         self.config_path = config_path
+        self.command = command or [sys.executable, "-m", "collector"]  # e.g. run under setpriv as another uid
         self.entries: list[dict[str, Any]] = []
         self.stderr: list[str] = []
         self.process: asyncio.subprocess.Process | None = None
         self._readers: list[asyncio.Task[None]] = []
 
     async def start(self) -> CollectorProcess:
-        args = [sys.executable, "-m", "collector"]
+        args = list(self.command)
         if self.config_path:
             args += ["--config", self.config_path]
         self.process = await asyncio.create_subprocess_exec(

@@ -145,12 +145,13 @@ class SourceRegistry:
         if self._settings.mode == "stream":
             return False, "sources.mode is stream"
         directory = self._settings.containers_dir
-        if not os.path.isdir(directory):
-            problem = f"containers dir {directory} does not exist"
-        elif not os.access(directory, os.R_OK | os.X_OK):
-            problem = f"containers dir {directory} is not readable (uid {os.getuid()})"
-        else:
+        try:
+            os.listdir(directory)
             return True, ""
+        except FileNotFoundError:
+            problem = f"containers dir {directory} does not exist"
+        except OSError as err:
+            problem = f"containers dir {directory} is not readable (uid {os.getuid()}: {err.strerror})"
         log.warning(f"{problem}: every container is read through the Docker API log stream")
         return False, problem
 

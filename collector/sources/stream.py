@@ -26,6 +26,7 @@ from collector.sources.source import SourceStats
 log = logging.getLogger(__name__)
 
 _MIN_BACKOFF = 0.25
+_READ_BYTES = 256 * 1024  # at most this much per read: what is already buffered comes at once
 
 
 @dataclass(slots=True)
@@ -164,7 +165,7 @@ class StreamSource:
                 while True:
                     try:
                         async with asyncio.timeout(settings.drain_timeout if self.draining else settings.idle_timeout):
-                            data = await body.readany()
+                            data = await body.read(_READ_BYTES)
                     except TimeoutError:
                         return _End.STALLED if self.draining else _End.IDLE
                     if not data:
