@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import time
 from typing import Any
 
 from collector.config import Config, start_at_seconds
 from collector.docker.discovery import Discovery
 from collector.docker.engine import Engine
+from collector.docker.logstream import LogStreamClient
 from collector.docker.self_id import own_container_id
 from collector.metrics import Observability
 from collector.pipeline.queue import ChunkQueue
@@ -19,8 +18,10 @@ from collector.positions import PositionStore
 from collector.sinks.base import Sink
 from collector.sinks.loki import LokiSink, PushStats
 from collector.sinks.stdout import StdoutSink
-from collector.sources.files import FileTailer, InotifyHub, TailerSettings
-from collector.sources.registry import SourceRegistry
+from collector.sources.files import InotifyHub, TailerSettings
+from collector.sources.registry import RegistrySettings, SourceRegistry
+from collector.sources.stream import StreamSettings
+from collector.status import build_status
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +38,32 @@ class Collector:
             LokiSink(config.loki, self.observability.sink_metrics) if config.loki.url else StdoutSink()
         )
         self.own_id = config.docker.self_id or own_container_id()
+        self.streams = LogStreamClient(config.docker.host)
         self.registry = SourceRegistry(
             queue=self.queue,
             hub=self.hub,
-            containers_dir=config.docker.containers_dir,
-            settings=TailerSettings(config.sources.read_chunk_bytes, config.sources.poll_interval),
-            max_line_bytes=config.sources.max_line_bytes,
-            static_labels=config.labels.static,
-            host_label=config.labels.host,
-            drain_timeout=config.docker.drain_timeout,
-            own_id=self.own_id,
+            streams=self.streams,
             positions=self.positions,
-            start_at=start_at_seconds(config),
+            settings=RegistrySettings(
+                containers_dir=config.docker.containers_dir,
+                tailer=TailerSettings(config.sources.read_chunk_bytes, config.sources.poll_interval),
+                stream=StreamSettings(
+                    idle_timeout=config.sources.stream_idle_timeout,
+                    drain_timeout=config.docker.drain_timeout,
+                    max_line_bytes=config.sources.max_line_bytes,
+                    max_backoff=config.docker.reconnect_max_backoff,
+                ),
+                max_line_bytes=config.sources.max_line_bytes,
+                static_labels=config.labels.static,
+                host_label=config.labels.host,
+                own_id=self.own_id,
+                start_at=start_at_seconds(config),
+                mode=config.sources.mode,
+            ),
+            inspect=self.engine.inspect,
+            is_running=self.engine.is_running,
         )
-        self.discovery = Discovery(self.engine, self.registry, config.docker.reconnect_max_backoff)
+        self.discovery = Discovery(self.engine, self.registry, config.docker.reconnect_max_backoff, config.docker.relist_interval)
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("collector starting", extra={"own_container": (self.own_id or "")[:12]})
@@ -85,6 +98,7 @@ class Collector:
             pass
         finally:
             self.hub.close()
+            await self.streams.close()
             await self.engine.close()
         log.info("collector stopped")
 
@@ -96,6 +110,7 @@ class Collector:
         problems = []
         if not self.discovery.connected:
             problems.append("docker unreachable")
+        problems += self.registry.unreadable()
         if isinstance(self.sink, LokiSink):
             stats = self.sink.stats
             waiting = self.sink.pending or self.queue.nbytes
@@ -104,47 +119,7 @@ class Collector:
         return problems
 
     def status(self) -> dict[str, Any]:
-        now_ns = time.time_ns()
-        containers = []
-        for cid, tracked in sorted(self.registry.containers.items(), key=lambda item: item[1].info.name):
-            stats = tracked.stats
-            row: dict[str, Any] = {
-                "id": cid,
-                "name": tracked.info.name,
-                "mode": tracked.mode,
-                "running": tracked.info.running,
-                "log_driver": tracked.info.log_driver,
-                "skip_reason": tracked.skip_reason,
-                "lines": stats.lines if stats else 0,
-                "bytes": stats.bytes if stats else 0,
-                "errors": stats.errors if stats else 0,
-                "last_error": stats.last_error if stats else "",
-            }
-            source = tracked.source
-            if isinstance(source, FileTailer):
-                acked = self.positions.get(cid)
-                try:
-                    size: int | None = os.stat(source.path).st_size
-                except OSError:
-                    size = None
-                acked_offset = acked.offset if acked and acked.inode == source.inode else 0
-                lag_bytes = max(0, (size or 0) - acked_offset) if size is not None else 0
-                last_ns = stats.last_entry_ns if stats else 0
-                row.update(
-                    path=source.path, inode=source.inode, read_offset=source.offset, acked_offset=acked_offset,
-                    size=size, lag_bytes=lag_bytes,
-                    lag_seconds=round((now_ns - last_ns) / 1e9, 3) if lag_bytes and last_ns else 0.0,
-                )
-            containers.append(row)
-        push = self.push_stats()
-        return {
-            "host": self.registry.host,
-            "docker_connected": self.discovery.connected,
-            "queue_bytes": self.queue.nbytes,
-            "sink": "loki" if push is not None else "stdout",
-            "last_push_ok": push.last_push_ok if push else True,
-            "containers": containers,
-        }
+        return build_status(self.registry, self.positions, self.queue, self.push_stats(), self.discovery.connected)
 
 
 class _Stopped(Exception):

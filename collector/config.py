@@ -101,17 +101,27 @@ class DockerConfig(_Section):
     host: str = ""
     # Where the collector sees Docker's containers directory (host paths are mapped onto it).
     containers_dir: str = "/var/lib/docker/containers"
-    # How long a container's source may keep reading after `die` before it is closed.
+    # After `die`, how long a source may go without progress (not counting waits for queue room)
+    # before it is closed; what it had not read then is counted as lost.
     drain_timeout: Duration = Duration(5.0)
     reconnect_max_backoff: Duration = Duration(10.0)
+    # Re-list containers this often: a safety net against an event stream that died silently.
+    relist_interval: Duration = Duration(60.0)
     # The collector's own container id, never read. Empty: detected from /proc/self.
     self_id: str = ""
 
     def __post_init__(self) -> None:
         _require(self.drain_timeout > 0, "drain_timeout", self.drain_timeout, "must be > 0")
+        _require(self.relist_interval >= 1, "relist_interval", self.relist_interval, "must be >= 1s")
 
 
 class SourcesConfig(_Section):
+    # auto: json-file logs from their files (the API stream if a file cannot be read), every
+    # other driver through the API; stream: every container through the API.
+    mode: Literal["auto", "stream"] = "auto"
+    # An API log stream that delivers nothing for this long is reopened from its position: only a
+    # guard against a connection that died silently (each reopen costs dockerd a re-read from `since`).
+    stream_idle_timeout: Duration = Duration(600.0)
     # One read per turn; bounded so a busy container cannot starve quiet ones.
     read_chunk_bytes: ByteSize = ByteSize(256 * 1024)
     # Safety poll for a missed inotify event; costs one fstat per idle file per interval.
@@ -123,6 +133,7 @@ class SourcesConfig(_Section):
         _require(self.read_chunk_bytes >= 4096, "read_chunk_bytes", self.read_chunk_bytes, "must be >= 4KiB")
         _require(self.poll_interval > 0, "poll_interval", self.poll_interval, "must be > 0")
         _require(self.max_line_bytes >= 1024, "max_line_bytes", self.max_line_bytes, "must be >= 1KiB")
+        _require(self.stream_idle_timeout > 0, "stream_idle_timeout", self.stream_idle_timeout, "must be > 0")
 
 
 class QueueConfig(_Section):

@@ -13,14 +13,19 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-if TYPE_CHECKING:
-    from collector.app import Collector
+from collector.docker.discovery import Discovery
+from collector.docker.logstream import LogStreamClient
+from collector.pipeline.queue import ChunkQueue
+from collector.positions import PositionStore
+from collector.sinks.loki import PushStats
+from collector.sources.files import InotifyHub
+from collector.sources.registry import SourceRegistry
 
 log = logging.getLogger(__name__)
 disable_created_metrics()  # *_created series only add noise here
@@ -76,10 +81,25 @@ def _by_label(family: type[CounterMetricFamily] | type[GaugeMetricFamily], name:
     return metric
 
 
+class Pipeline(Protocol):
+    """What /metrics, /ready and /status read: each part's own state (the supervisor provides it)."""
+
+    registry: SourceRegistry
+    queue: ChunkQueue
+    positions: PositionStore
+    hub: InotifyHub
+    streams: LogStreamClient
+    discovery: Discovery
+
+    def push_stats(self) -> PushStats | None: ...
+    def not_ready(self) -> list[str]: ...
+    def status(self) -> dict[str, Any]: ...
+
+
 class _StateCollector:
     """Reads counters and gauges off the running pipeline at each scrape."""
 
-    def __init__(self, app: Collector) -> None:
+    def __init__(self, app: Pipeline) -> None:
         self.app = app
 
     def collect(self) -> Iterator[Metric]:
@@ -90,15 +110,14 @@ class _StateCollector:
         errors = CounterMetricFamily("collector_source_errors", "Bad records, torn records, open and read errors, by container.", labels=["container_name"])
         truncated = CounterMetricFamily("collector_lines_truncated", "Lines cut to sources.max_line_bytes, by container.", labels=["container_name"])
         rotations = CounterMetricFamily("collector_file_rotations", "Log file rotations followed, by container.", labels=["container_name"])
-        modes: dict[str, int] = {"file": 0, "stream": 0, "skipped": 0, "stopped": 0}
+        modes: dict[str, int] = {"file": 0, "stream": 0, "skipped": 0, "stopped": 0, "failed": 0}
         for tracked in registry.containers.values():
             modes[tracked.mode] = modes.get(tracked.mode, 0) + 1
             stats = tracked.stats
-            if stats is None:
-                continue
             name = tracked.info.name
-            lines.add_metric([tracked.mode, name], stats.lines)
-            read_bytes.add_metric([tracked.mode, name], stats.bytes)
+            kind = tracked.source.kind if tracked.source is not None else tracked.mode
+            lines.add_metric([kind, name], stats.lines)
+            read_bytes.add_metric([kind, name], stats.bytes)
             errors.add_metric([name], stats.errors)
             truncated.add_metric([name], stats.truncated)
             rotations.add_metric([name], stats.rotations)
@@ -106,6 +125,15 @@ class _StateCollector:
 
         yield _by_label(GaugeMetricFamily, "collector_sources", "Containers by how they are read.", "mode", modes)
         yield _by_label(CounterMetricFamily, "collector_containers_skipped", "Containers not read, by reason.", "reason", registry.skipped)
+        yield _by_label(CounterMetricFamily, "collector_fallbacks", "json-file containers read through the API stream instead, by reason.",
+                        "reason", registry.fallbacks)
+        totals = registry.totals()
+        yield CounterMetricFamily("collector_stream_reconnects", "API log streams ended and reopened from their position.", value=totals.reconnects)
+        yield CounterMetricFamily("collector_stream_gaps", "Times Docker no longer had the records after a stream's saved position.", value=totals.gaps)
+        yield CounterMetricFamily("collector_source_losses", "Reads that ended with log data left unread (removed before read, stalled drain).",
+                                  value=totals.lost_events)
+        yield _by_label(CounterMetricFamily, "collector_lost_bytes", "Log bytes known to be lost, by reason.", "reason", registry.lost_bytes)
+        yield GaugeMetricFamily("collector_log_streams_open", "API log stream connections held (in use or idle).", value=app.streams.open_connections)
 
         push = app.push_stats()
         if push is not None:
@@ -136,7 +164,7 @@ class _StateCollector:
 
 
 class Observability:
-    def __init__(self, app: Collector) -> None:
+    def __init__(self, app: Pipeline) -> None:
         self.app = app
         self.registry = CollectorRegistry()
         self.sink_metrics = SinkMetrics(self.registry)

@@ -1,7 +1,9 @@
 """Resume points per container, advanced only by acknowledged chunks, checkpointed atomically.
 
-The file (JSON) holds, per container id, the log file's inode and the offset after the last
-acknowledged record, plus when it was written. It is written with temp file + fsync + rename, then
+The file (JSON) holds, per container id, where its source resumes (a json-file log: the file's
+inode and the offset after the last acknowledged record; an Engine API stream: the timestamp of the
+last acknowledged record and how many records carried exactly that timestamp), plus when it was
+written. It is written with temp file + fsync + rename, then
 the directory is fsynced (a crash leaves the old or the new file, never half of one), at most once
 per sync interval and once more at shutdown. The writes go through aiofiles: an fsync can take
 milliseconds.
@@ -19,7 +21,7 @@ import aiofiles
 import aiofiles.os
 import msgspec
 
-from collector.pipeline.entry import Chunk, FilePosition
+from collector.pipeline.entry import Chunk, FilePosition, Position, StreamPosition
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +36,22 @@ def _fsync_directory(directory: str) -> None:
 
 
 class _Saved(msgspec.Struct):
-    inode: int
-    offset: int
+    inode: int = 0
+    offset: int = 0
     kind: str = "file"
+    ts_ns: int = 0
+    count: int = 0
+
+    @staticmethod
+    def of(position: Position) -> _Saved:
+        if isinstance(position, StreamPosition):
+            return _Saved(kind="stream", ts_ns=position.ts_ns, count=position.count)
+        return _Saved(position.inode, position.offset)
+
+    def position(self) -> Position:
+        if self.kind == "stream":
+            return StreamPosition(self.ts_ns, self.count)
+        return FilePosition(self.inode, self.offset)
 
 
 class _File(msgspec.Struct):
@@ -49,7 +64,7 @@ class PositionStore:
     def __init__(self, path: str, sync_interval: float) -> None:
         self.path = path
         self.sync_interval = sync_interval
-        self._acked: dict[str, FilePosition] = {}
+        self._acked: dict[str, Position] = {}
         # Destroyed containers: ids are never reused, and late acks must not bring them back.
         self._gone: set[str] = set()
         self._dirty = asyncio.Event()
@@ -73,15 +88,15 @@ class PositionStore:
             os.replace(self.path, aside)
             log.error("positions file unreadable; set aside, starting without positions", extra={"path": self.path, "moved_to": aside, "error": str(err)})
             return
-        self._acked = {cid: FilePosition(p.inode, p.offset) for cid, p in saved.containers.items()}
+        self._acked = {cid: p.position() for cid, p in saved.containers.items()}
         self.previous_checkpoint_ns = saved.saved_at_ns
         log.info("positions loaded", extra={"path": self.path, "containers": len(self._acked)})
 
     # -- reading and advancing ---------------------------------------------------------------
-    def get(self, container_id: str) -> FilePosition | None:
+    def get(self, container_id: str) -> Position | None:
         return self._acked.get(container_id)
 
-    def ensure(self, container_id: str, position: FilePosition) -> None:
+    def ensure(self, container_id: str, position: Position) -> None:
         """Record where a new source starts, so a crash before its first ack resumes there."""
         if container_id not in self._acked:
             self._acked[container_id] = position
@@ -120,7 +135,7 @@ class PositionStore:
         payload = msgspec.json.encode(
             _File(
                 saved_at_ns=time.time_ns(),
-                containers={cid: _Saved(p.inode, p.offset) for cid, p in self._acked.items()},
+                containers={cid: _Saved.of(p) for cid, p in self._acked.items()},
             )
         )
         temp = f"{self.path}.tmp"

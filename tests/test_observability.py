@@ -124,6 +124,7 @@ async def test_collector_status_lists_containers_with_their_modes(receiver, cont
         containers.run("sleep 300", "--log-driver", "none", name=names["none"])
         containers.run("echo streamed; sleep 300", "--log-driver", "local", name=names["local"])
         await receiver.wait_for(lambda: receiver.lines({"container_name": names["file"]}) == ["hello"])
+        await receiver.wait_for(lambda: receiver.lines({"container_name": names["local"]}) == ["streamed"])
 
         def status() -> subprocess.CompletedProcess[str]:
             return subprocess.run([sys.executable, "-m", "collector", "status", "--url", proc.metrics_url],
@@ -134,7 +135,7 @@ async def test_collector_status_lists_containers_with_their_modes(receiver, cont
         rows = {line.split()[0]: line for line in result.stdout.splitlines()[2:]}
         assert " file " in rows[names["file"]] and rows[names["file"]].split()[-1] == "1"  # 1 line read
         assert "skipped (driver_none)" in rows[names["none"]]
-        assert "skipped (driver_local)" in rows[names["local"]]
+        assert " stream " in rows[names["local"]] and rows[names["local"]].split()[-1] == "1"
         code, body = await get(f"{proc.metrics_url}/status")
         entry = next(c for c in body["containers"] if c["name"] == names["file"])
         assert entry["acked_offset"] == entry["size"] and entry["lag_bytes"] == 0

@@ -1,10 +1,15 @@
-"""Follows the engine: list and inspect at start, then events; after the daemon restarts, reconnect and re-list."""
+"""Follows the engine: list and inspect at start, then events; re-list periodically and after reconnecting.
+
+Handling an event never waits on I/O (the registry's handlers are synchronous and start tasks), so
+one container's drain or inspect never holds up the next container's start. After the connection
+drops, the events stream is reopened with `since` = the last event seen: dockerd replays its last
+256 events, so the gap is covered; a re-list then applies anything the replay could not.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 from typing import Any, Protocol
 
@@ -12,77 +17,130 @@ import aiodocker
 import aiohttp
 
 from collector.docker.containers import ContainerInfo, from_event
-from collector.docker.engine import Engine
 
 log = logging.getLogger(__name__)
 
 
+class DockerEngine(Protocol):
+    """What discovery needs of Docker; a scripted fake drives the registry in tests."""
+
+    async def host_name(self) -> str: ...
+    async def list_states(self) -> dict[str, tuple[str, bool]]: ...
+    async def inspect(self, container_id: str) -> ContainerInfo | None: ...
+    def events(self, since: str = "") -> Any: ...
+
+
 class ContainerHandler(Protocol):
+    containers: dict[str, Any]
+
     def set_host(self, name: str) -> None: ...
-    async def reconcile(self, present: list[ContainerInfo]) -> None: ...
-    def preopen(self, container_id: str) -> int | None: ...
-    async def started(self, info: ContainerInfo, catch_up: bool = False, preopened_fd: int | None = None) -> None: ...
+    def reconcile(self, present: list[ContainerInfo]) -> None: ...
+    def started(self, info: ContainerInfo, inspected: bool = False) -> None: ...
     def died(self, container_id: str) -> None: ...
-    async def destroyed(self, container_id: str) -> None: ...
+    def destroyed(self, container_id: str) -> None: ...
     def renamed(self, container_id: str, new_name: str) -> None: ...
 
 
 class Discovery:
-    def __init__(self, engine: Engine, handler: ContainerHandler, max_backoff: float) -> None:
+    def __init__(self, engine: DockerEngine, handler: ContainerHandler, max_backoff: float, relist_interval: float = 60.0) -> None:
         self._engine = engine
         self._handler = handler
         self._max_backoff = max_backoff
+        self._relist_interval = relist_interval
         self.connected = False
         self.reconnects = 0
+        self.relists = 0
+        self.events_seen = 0
+        self._last_event = ""  # "<seconds>.<nanoseconds>" of the last event handled
 
     async def run(self) -> None:
         backoff = 0.25
         while True:
             try:
                 self._handler.set_host(await self._engine.host_name())
-                async with self._engine.events() as events:
+                async with self._engine.events(since=self._last_event) as events:
                     await self._relist()
                     self.connected = True
-                    log.info("following docker events")
+                    log.info("following docker events", extra={"replay_since": self._last_event or None})
                     backoff = 0.25
-                    async for event in events:
-                        await self._dispatch(event)
+                    await self._follow(events)
                 log.warning("docker event stream ended; reconnecting")
-            except (aiohttp.ClientError, aiodocker.DockerError, OSError, ValueError) as err:
-                log.warning("docker unreachable; retrying", extra={"error": repr(err), "retry_in_s": backoff})
+            except (aiohttp.ClientError, aiodocker.DockerError, OSError, ValueError, TimeoutError) as err:
+                log.warning("docker unreachable; retrying", extra={"error": f"{err.__class__.__name__}: {err}", "retry_in_s": backoff})
             self.connected = False
             self.reconnects += 1
             await asyncio.sleep(backoff * (0.5 + random.random() / 2))
             backoff = min(backoff * 2, self._max_backoff)
 
+    async def _follow(self, events: Any) -> None:
+        """Handle events as they come; re-list every interval. The stream is read by a pump task, so
+        waiting for the next event can time out without ending the stream."""
+        arrived: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async for event in events:
+                    arrived.put_nowait(event)
+                arrived.put_nowait(None)
+            except Exception as err:  # noqa: BLE001 - handed to the loop below, which raises it
+                arrived.put_nowait(err)
+
+        loop = asyncio.get_running_loop()
+        pump_task = asyncio.create_task(pump(), name="docker-events")
+        try:
+            next_relist = loop.time() + self._relist_interval
+            while True:
+                try:
+                    async with asyncio.timeout(max(0.0, next_relist - loop.time())):
+                        item = await arrived.get()
+                except TimeoutError:
+                    await self._relist()
+                    next_relist = loop.time() + self._relist_interval
+                    continue
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                self._dispatch(item)
+        finally:
+            pump_task.cancel()
+            await asyncio.gather(pump_task, return_exceptions=True)
+
     async def _relist(self) -> None:
+        """A safety net against a connection that died silently or a replay that fell short."""
+        states = await self._engine.list_states()
+        known = self._handler.containers
         present: list[ContainerInfo] = []
-        for container_id in await self._engine.list_ids():
+        for container_id, (name, running) in states.items():
+            tracked = known.get(container_id)
+            if tracked is not None and tracked.info.log_driver:
+                # Known: what changed is its name and whether it runs; no inspect needed.
+                info = tracked.info
+                present.append(ContainerInfo(info.id, name or info.name, info.image, info.labels, info.log_driver,
+                                             info.log_path, info.tty, running, info.started_at))
+                continue
             info = await self._engine.inspect(container_id)
             if info is not None:
                 present.append(info)
-        await self._handler.reconcile(present)
+        self._handler.reconcile(present)
+        self.relists += 1
 
-    async def _dispatch(self, event: dict[str, Any]) -> None:
+    def _dispatch(self, event: dict[str, Any]) -> None:
         action = event.get("Action") or event.get("status", "")
         container_id = (event.get("Actor") or {}).get("ID") or event.get("id", "")
+        time_nano = event.get("timeNano")
+        if time_nano:
+            seconds, nanos = divmod(int(time_nano), 1_000_000_000)
+            self._last_event = f"{seconds}.{nanos:09d}"
+        self.events_seen += 1
         if not container_id:
             return
         if action == "start":
-            # Hold the log open before the inspect round-trip; a --rm container may be gone by then,
-            # and what the event says of it is enough.
-            fd = self._handler.preopen(container_id)
-            try:
-                info = await self._engine.inspect(container_id) or from_event(event)
-            except BaseException:
-                if fd is not None:
-                    os.close(fd)
-                raise
-            await self._handler.started(info, preopened_fd=fd)
+            self._handler.started(from_event(event))
         elif action == "die":
             self._handler.died(container_id)
         elif action == "destroy":
-            await self._handler.destroyed(container_id)
+            self._handler.destroyed(container_id)
         elif action == "rename":
             name = ((event.get("Actor") or {}).get("Attributes") or {}).get("name", "")
             self._handler.renamed(container_id, name.lstrip("/"))

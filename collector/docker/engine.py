@@ -1,4 +1,7 @@
-"""The few Engine API calls the collector makes, through aiodocker. Only GETs: it works behind a read-only proxy."""
+"""The few Engine API calls discovery makes, through aiodocker. Only GETs: it works behind a read-only proxy.
+
+Log streams do not go through here: they have a connection pool of their own (`logstream.py`).
+"""
 
 from __future__ import annotations
 
@@ -13,20 +16,27 @@ import aiohttp
 from collector.docker.containers import ContainerInfo, from_inspect
 
 WATCHED_EVENTS = ("start", "die", "destroy", "rename")
+# aiodocker's default ClientTimeout has no timeouts at all: a hung daemon would hang discovery.
+_CALL_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
 
 
 class Engine:
     def __init__(self, host: str = "") -> None:
         # "" lets aiodocker apply DOCKER_HOST, then the local socket.
-        self.docker = aiodocker.Docker(url=host or None)
+        self.docker = aiodocker.Docker(url=host or None, timeout=_CALL_TIMEOUT)
 
     async def host_name(self) -> str:
         info = await self.docker.system.info()
         return str(info.get("Name", ""))
 
-    async def list_ids(self) -> list[str]:
+    async def list_states(self) -> dict[str, tuple[str, bool]]:
+        """Every container: id -> (name, running), in one call (no inspect)."""
         containers = await self.docker.containers.list(all=True)
-        return [container.id for container in containers]
+        states = {}
+        for container in containers:
+            names = container._container.get("Names") or [""]
+            states[container.id] = (names[0].lstrip("/"), container._container.get("State") == "running")
+        return states
 
     async def inspect(self, container_id: str) -> ContainerInfo | None:
         """None when the container is already gone."""
@@ -38,11 +48,21 @@ class Engine:
             raise
         return from_inspect(data)
 
+    async def is_running(self, container_id: str) -> bool | None:
+        """None when Docker cannot be asked; False when the container is gone."""
+        try:
+            info = await self.inspect(container_id)
+        except (aiodocker.DockerError, aiohttp.ClientError, OSError, TimeoutError):
+            return None
+        return info is not None and info.running
+
     @asynccontextmanager
-    async def events(self) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        """Container events from now on. The stream is open when this is entered, so a list taken
-        afterwards misses nothing in between."""
+    async def events(self, since: str = "") -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        """Container events from now on (or replayed from `since`: dockerd keeps its last 256). The
+        stream is open when this is entered, so a list taken afterwards misses nothing in between."""
         params = {"filters": json.dumps({"type": ["container"], "event": list(WATCHED_EVENTS)})}
+        if since:
+            params["since"] = since
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=10)
         async with self.docker._query("events", params=params, timeout=timeout) as response:
 

@@ -23,6 +23,17 @@ class FilePosition(NamedTuple):
     offset: int
 
 
+class StreamPosition(NamedTuple):
+    """Where an Engine API stream resumes: the timestamp of the last delivered record and how many
+    records with exactly that timestamp were delivered (`since` is inclusive, split lines share one)."""
+
+    ts_ns: int
+    count: int
+
+
+Position = FilePosition | StreamPosition
+
+
 @dataclass(eq=False, slots=True)
 class Origin:
     """The container a chunk came from, as it was when the chunk was read (rename makes a new Origin)."""
@@ -37,4 +48,4 @@ class Chunk:
     origin: Origin
     entries: list[Entry]
     nbytes: int  # raw bytes read for these entries: what the queue bound counts
-    position: FilePosition | None = None  # resume point after this chunk, advanced when acknowledged
+    position: Position | None = None  # resume point after this chunk, advanced when acknowledged

@@ -222,6 +222,18 @@ class FileTailer:
         self.draining = True
         self._wake.set()
 
+    def resume(self) -> None:
+        """Started again (a restart keeps the id and appends to the same file): keep following."""
+        self.draining = False
+
+    def unread_bytes(self) -> int | None:
+        if self._fd < 0:
+            return None
+        return max(0, os.fstat(self._fd).st_size - self.offset)
+
+    def snapshot(self) -> dict[str, object]:
+        return {"path": self.path, "inode": self.inode, "read_offset": self.offset}
+
     async def run(self) -> None:
         try:
             await self._follow()

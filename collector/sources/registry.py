@@ -1,44 +1,73 @@
-"""One source per container: routing by log driver, and the lifecycle start -> die -> destroy.
+"""One source per container, driven through one lifecycle; the registry owns every source task.
 
-The registry owns every source task (one TaskGroup); nothing it starts outlives it or its container.
+Events never wait for each other: a start opens the json-file log at once (a `--rm` container's
+file is unlinked ~0.3 s later), and the inspect that decides how to read it runs in a task of its
+own, bounded in number. Where each source starts reading is decided in `_start_point`; how each
+container is read is decided in `_route`; what an event does to a container is `lifecycle.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from collector.docker.containers import ContainerInfo, local_log_path
-from collector.pipeline.entry import FilePosition, Origin
+from collector.docker.logstream import LogStreamClient
+from collector.pipeline.entry import FilePosition, Origin, Position, StreamPosition
 from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
 from collector.sources.files import FileTailer, InotifyHub, TailerSettings
 from collector.sources.jsonfile import BadTimestamp, JsonFileParser, parse_timestamp
+from collector.sources.lifecycle import Action, Event, Phase, next_step
 from collector.sources.seek import end_offset, offset_for_time
 from collector.sources.source import Source, SourceStats
+from collector.sources.stream import StreamSettings, StreamSource
 
 log = logging.getLogger(__name__)
 
 FILE_DRIVERS = frozenset({"json-file"})
+INSPECT_CONCURRENCY = 8
+
+Inspect = Callable[[str], Awaitable[ContainerInfo | None]]
+IsRunning = Callable[[str], Awaitable[bool | None]]
 
 
 @dataclass(slots=True)
 class Tracked:
     info: ContainerInfo
+    phase: Phase
+    stats: SourceStats = field(default_factory=SourceStats)
     source: Source | None = None
     task: asyncio.Task[None] | None = None
-    mode: str = "file"  # file | stream | skipped | stopped
-    skip_reason: str = ""
-    stats: SourceStats | None = None
+    reason: str = ""  # why skipped, why it fell back to the stream, or why it cannot be read
+    destroyed: bool = False
+    found_at_startup: bool = False  # met in the first listing, not through a start event
+
+    @property
+    def mode(self) -> str:
+        """How it is read now: file, stream, skipped, stopped, failed, or resolving."""
+        if self.source is not None:
+            return self.source.kind
+        return self.phase.value
 
 
-def _close(fd: int | None) -> None:
-    if fd is not None:
-        os.close(fd)
+@dataclass(slots=True)
+class RegistrySettings:
+    containers_dir: str
+    tailer: TailerSettings
+    stream: StreamSettings
+    max_line_bytes: int
+    static_labels: dict[str, str]
+    host_label: bool
+    own_id: str | None
+    start_at: float | None  # first meeting: None = all, 0 = end, else a window in seconds
+    mode: str = "auto"  # auto: json-file from files, the rest from the API; stream: all from the API
 
 
 class SourceRegistry:
@@ -47,90 +76,345 @@ class SourceRegistry:
         *,
         queue: ChunkQueue,
         hub: InotifyHub,
-        containers_dir: str,
-        settings: TailerSettings,
-        max_line_bytes: int,
-        static_labels: dict[str, str],
-        host_label: bool,
-        drain_timeout: float,
-        own_id: str | None,
+        streams: LogStreamClient,
         positions: PositionStore,
-        start_at: float | None,
+        settings: RegistrySettings,
+        inspect: Inspect,
+        is_running: IsRunning,
     ) -> None:
         self._queue = queue
         self._hub = hub
-        self._containers_dir = containers_dir
-        self._settings = settings
-        self._max_line_bytes = max_line_bytes
-        self._static_labels = static_labels
-        self._host_label = host_label
-        self._drain_timeout = drain_timeout
-        self._own_id = own_id
+        self._streams = streams
         self._positions = positions
-        self._start_at = start_at  # first meeting: None = all, 0 = end, else a window in seconds
+        self._settings = settings
+        self._inspect = inspect
+        self._is_running = is_running
+        self._inspect_slots = asyncio.Semaphore(INSPECT_CONCURRENCY)
         self.host = ""
         self.containers: dict[str, Tracked] = {}
-        # Where each finished source stopped reading: a restart continues there even before
-        # its last chunks are acknowledged (acknowledged positions can lag behind).
-        self._read_upto: dict[str, FilePosition] = {}
-        # Per container until destroy, across restarts: counters never go backwards.
-        self._stats: dict[str, SourceStats] = {}
-        # Destroyed containers whose source still drains: owned here until it ends.
-        self._finishing: dict[str, Tracked] = {}
+        # Where each ended source stopped reading: a restart continues there even before its last
+        # chunks are acknowledged (acknowledged positions can lag behind).
+        self._read_upto: dict[str, Position] = {}
+        self._resolving: dict[str, asyncio.Task[None]] = {}
         self.skipped = Counter[str]()
+        self.fallbacks = Counter[str]()
+        self.lost_bytes = Counter[str]()
+        self.retired = SourceStats()  # counters of removed containers, so totals never go back
         self.first_reconcile_done = False
+        self.files_usable, self.files_problem = self._check_containers_dir()
         self._group: asyncio.TaskGroup | None = None
         self.running = asyncio.Event()  # set once sources can be started
         self._stopping = asyncio.Event()
 
     # -- ownership ---------------------------------------------------------------------------
     async def run(self) -> None:
-        """Hold the task group that owns every source task until stop()."""
+        """Hold the task group that owns every source and inspect task until stop()."""
         async with asyncio.TaskGroup() as group:
             self._group = group
             self.running.set()
             await self._stopping.wait()
             # Cancel every source, the draining ones too: they may wait on a full queue, which is
             # only closed (and drained by the sink) after this group has ended.
-            for tracked in [*self.containers.values(), *self._finishing.values()]:
-                if tracked.task is not None:
+            for task in self._resolving.values():
+                task.cancel()
+            for tracked in self.containers.values():
+                if tracked.task is not None and not tracked.task.done():
+                    self._count_abandoned(tracked)
                     tracked.task.cancel()
         self._group = None
 
     def stop(self) -> None:
         self._stopping.set()
 
-    # -- discovery callbacks -----------------------------------------------------------------
+    def _count_abandoned(self, tracked: Tracked) -> None:
+        """Shutdown cancels a destroyed container's source: what it had not read is gone for good."""
+        if not tracked.destroyed or tracked.source is None:
+            return
+        unread = tracked.source.unread_bytes()
+        tracked.stats.lost_events += 1
+        if unread:
+            tracked.stats.lost_bytes += unread
+            self.lost_bytes["shutdown_after_destroy"] += unread
+        log.warning("shutdown cancels the source of a removed container; its unread log is lost",
+                    extra={"container_id": tracked.info.id[:12], "unread_bytes": unread})
+
+    def _check_containers_dir(self) -> tuple[bool, str]:
+        if self._settings.mode == "stream":
+            return False, "sources.mode is stream"
+        directory = self._settings.containers_dir
+        if not os.path.isdir(directory):
+            problem = f"containers dir {directory} does not exist"
+        elif not os.access(directory, os.R_OK | os.X_OK):
+            problem = f"containers dir {directory} is not readable (uid {os.getuid()})"
+        else:
+            return True, ""
+        log.warning(f"{problem}: every container is read through the Docker API log stream")
+        return False, problem
+
+    # -- events (never await: the next event must be handled at once) --------------------------
     def set_host(self, name: str) -> None:
         self.host = name
 
-    async def reconcile(self, present: list[ContainerInfo]) -> None:
-        """After (re)connecting: start what runs, catch up what stopped meanwhile, forget what is gone."""
+    def started(self, event_info: ContainerInfo, inspected: bool = False) -> None:
+        """A start event. json-file logs are opened now; the inspect that routes it runs apart."""
+        tracked = self.containers.get(event_info.id)
+        if tracked is None:
+            tracked = self.containers[event_info.id] = Tracked(event_info, Phase.NEW)
+        tracked.info.running = True
+        self._apply(tracked, Event.START, event_info, inspected)
+
+    def died(self, container_id: str) -> None:
+        tracked = self.containers.get(container_id)
+        if tracked is not None:
+            tracked.info.running = False
+            self._apply(tracked, Event.DIE)
+
+    def destroyed(self, container_id: str) -> None:
+        """Forget the container; a source still reading finishes in its own task first."""
+        self._positions.forget(container_id)
+        self._read_upto.pop(container_id, None)
+        tracked = self.containers.get(container_id)
+        if tracked is not None:
+            tracked.info.running = False
+            tracked.destroyed = True
+            self._apply(tracked, Event.DESTROY)
+
+    def renamed(self, container_id: str, new_name: str) -> None:
+        tracked = self.containers.get(container_id)
+        if tracked is None or not new_name:
+            return
+        tracked.info.name = new_name
+        if tracked.source is not None:
+            tracked.source.origin = self._origin(tracked.info)
+
+    def reconcile(self, present: list[ContainerInfo]) -> None:
+        """After (re)connecting, and periodically: apply what changed while we were not told."""
         present_ids = {info.id for info in present}
-        for container_id in [cid for cid in self.containers if cid not in present_ids]:
-            await self.destroyed(container_id)
+        at_startup = not self.first_reconcile_done
+        for container_id in [cid for cid, t in self.containers.items() if cid not in present_ids and not t.destroyed]:
+            self.destroyed(container_id)
         self._positions.retain(present_ids)
         for info in present:
-            if info.running:
-                await self.started(info)
-            elif self._has_unread(info):
-                await self.started(info, catch_up=True)
-            else:
-                self.containers.setdefault(info.id, Tracked(info, mode="stopped"))
+            tracked = self.containers.get(info.id)
+            if tracked is None:
+                tracked = self.containers[info.id] = Tracked(info, Phase.NEW, found_at_startup=at_startup)
+                if info.running:
+                    self.started(info, inspected=True)
+                elif self._may_have_unread(info):
+                    self._apply(tracked, Event.CATCH_UP, info, inspected=True)
+                else:
+                    tracked.phase = Phase.STOPPED
+                continue
+            if info.name and info.name != tracked.info.name:
+                self.renamed(info.id, info.name)
+            if info.running and not tracked.info.running:
+                self.started(info, inspected=True)
+            elif not info.running and tracked.info.running and tracked.phase is not Phase.RESOLVING:
+                self.died(info.id)
         self.first_reconcile_done = True
 
-    def _has_unread(self, info: ContainerInfo) -> bool:
-        """A stopped container with bytes after its position, or one started since the last checkpoint."""
-        if info.log_driver not in FILE_DRIVERS or info.id == self._own_id:
-            return False
-        position = self._positions.get(info.id)
-        if position is None:
-            return self._started_since_checkpoint(info)
+    # -- the lifecycle -------------------------------------------------------------------------
+    def _apply(self, tracked: Tracked, event: Event, info: ContainerInfo | None = None, inspected: bool = False) -> None:
+        action = next_step(tracked.phase, event, source_alive=tracked.task is not None and not tracked.task.done())
+        if action is Action.RESOLVE:
+            tracked.phase = Phase.RESOLVING
+            self._resolve(tracked, info or tracked.info, catch_up=event is Event.CATCH_UP, inspected=inspected)
+        elif action is Action.RESUME:
+            assert tracked.source is not None
+            tracked.source.resume()
+            tracked.phase = Phase.READING
+        elif action is Action.DRAIN:
+            assert tracked.source is not None
+            tracked.source.drain()
+            tracked.phase = Phase.DRAINING
+        elif action is Action.FORGET:
+            self._remove(tracked)
+        # Action.NOTHING: a repeat (re-list, replayed event) or a container not read
+
+    def _resolve(self, tracked: Tracked, event_info: ContainerInfo, catch_up: bool, inspected: bool) -> None:
+        """Open a json-file log now, inspect in a task (unless `event_info` came from one), then route."""
+        assert self._group is not None, "registry is not running"
+        container_id = tracked.info.id
+        fd = None if catch_up else self._preopen(tracked.info if tracked.info.log_path else event_info)
+        task = self._group.create_task(self._inspect_and_route(tracked, event_info, fd, inspected),
+                                       name=f"resolve:{container_id[:12]}")
+        self._resolving[container_id] = task
+
+    def _preopen(self, info: ContainerInfo) -> int | None:
+        """Hold a starting container's json-file log before the inspect round-trip."""
+        if not self.files_usable or info.id == self._settings.own_id:
+            return None
         try:
-            st = os.stat(local_log_path(self._containers_dir, info))
+            return os.open(local_log_path(self._settings.containers_dir, info), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
-            return False
-        return st.st_ino != position.inode or st.st_size > position.offset
+            return None  # another driver, or gone already, or not readable: routing decides
+
+    async def _inspect_and_route(self, tracked: Tracked, event_info: ContainerInfo, fd: int | None, inspected: bool) -> None:
+        container_id = tracked.info.id
+        name_at_event = tracked.info.name
+        try:
+            info: ContainerInfo | None = None
+            if not inspected:
+                try:
+                    async with self._inspect_slots:
+                        info = await self._inspect(container_id)
+                except Exception as err:  # noqa: BLE001 - Docker unreachable: what the event said is enough
+                    log.info("inspect failed; routing by the event", extra={"container_id": container_id[:12], "error": str(err)})
+            info = info or event_info
+            # Events that came meanwhile win over the inspect: a die, destroy or rename may have passed.
+            info.running = info.running and tracked.info.running and not tracked.destroyed
+            if tracked.info.name != name_at_event:
+                info.name = tracked.info.name
+            tracked.info = info
+            self._route(tracked, fd)
+            fd = None
+        finally:
+            if fd is not None:
+                os.close(fd)
+            self._resolving.pop(container_id, None)
+        if tracked.source is None and tracked.destroyed:
+            self._remove(tracked)
+
+    def _route(self, tracked: Tracked, fd: int | None) -> None:
+        info = tracked.info
+        if info.id == self._settings.own_id:
+            return self._skip(tracked, "self")
+        if info.log_driver == "none":
+            return self._skip(tracked, "driver_none")
+        reason = ""
+        source: Source | None = None
+        if info.log_driver in FILE_DRIVERS:
+            if self.files_usable:
+                try:
+                    source: Source = self._file_source(tracked, fd)
+                    fd = None
+                except OSError as err:
+                    reason = _fallback_reason(err)
+                    log.warning("container log file cannot be read; reading it through the Docker API instead",
+                                extra={"container_id": info.id[:12], "container_name": info.name,
+                                       "path": local_log_path(self._settings.containers_dir, info), "reason": reason,
+                                       "error": err.strerror or str(err)})
+            else:
+                reason = "containers_dir_unreadable" if self._settings.mode != "stream" else ""
+        if fd is not None:
+            os.close(fd)
+        if source is None:
+            if reason:
+                self.fallbacks[reason] += 1
+            source = self._stream_source(tracked)
+        tracked.reason = reason
+        self._launch(tracked, source)
+
+    def _launch(self, tracked: Tracked, source: Source) -> None:
+        assert self._group is not None
+        tracked.source = source
+        self._positions.ensure(tracked.info.id, source.queued_position)
+        if tracked.info.running:
+            tracked.phase = Phase.READING
+        else:
+            source.drain()  # read to the end, then close: it is not running
+            tracked.phase = Phase.DRAINING
+        tracked.task = self._group.create_task(self._run_source(tracked, source), name=f"{source.kind}:{tracked.info.id[:12]}")
+
+    async def _run_source(self, tracked: Tracked, source: Source) -> None:
+        """A source's failure is logged and counted; it never takes the collector down."""
+        container_id = tracked.info.id
+        failure = ""
+        try:
+            await source.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - isolate one container's fault from the rest
+            failure = f"{err.__class__.__name__}: {err}"
+            tracked.stats.errors += 1
+            tracked.stats.last_error = failure
+            log.exception("source failed", extra={"container_id": container_id[:12]})
+        finally:
+            if not tracked.destroyed:
+                self._read_upto[container_id] = source.queued_position
+        self._source_ended(tracked, source, failure)
+
+    def _source_ended(self, tracked: Tracked, source: Source, failure: str) -> None:
+        if self.containers.get(tracked.info.id) is not tracked or self._stopping.is_set():
+            return
+        tracked.source, tracked.task = None, None
+        refused = getattr(source, "refused", "")
+        if failure and not tracked.destroyed:
+            tracked.phase = Phase.FAILED  # the next start tries again; no retry loop on a fault
+            tracked.reason = failure
+        elif refused and tracked.reason:
+            # A json-file log we could not open, and Docker will not stream it either.
+            tracked.phase = Phase.FAILED
+            tracked.reason = f"{tracked.reason}; the API refused too: {refused}"
+            log.error("container can be read neither from its file nor through the API",
+                      extra={"container_id": tracked.info.id[:12], "reason": tracked.reason})
+        elif refused:
+            self._skip(tracked, "logs_not_readable", detail=refused)
+        elif tracked.destroyed:
+            self._remove(tracked)
+        elif tracked.info.running:
+            # Started again while this source was finishing: continue where it stopped.
+            tracked.phase = Phase.RESOLVING
+            self._route(tracked, None)
+        else:
+            tracked.phase = Phase.STOPPED
+
+    def _remove(self, tracked: Tracked) -> None:
+        if self.containers.get(tracked.info.id) is tracked:
+            del self.containers[tracked.info.id]
+            _add_stats(self.retired, tracked.stats)
+
+    # -- sources -------------------------------------------------------------------------------
+    def _file_source(self, tracked: Tracked, fd: int | None) -> FileTailer:
+        info = tracked.info
+        position, first_meeting = self._start_point(tracked)
+        file_position = position if isinstance(position, FilePosition) else None
+        tailer = FileTailer(
+            local_log_path(self._settings.containers_dir, info),
+            self._origin(info),
+            self._queue,
+            self._hub,
+            self._settings.tailer,
+            JsonFileParser(self._settings.max_line_bytes),
+            file_position,
+            tracked.stats,
+            fd,
+            # Read from its first byte: begin at the oldest rotated file still there.
+            from_oldest=not first_meeting or self._settings.start_at is None,
+        )
+        if first_meeting:
+            self._seek_first_meeting(tailer, info)
+        return tailer
+
+    def _stream_source(self, tracked: Tracked) -> StreamSource:
+        info = tracked.info
+        position, first_meeting = self._start_point(tracked)
+        if not isinstance(position, StreamPosition):
+            if position is not None:
+                log.info("read through the API now, previously from its file: reading the stream from its start "
+                         "(Loki drops exact repeats)", extra={"container_id": info.id[:12]})
+            start_at = self._settings.start_at
+            if first_meeting and start_at is not None:
+                position = StreamPosition(time.time_ns() - int(start_at * 1e9), 0)
+            else:
+                position = StreamPosition(0, 0)
+        container_id = info.id
+        return StreamSource(
+            container_id, info.tty, self._origin(info), self._queue, self._streams, self._settings.stream,
+            position, tracked.stats, lambda: self._is_running(container_id),
+        )
+
+    def _start_point(self, tracked: Tracked) -> tuple[Position | None, bool]:
+        """Where a new source of this container starts: the one place that decides it.
+
+        Where an earlier source of it stopped in this run, else its acknowledged position; without
+        either, a first meeting (found running at the first start, not started since the last
+        checkpoint) starts at `positions.start_at`, anything else from its first byte."""
+        info = tracked.info
+        position = self._read_upto.get(info.id) or self._positions.get(info.id)
+        if position is not None:
+            return position, False
+        return None, tracked.found_at_startup and not self._started_since_checkpoint(info)
 
     def _started_since_checkpoint(self, info: ContainerInfo) -> bool:
         checkpoint = self._positions.previous_checkpoint_ns
@@ -141,81 +425,42 @@ class SourceRegistry:
         except BadTimestamp:
             return False
 
-    def preopen(self, container_id: str) -> int | None:
-        """Open a starting container's json-file log by its conventional path, before the inspect
-        round-trip: a `--rm` container's log may be unlinked a few hundred ms after it starts."""
-        if container_id == self._own_id:
-            return None
+    def _may_have_unread(self, info: ContainerInfo) -> bool:
+        """A stopped container with bytes after its position, or one started since the last checkpoint."""
+        if info.id == self._settings.own_id or info.log_driver == "none":
+            return False
+        position = self._positions.get(info.id)
+        if position is None:
+            return self._started_since_checkpoint(info)
+        if isinstance(position, StreamPosition) or info.log_driver not in FILE_DRIVERS or not self.files_usable:
+            return True  # a short catch-up pass of the stream tells
         try:
-            return os.open(
-                os.path.join(self._containers_dir, container_id, f"{container_id}-json.log"),
-                os.O_RDONLY | os.O_CLOEXEC,
-            )
+            st = os.stat(local_log_path(self._settings.containers_dir, info))
         except OSError:
-            return None  # another driver, or gone already
+            return False
+        return st.st_ino != position.inode or st.st_size > position.offset
 
-    async def started(self, info: ContainerInfo, catch_up: bool = False, preopened_fd: int | None = None) -> None:
-        """Route a running (or, with catch_up, stopped) container to its source.
-        A pre-opened fd goes to the new file source, or is closed here."""
-        tracked = self.containers.get(info.id)
-        if tracked is not None and tracked.task is not None and not tracked.task.done():
-            if tracked.source is None or not tracked.source.draining:
-                _close(preopened_fd)
-                return  # already following it (a re-list after reconnect)
-            await self._finish(tracked)  # restarted while draining: finish the old run first
-        if info.id == self._own_id:
-            self._skip(info, "self")
-        elif info.log_driver == "none":
-            self._skip(info, "driver_none")
-        elif info.log_driver not in FILE_DRIVERS:
-            # Engine API streaming for other drivers comes with the stream source.
-            self._skip(info, f"driver_{info.log_driver}")
-        else:
-            self._start_file(info, catch_up, preopened_fd)
+    def _seek_first_meeting(self, tailer: FileTailer, info: ContainerInfo) -> None:
+        start_at = self._settings.start_at
+        if start_at is None:
             return
-        _close(preopened_fd)
-
-    def died(self, container_id: str) -> None:
-        tracked = self.containers.get(container_id)
-        if tracked is None:
+        size = os.fstat(tailer.fd).st_size
+        if start_at == 0:
+            tailer.seek_to(end_offset(tailer.fd, size))
             return
-        tracked.info.running = False
-        if tracked.source is not None:
-            tracked.source.drain()
+        cutoff_ns = time.time_ns() - int(start_at * 1e9)
+        offset, bytes_read = offset_for_time(tailer.fd, size, cutoff_ns)
+        tailer.seek_to(offset)
+        log.info("first meeting: starting inside the start_at window",
+                 extra={"container_id": info.id[:12], "offset": offset, "file_size": size, "bytes_read": bytes_read})
 
-    async def destroyed(self, container_id: str) -> None:
-        """Forget the container; a source still draining finishes in its own task, so the event
-        stream is never held up (the next container's start must be handled at once)."""
-        tracked = self.containers.pop(container_id, None)
-        self._read_upto.pop(container_id, None)
-        self._stats.pop(container_id, None)
-        self._positions.forget(container_id)
-        if tracked is not None and tracked.task is not None and not tracked.task.done():
-            assert tracked.source is not None and self._group is not None
-            tracked.source.drain()
-            self._finishing[container_id] = tracked
-            self._group.create_task(self._finish_destroyed(container_id, tracked), name=f"finish:{container_id[:12]}")
-
-    async def _finish_destroyed(self, container_id: str, tracked: Tracked) -> None:
-        try:
-            await self._finish(tracked)
-        finally:
-            self._finishing.pop(container_id, None)
-
-    def renamed(self, container_id: str, new_name: str) -> None:
-        tracked = self.containers.get(container_id)
-        if tracked is None:
-            return
-        tracked.info.name = new_name
-        if tracked.source is not None:
-            tracked.source.origin = self._origin(tracked.info)
-
-    # -- internals ---------------------------------------------------------------------------
-    def _skip(self, info: ContainerInfo, reason: str) -> None:
-        if info.id not in self.containers or self.containers[info.id].mode != "skipped":
+    def _skip(self, tracked: Tracked, reason: str, detail: str = "") -> None:
+        if tracked.phase is not Phase.SKIPPED or tracked.reason != reason:
             self.skipped[reason] += 1
-            log.info("container skipped", extra={"container_id": info.id[:12], "container_name": info.name, "reason": reason})
-        self.containers[info.id] = Tracked(info, mode="skipped", skip_reason=reason)
+            log.info("container skipped", extra={"container_id": tracked.info.id[:12], "container_name": tracked.info.name,
+                                                 "reason": reason, **({"detail": detail} if detail else {})})
+        tracked.phase = Phase.SKIPPED
+        tracked.reason = reason
 
     def _origin(self, info: ContainerInfo) -> Origin:
         labels = {
@@ -223,92 +468,40 @@ class SourceRegistry:
             "compose_project": info.compose_project,
             "compose_service": info.compose_service,
         }
-        if self._host_label and self.host:
+        if self._settings.host_label and self.host:
             labels["host"] = self.host
-        labels.update(self._static_labels)
+        labels.update(self._settings.static_labels)
         return Origin(
             container_id=info.id,
             labels={key: value for key, value in labels.items() if value},
             metadata={"container_id": info.id, "image": info.image},
         )
 
-    def _start_file(self, info: ContainerInfo, catch_up: bool, preopened_fd: int | None = None) -> None:
-        assert self._group is not None, "registry is not running"
-        path = local_log_path(self._containers_dir, info)
-        position = self._read_upto.get(info.id) or self._positions.get(info.id)
-        first_meeting = position is None and self._first_meeting(info)
-        stats = self._stats.setdefault(info.id, SourceStats())
-        try:
-            tailer = FileTailer(
-                path,
-                self._origin(info),
-                self._queue,
-                self._hub,
-                self._settings,
-                JsonFileParser(self._max_line_bytes),
-                position,
-                stats,
-                preopened_fd,
-                # Read from its first byte: begin at the oldest rotated file still there.
-                from_oldest=not first_meeting or self._start_at is None,
-            )
-        except OSError as err:
-            log.error("cannot open container log", extra={"container_id": info.id[:12], "path": path, "error": str(err)})
-            stats.errors += 1
-            stats.last_error = f"open failed: {err.strerror}"
-            self.containers[info.id] = Tracked(info, mode="file", skip_reason=stats.last_error, stats=stats)
-            return
-        if first_meeting:
-            self._seek_first_meeting(tailer, info)
-        self._positions.ensure(info.id, tailer.queued_position)
-        if catch_up or not info.running:
-            tailer.drain()  # read to the end, then close: it is not running
-        task = self._group.create_task(self._run_source(info.id, tailer), name=f"file:{info.id[:12]}")
-        self.containers[info.id] = Tracked(info, tailer, task, mode=tailer.kind, stats=stats)
+    # -- what /status and /metrics read -----------------------------------------------------------
+    def totals(self) -> SourceStats:
+        total = SourceStats()
+        _add_stats(total, self.retired)
+        for tracked in self.containers.values():
+            _add_stats(total, tracked.stats)
+        return total
 
-    def _first_meeting(self, info: ContainerInfo) -> bool:
-        """Found already running at the first start (no checkpoint, or it predates the checkpoint).
-        Containers that start while the collector runs, or started while it was down, are read whole."""
-        return not self.first_reconcile_done and not self._started_since_checkpoint(info)
+    def unreadable(self) -> list[str]:
+        """Containers that can be read neither from their file nor through the API."""
+        return [f"container {t.info.name or t.info.id[:12]} cannot be read: {t.reason}"
+                for t in self.containers.values() if t.phase is Phase.FAILED]
 
-    def _seek_first_meeting(self, tailer: FileTailer, info: ContainerInfo) -> None:
-        size = os.fstat(tailer.fd).st_size
-        if self._start_at is None:
-            return
-        if self._start_at == 0:
-            tailer.seek_to(end_offset(tailer.fd, size))
-            return
-        cutoff_ns = time.time_ns() - int(self._start_at * 1e9)
-        offset, bytes_read = offset_for_time(tailer.fd, size, cutoff_ns)
-        tailer.seek_to(offset)
-        log.info("first meeting: starting inside the start_at window",
-                 extra={"container_id": info.id[:12], "offset": offset, "file_size": size, "bytes_read": bytes_read})
 
-    async def _run_source(self, container_id: str, source: FileTailer) -> None:
-        """A source's failure is logged and counted; it never takes the collector down."""
-        try:
-            await source.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:  # noqa: BLE001 - isolate one container's fault from the rest
-            source.stats.errors += 1
-            source.stats.last_error = repr(err)
-            log.exception("source failed", extra={"container_id": container_id[:12]})
-        finally:
-            if container_id in self.containers:  # not destroyed meanwhile
-                self._read_upto[container_id] = source.queued_position
+_COUNTERS = ("lines", "bytes", "errors", "truncated", "rotations", "truncations", "reconnects", "gaps", "lost_events", "lost_bytes")
 
-    async def _finish(self, tracked: Tracked) -> None:
-        """Let a draining source end by itself within the drain timeout, else cancel it."""
-        task = tracked.task
-        if task is None or task.done():
-            return
-        try:
-            async with asyncio.timeout(self._drain_timeout):
-                await asyncio.shield(task)
-        except TimeoutError:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+
+def _add_stats(into: SourceStats, stats: SourceStats) -> None:
+    for name in _COUNTERS:
+        setattr(into, name, getattr(into, name) + getattr(stats, name))
+
+
+def _fallback_reason(err: OSError) -> str:
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return "permission_denied"
+    if err.errno == errno.ENOENT:
+        return "file_not_found"
+    return f"open_error_{errno.errorcode.get(err.errno or 0, 'unknown').lower()}"

@@ -1,30 +1,43 @@
-"""What every source is to the supervisor, whatever it reads from (a file now, the Engine API later)."""
+"""What every source is to the registry, whatever it reads from (a json-file log, or the Engine API)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
 
-from collector.pipeline.entry import Origin
+from collector.pipeline.entry import Origin, Position
 
 
 @dataclass(slots=True)
 class SourceStats:
+    """Per container until it is destroyed, across restarts and mode changes: counters never go back."""
+
     lines: int = 0
     bytes: int = 0
     errors: int = 0
     truncated: int = 0
     rotations: int = 0
     truncations: int = 0
+    reconnects: int = 0  # stream sources: connections ended and opened again
+    gaps: int = 0  # stream sources: Docker no longer had the records after the saved position
+    lost_events: int = 0  # reads that ended with data left behind (removed before read, stalled drain)
+    lost_bytes: int = 0  # of those, the bytes known to be unread
     last_entry_ns: int = 0  # Docker's timestamp of the newest entry queued
     last_error: str = ""
 
 
 class Source(Protocol):
+    """One container's reader. The registry drives it through one lifecycle:
+    run (start) -> drain (die/destroy) -> [resume (started again)] -> run returns; cancel on shutdown."""
+
     kind: str  # "file" or "stream"
     origin: Origin  # replaced on rename: later chunks carry the new labels
     stats: SourceStats
     draining: bool
+
+    @property
+    def queued_position(self) -> Position:
+        """Where a new reader of this container continues if this one ends now."""
 
     async def run(self) -> None:
         """Read until drained or cancelled; release every handle on the way out."""
@@ -32,5 +45,11 @@ class Source(Protocol):
     def drain(self) -> None:
         """The container died: deliver what is left, then let run() return."""
 
+    def resume(self) -> None:
+        """The container started again while this source drained: keep reading."""
+
     def close(self) -> None:
         """Release handles now (idempotent); for a source whose task never ran."""
+
+    def snapshot(self) -> dict[str, object]:
+        """What /status shows of this source beyond its stats."""

@@ -1,0 +1,249 @@
+"""Pure: the Engine API's log stream (`GET /containers/{id}/logs?timestamps=1`) -> entries. No I/O.
+
+Facts this relies on (checked on this engine, `local` driver; see design notes):
+- non-TTY bodies are frames: 1 byte stream (1 stdout, 2 stderr), 3 zero bytes, a 4-byte big-endian
+  length, then the payload; one frame holds one record: a 30-character RFC 3339 nano timestamp, a
+  space, then the text;
+- Docker splits lines over 16 KiB: a record whose text is exactly 16,384 bytes without `\\n` is a
+  non-final part; the next record of the same stream ends the entry even when it has no `\\n` or
+  is empty (its final part never carries the `\\n`). A short record without `\\n` that follows no
+  part is a whole line (a last line without newline);
+- TTY bodies are raw bytes: each record is the timestamp, a space and its text, with no framing.
+  A record ends at its `\\n`, or after 16,384 bytes (a part); the final part of a split line has no
+  `\\n`, so it ends where the next record's timestamp begins.
+
+Positions: a stream resumes at (timestamp, records already delivered at exactly that timestamp),
+because `since` is inclusive and all parts of a split line share one timestamp.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from collector.pipeline.entry import Entry, StreamPosition
+from collector.sources.jsonfile import BadTimestamp, parse_timestamp
+
+PART_BYTES = 16 * 1024  # Docker's copier buffer: texts of exactly this size without newline are parts
+_HEADER = 8
+_STREAMS = {1: "stdout", 2: "stderr"}
+_TIMESTAMP_TAIL = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z ")
+
+
+@dataclass(slots=True)
+class _Pending:
+    """An unfinished split line of one stream."""
+
+    ts_ns: int
+    parts: list[bytes]
+    size: int
+    start: StreamPosition  # the resume point while it is open: before its first record
+    truncated: bool = False
+
+
+@dataclass(slots=True)
+class StreamStats:
+    records: int = 0
+    bad_records: int = 0
+    truncated_lines: int = 0
+    skipped_on_resume: int = 0
+    last_error: str = ""
+
+
+@dataclass(slots=True)
+class StreamDecoder:
+    """Stateful per connection: frames (or TTY bytes) in, entries and the resume point out.
+
+    `resume_from` is where the previous connection (or run) stopped: records at exactly its
+    timestamp are skipped until its count is reached; earlier ones are never delivered again.
+    """
+
+    tty: bool
+    max_line_bytes: int = 256 * 1024
+    resume_from: StreamPosition = StreamPosition(0, 0)
+    stats: StreamStats = field(default_factory=StreamStats)
+    # Set when the first record after resuming is later than the saved timestamp although records
+    # were delivered at it: Docker rotated past `since`, what lay between is gone.
+    gap: bool = False
+    _buffer: bytearray = field(default_factory=bytearray)
+    _pending: dict[str, _Pending] = field(default_factory=dict)
+    _ts: int = 0  # the newest timestamp seen, and how many records carried it
+    _count: int = 0
+    _to_skip: int = 0
+    _first: bool = True
+    _tty_continues: bool = False  # TTY: the previous record was a 16 KiB part
+
+    def __post_init__(self) -> None:
+        self._ts, self._count = self.resume_from.ts_ns, 0
+        self._to_skip = self.resume_from.count
+
+    @property
+    def position(self) -> StreamPosition:
+        """Resume point after everything delivered so far (never past an unfinished split line)."""
+        if self._pending:
+            return min((pending.start for pending in self._pending.values()), key=lambda p: (p.ts_ns, p.count))
+        return StreamPosition(self._ts, self._count)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer) + sum(p.size for p in self._pending.values())
+
+    def feed(self, data: bytes) -> list[Entry]:
+        self._buffer += data
+        entries: list[Entry] = []
+        if self.tty:
+            self._feed_tty(entries, final=False)
+        else:
+            self._feed_frames(entries)
+        return entries
+
+    def finish(self) -> list[Entry]:
+        """The stream ended: a TTY tail without newline is a record; unfinished lines are final."""
+        entries: list[Entry] = []
+        if self.tty:
+            self._feed_tty(entries, final=True)
+        self._buffer.clear()
+        for stream in list(self._pending):
+            self._emit_pending(stream, entries)
+        return entries
+
+    # -- framing -------------------------------------------------------------------------------
+    def _feed_frames(self, entries: list[Entry]) -> None:
+        buffer = self._buffer
+        pos = 0
+        end = len(buffer)
+        while end - pos >= _HEADER:
+            length = int.from_bytes(buffer[pos + 4 : pos + 8], "big")
+            if end - pos - _HEADER < length:
+                break
+            stream = _STREAMS.get(buffer[pos], "stdout")
+            self._record(bytes(buffer[pos + _HEADER : pos + _HEADER + length]), stream, entries)
+            pos += _HEADER + length
+        del buffer[:pos]
+
+    def _feed_tty(self, entries: list[Entry], final: bool) -> None:
+        buffer = self._buffer
+        pos = 0
+        end = len(buffer)
+        while pos < end:
+            space = buffer.find(b" ", pos, pos + 40)
+            if space < 0:
+                if final or end - pos >= 40:
+                    self._bad(f"TTY record without timestamp: {bytes(buffer[pos:pos + 40])!r}")
+                    pos = end
+                break
+            text_start = space + 1
+            limit = text_start + PART_BYTES
+            if self._tty_continues:
+                # The final part of a split line has no newline: it ends where the next record starts.
+                match = _TIMESTAMP_TAIL.search(buffer, text_start, min(limit, end))
+                record_end = match.start() if match else -1
+            else:
+                newline = buffer.find(b"\n", text_start, min(limit, end))
+                record_end = newline + 1 if newline >= 0 else -1
+            if record_end < 0:
+                if end >= limit:
+                    record_end = limit  # a 16 KiB part
+                elif final:
+                    record_end = end
+                else:
+                    break  # wait for more
+            record = bytes(buffer[pos:record_end])
+            self._tty_continues = record_end - text_start == PART_BYTES and not record.endswith(b"\n")
+            self._record(record, "stdout", entries)
+            pos = record_end
+        del buffer[:pos]
+
+    # -- records -------------------------------------------------------------------------------
+    def _record(self, payload: bytes, stream: str, entries: list[Entry]) -> None:
+        space = payload.find(b" ", 0, 40)
+        try:
+            if space < 0:
+                raise BadTimestamp(f"record without timestamp: {payload[:40]!r}")
+            ts_ns = parse_timestamp(payload[:space].decode("ascii"))
+        except (BadTimestamp, UnicodeDecodeError) as err:
+            self._bad(str(err))
+            return
+        self.stats.records += 1
+        if self._skip(ts_ns):
+            return
+        before = StreamPosition(self._ts, self._count)
+        if ts_ns > self._ts:
+            self._ts, self._count = ts_ns, 1
+        elif ts_ns == self._ts:
+            self._count += 1
+        # else: older than the newest seen (stdout and stderr interleave): the position stays.
+        text = payload[space + 1 :]
+        is_part = len(text) == PART_BYTES and not text.endswith(b"\n")
+        pending = self._pending.get(stream)
+        if pending is not None:
+            self._append_part(pending, text)
+            if not is_part:
+                self._emit_pending(stream, entries)
+            return
+        if is_part:
+            self._pending[stream] = pending = _Pending(ts_ns, [], 0, before)
+            self._append_part(pending, text)
+            return
+        entries.append(Entry(ts_ns, self._line(text), stream))
+
+    def _skip(self, ts_ns: int) -> bool:
+        """Records the previous connection delivered already (`since` is inclusive)."""
+        resume = self.resume_from
+        if self._first:
+            self._first = False
+            if resume.count and ts_ns > resume.ts_ns:
+                self.gap = True
+        if ts_ns < resume.ts_ns:
+            self.stats.skipped_on_resume += 1
+            return True
+        if ts_ns == resume.ts_ns and self._to_skip:
+            self._to_skip -= 1
+            self._count += 1
+            self.stats.skipped_on_resume += 1
+            return True
+        return False
+
+    def _append_part(self, pending: _Pending, text: bytes) -> None:
+        if pending.truncated:
+            return
+        pending.parts.append(text)
+        pending.size += len(text)
+        if pending.size > self.max_line_bytes:
+            # Keep memory bounded for an endless line: cut it now, skip its remaining parts.
+            pending.parts = [b"".join(pending.parts)[: self.max_line_bytes]]
+            pending.truncated = True
+
+    def _emit_pending(self, stream: str, entries: list[Entry]) -> None:
+        pending = self._pending.pop(stream)
+        if pending.truncated:
+            self.stats.truncated_lines += 1
+            entries.append(Entry(pending.ts_ns, _strip(pending.parts[0]).decode(errors="ignore"), stream))
+            return
+        entries.append(Entry(pending.ts_ns, self._line(b"".join(pending.parts)), stream))
+
+    def _line(self, text: bytes) -> str:
+        text = _strip(text)
+        if len(text) > self.max_line_bytes:
+            self.stats.truncated_lines += 1
+            return text[: self.max_line_bytes].decode(errors="ignore")
+        return text.decode(errors="replace")
+
+    def _bad(self, why: str) -> None:
+        self.stats.bad_records += 1
+        self.stats.last_error = why
+
+
+def _strip(text: bytes) -> bytes:
+    """Drop the line ending: `\\n`, `\\r\\n`, or a TTY part's lone `\\r` (its `\\n` was the split)."""
+    if text.endswith(b"\n"):
+        text = text[:-1]
+    if text.endswith(b"\r"):
+        text = text[:-1]
+    return text
+
+
+def since_param(position: StreamPosition) -> str:
+    """`since` for the Engine API: seconds and 9 zero-padded nanosecond digits (inclusive)."""
+    seconds, nanos = divmod(position.ts_ns, 1_000_000_000)
+    return f"{seconds}.{nanos:09d}"

@@ -1,0 +1,59 @@
+"""What an event does to a container's source: the lifecycle as one table, apart from the I/O.
+
+Phases of a container as the registry holds it, and the events that move it:
+
+    NEW --start--> RESOLVING --(routed)--> READING --die--> DRAINING --(source ends)--> STOPPED
+                                              ^                |  start (a restart: same id, same log)
+                                              +----resume------+
+    destroy: a live source drains and is forgotten when it ends; anything else is forgotten now.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Phase(Enum):
+    NEW = "new"
+    RESOLVING = "resolving"  # start seen; the inspect that decides how to read it is under way
+    READING = "reading"  # a source follows the running container
+    DRAINING = "draining"  # died or destroyed: the source delivers what is left, then ends
+    STOPPED = "stopped"  # no source: the container is stopped and read to its end
+    SKIPPED = "skipped"  # not read: `reason` says why
+    FAILED = "failed"  # can be read neither from its file nor through the API
+
+
+class Event(Enum):
+    START = "start"
+    CATCH_UP = "catch_up"  # found stopped with unread log (at startup or after a reconnect)
+    DIE = "die"
+    DESTROY = "destroy"
+
+
+class Action(Enum):
+    NOTHING = "nothing"
+    RESOLVE = "resolve"  # open/inspect/route and start a source
+    RESUME = "resume"  # the draining source keeps reading: a restart appends to the same log
+    DRAIN = "drain"  # deliver what is left, then end
+    FORGET = "forget"  # drop the container now
+
+
+def next_step(phase: Phase, event: Event, source_alive: bool) -> Action:
+    if event is Event.START:
+        if phase in (Phase.NEW, Phase.STOPPED, Phase.FAILED):
+            return Action.RESOLVE
+        if phase is Phase.DRAINING and source_alive:
+            return Action.RESUME
+        # RESOLVING or READING: a repeat; DRAINING whose source is ending: it is routed again when
+        # it has ended (the container runs); SKIPPED: a restart does not change its driver.
+        return Action.NOTHING
+    if event is Event.CATCH_UP:
+        return Action.RESOLVE if phase is Phase.NEW else Action.NOTHING
+    if event is Event.DIE:
+        return Action.DRAIN if phase is Phase.READING and source_alive else Action.NOTHING
+    # DESTROY
+    if source_alive:
+        return Action.DRAIN
+    if phase is Phase.RESOLVING:
+        return Action.NOTHING  # the resolve task reads what it holds open, then forgets it
+    return Action.FORGET

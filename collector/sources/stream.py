@@ -1,0 +1,199 @@
+"""Engine API stream sources: one task per container whose logs only Docker can give back.
+
+Every read is bounded by a timeout and the task is cancellable at any await, so no read can hang
+forever and no socket outlives its reader (the old streaming collector leaked both). The reader
+resumes at (timestamp, records delivered at it) after any end of its connection: a proxy closing
+an idle stream, dockerd restarting, or the collector itself restarting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+
+import aiohttp
+
+from collector.docker.logstream import LogStreamClient, LogsUnavailable
+from collector.pipeline.entry import Chunk, Entry, Origin, StreamPosition
+from collector.pipeline.queue import ChunkQueue
+from collector.sources.apistream import StreamDecoder, since_param
+from collector.sources.source import SourceStats
+
+log = logging.getLogger(__name__)
+
+_MIN_BACKOFF = 0.25
+
+
+@dataclass(slots=True)
+class StreamSettings:
+    idle_timeout: float  # no byte for this long: the connection may be dead, reconnect
+    drain_timeout: float  # after die: no progress (and not waiting for queue room) for this long ends it
+    max_line_bytes: int
+    max_backoff: float = 10.0
+
+
+class _End(Enum):
+    DONE = "done"  # the container stopped and its log was read to the end
+    RECONNECT = "reconnect"  # the connection ended while the container runs (or Docker is unreachable)
+    IDLE = "idle"
+    STALLED = "stalled"  # draining without progress
+    GONE = "gone"  # 404: the container was removed
+    REFUSED = "refused"  # 501: the driver cannot be read back
+
+
+IsRunning = Callable[[], Awaitable[bool | None]]  # None: Docker could not be asked
+
+
+class StreamSource:
+    kind = "stream"
+
+    def __init__(
+        self,
+        container_id: str,
+        tty: bool,
+        origin: Origin,
+        queue: ChunkQueue,
+        client: LogStreamClient,
+        settings: StreamSettings,
+        start: StreamPosition,
+        stats: SourceStats,
+        is_running: IsRunning,
+    ) -> None:
+        self.container_id = container_id
+        self.tty = tty
+        self.origin = origin
+        self.stats = stats
+        self.draining = False
+        self.connected = False
+        self.refused = ""  # set when Docker will not give these logs (e.g. 501)
+        self.queued_position = start
+        self._queue = queue
+        self._client = client
+        self._settings = settings
+        self._is_running = is_running
+        self._wake = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def drain(self) -> None:
+        """The container died: the stream delivers what is left and ends by itself; wait for that."""
+        self.draining = True
+        self._wake.set()
+
+    def resume(self) -> None:
+        """Started again before the drain finished: keep following."""
+        self.draining = False
+
+    def close(self) -> None:
+        """Nothing to release outside run(): the response is closed when a pass ends."""
+
+    def unread_bytes(self) -> int | None:
+        return None  # what Docker still holds is not known here
+
+    def snapshot(self) -> dict[str, object]:
+        return {"connected": self.connected, "since": since_param(self.queued_position), "reconnects": self.stats.reconnects}
+
+    async def run(self) -> None:
+        backoff = _MIN_BACKOFF
+        short = self.container_id[:12]
+        while True:
+            delivered_before = self.stats.lines
+            end = await self._pass()
+            if end is _End.DONE:
+                return
+            if end is _End.GONE:
+                if not self.draining or self.stats.lines == delivered_before:
+                    # Removed before (or while) we read it: whatever it wrote after our position is gone.
+                    self.stats.lost_events += 1
+                    log.warning("container removed before its log stream was read to the end",
+                                extra={"container_id": short, "since": since_param(self.queued_position)})
+                return
+            if end is _End.REFUSED:
+                return
+            if end is _End.STALLED:
+                self.stats.lost_events += 1
+                log.warning("log stream made no progress while draining; closed", extra={
+                    "container_id": short, "drain_timeout_s": self._settings.drain_timeout})
+                return
+            self.stats.reconnects += 1
+            if end is _End.IDLE:
+                continue  # a quiet container: reconnect at once from where we are
+            if self.stats.lines > delivered_before:
+                backoff = _MIN_BACKOFF
+            delay = backoff * (0.5 + random.random() / 2)
+            backoff = min(backoff * 2, self._settings.max_backoff)
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()  # drain() cuts the wait short
+            except TimeoutError:
+                pass
+
+    # -- one connection -------------------------------------------------------------------------
+    async def _pass(self) -> _End:
+        settings = self._settings
+        decoder = StreamDecoder(self.tty, settings.max_line_bytes, resume_from=self.queued_position)
+        try:
+            async with self._client.open(self.container_id, since_param(self.queued_position)) as body:
+                self.connected = True
+                while True:
+                    try:
+                        async with asyncio.timeout(settings.drain_timeout if self.draining else settings.idle_timeout):
+                            data = await body.readany()
+                    except TimeoutError:
+                        return _End.STALLED if self.draining else _End.IDLE
+                    if not data:
+                        break
+                    await self._put(decoder.feed(data), len(data), decoder)
+                # The stream ended: final if the container stopped (Docker ends it after the last
+                # record); otherwise the connection was cut and the next pass continues.
+                if self.draining or await self._is_running() is False:
+                    await self._put(decoder.finish(), 0, decoder)
+                    return _End.DONE
+                return _End.RECONNECT
+        except LogsUnavailable as err:
+            if err.status == 404:
+                return _End.GONE
+            if err.status == 501 or "does not support reading" in err.message:
+                self.refused = err.message
+                log.warning("docker cannot give this container's logs back; skipped",
+                            extra={"container_id": self.container_id[:12], "error": err.message})
+                return _End.REFUSED
+            self.stats.last_error = str(err)
+            log.warning("log stream refused; retrying", extra={"container_id": self.container_id[:12], "error": str(err)})
+            return _End.RECONNECT
+        except (aiohttp.ClientError, OSError) as err:
+            self.stats.last_error = f"log stream: {err.__class__.__name__}: {err}"
+            log.info("log stream interrupted; reconnecting", extra={"container_id": self.container_id[:12], "error": str(err)})
+            return _End.RECONNECT
+        finally:
+            self.connected = False
+            self._account(decoder)
+
+    async def _put(self, entries: list[Entry], nbytes: int, decoder: StreamDecoder) -> None:
+        if decoder.gap:
+            decoder.gap = False
+            self.stats.gaps += 1
+            log.warning("docker no longer has the records after the saved position: some lines were lost",
+                        extra={"container_id": self.container_id[:12], "since": since_param(self.queued_position)})
+        self.stats.bytes += nbytes
+        position = decoder.position
+        if not entries and position == self.queued_position:
+            return  # only part of a split line so far
+        self.stats.lines += len(entries)
+        await self._queue.put(Chunk(self.origin, entries, nbytes, position))
+        if entries:
+            self.stats.last_entry_ns = entries[-1].ts_ns
+        self.queued_position = position
+
+    def _account(self, decoder: StreamDecoder) -> None:
+        stats = decoder.stats
+        if stats.bad_records:
+            self.stats.errors += stats.bad_records
+            self.stats.last_error = stats.last_error
+            log.warning("bad log stream records skipped", extra={
+                "container_id": self.container_id[:12], "count": stats.bad_records, "error": stats.last_error})
+        self.stats.truncated += stats.truncated_lines
