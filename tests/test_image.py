@@ -85,8 +85,12 @@ async def test_the_image_runs_as_compose_runs_it_and_delivers_through_the_proxy(
                               *args, *(f"--env={key}={val}" for key, val in environment.items()), image)
             logged = f"logged-{time.monotonic_ns()}"
             logged_id = containers.run("for i in $(seq 1 100); do echo line $i; done; echo oops >&2; sleep 300", name=logged)
+            streamed = f"streamed-{time.monotonic_ns()}"
+            containers.run("seq 1 30; sleep 300", "--log-driver", "local", name=streamed)
             expected = [f"line {i}" for i in range(1, 101)] + ["oops"]
             await receiver.wait_for(lambda: sorted(receiver.lines({"container_name": logged})) == sorted(expected), 90)
+            # A driver only the Engine API's log stream gives back, through the proxy too.
+            await receiver.wait_for(lambda: receiver.lines({"container_name": streamed}) == [str(i) for i in range(1, 31)], 90)
             entry = receiver.entries({"container_name": logged, "stream": "stderr"})[0]
             assert entry.labels["host"] and entry.metadata["container_id"] == logged_id
 

@@ -42,12 +42,16 @@ async def test_the_collector_reads_through_the_proxy_and_none_of_its_calls_is_re
     try:
         name = f"proxied-{time.monotonic_ns()}"
         containers.run("seq 1 50; sleep 300", name=name)
+        # The `local` driver's logs come only from the Engine API's log stream.
+        streamed = f"proxied-local-{time.monotonic_ns()}"
+        containers.run("seq 1 20; sleep 300", "--log-driver", "local", name=streamed)
         assert await proc.wait_for_lines(name, 50) == [str(i) for i in range(1, 51)]
+        assert await proc.wait_for_lines(streamed, 20) == [str(i) for i in range(1, 21)]
         assert proc.entries_of(name)[0]["labels"]["host"], "the host label comes from /info, through the proxy"
     finally:
         assert await proc.stop() == 0
     calls = proxy.requests()
-    assert {"/info", "/events", "/containers/json", "/containers/{id}/json"} <= {call_shape(call.uri) for call in calls}
+    assert {"/info", "/events", "/containers/json", "/containers/{id}/json", "/containers/{id}/logs"} <= {call_shape(call.uri) for call in calls}
     assert [call for call in calls if call.status != 200] == []
 
 
