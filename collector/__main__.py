@@ -1,4 +1,4 @@
-"""CLI: `collector` (run), `collector check-config`, `collector status`."""
+"""CLI: `collector` (run), `collector check-config`, `collector status`, `collector health`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="ask the running collector for its per-container status")
     status.add_argument("--url", default="", help="base URL of the running collector (default: from metrics.listen)")
     status.add_argument("--json", action="store_true", help="print the raw /status JSON")
+    health = sub.add_parser("health", help="exit 0 if the running collector's /healthz answers 200, else 1 (the image's HEALTHCHECK)")
+    health.add_argument("--url", default="", help="base URL of the running collector (default: from metrics.listen)")
     return parser
 
 
@@ -34,12 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(path)
     except ConfigError as err:
         print(err, file=sys.stderr)
-        return 2
+        return 1 if args.command == "health" else 2  # a HEALTHCHECK knows only 0 and 1
     if args.command == "check-config":
         yaml.safe_dump(masked(config), sys.stdout, sort_keys=False)
         return 0
     if args.command == "status":
         return _status(config.metrics.listen, args.url, args.json)
+    if args.command == "health":
+        return _health(config.metrics.listen, args.url)
     try:
         check_positions_writable(config)
     except ConfigError as err:
@@ -59,6 +63,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _local_url(listen: str) -> str:
+    """The base URL that reaches `metrics.listen` from the same host."""
+    host, _, port = listen.rpartition(":")
+    return f"http://{'127.0.0.1' if host in ('', '0.0.0.0', '::') else host}:{port}"
+
+
+def _health(listen: str, url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    if not url and not listen:
+        print("metrics.listen is empty: the collector serves no /healthz; pass --url", file=sys.stderr)
+        return 1
+    url = url or _local_url(listen)
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/healthz", timeout=5) as response:
+            return 0 if response.status == 200 else 1
+    except (urllib.error.URLError, OSError) as err:  # HTTPError (a 503) is a URLError
+        print(f"unhealthy: {url}/healthz: {err}", file=sys.stderr)
+        return 1
+
+
 def _status(listen: str, url: str, raw: bool) -> int:
     import json
     import urllib.error
@@ -70,8 +96,7 @@ def _status(listen: str, url: str, raw: bool) -> int:
         if not listen:
             print("metrics.listen is empty: the collector serves no status; pass --url", file=sys.stderr)
             return 2
-        host, _, port = listen.rpartition(":")
-        url = f"http://{'127.0.0.1' if host in ('', '0.0.0.0', '::') else host}:{port}"
+        url = _local_url(listen)
     try:
         with urllib.request.urlopen(f"{url.rstrip('/')}/status", timeout=10) as response:
             status = json.load(response)

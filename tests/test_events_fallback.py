@@ -12,12 +12,12 @@ import tempfile
 import time
 
 import pytest
+from cutproxy import CutProxy
 from dockerengine import DockerEngine
 from harness import REPO, CollectorProcess
 from loki_receiver import LokiReceiver
 from polling import wait_until
 from scrape import get, scrape, value
-from sockproxy import SocketProxy
 
 pytestmark = pytest.mark.docker
 
@@ -71,7 +71,7 @@ async def test_restarts_of_a_chatty_container_stall_nothing_and_lose_nothing(con
 
 async def test_events_connection_cut_replays_the_gap_once(containers: DockerEngine, tmp_path) -> None:
     socket_path = containers.host.removeprefix("unix://")
-    proxy = await SocketProxy(str(tmp_path / "proxy.sock"), socket_path).start()
+    proxy = await CutProxy(str(tmp_path / "proxy.sock"), socket_path).start()
     proc = await CollectorProcess(containers, env={"DOCKER_HOST": proxy.host}).start()
     try:
         run_tag = tag()
@@ -143,7 +143,7 @@ async def test_non_root_collector_reads_everything_through_the_stream(containers
     state = os.path.join(workdir, "state")
     os.mkdir(state)
     os.chmod(state, 0o777)
-    proxy = await SocketProxy(os.path.join(workdir, "docker.sock"), containers.host.removeprefix("unix://")).start()
+    proxy = await CutProxy(os.path.join(workdir, "docker.sock"), containers.host.removeprefix("unix://")).start()
     try:
         command = await asyncio.to_thread(_nobody_command, workdir)
         proc = await CollectorProcess(containers, command=command, positions_path=os.path.join(state, "positions.json"),

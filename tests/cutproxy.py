@@ -7,7 +7,7 @@ import contextlib
 import os
 
 
-class SocketProxy:
+class CutProxy:
     def __init__(self, listen_path: str, target_path: str) -> None:
         self.listen_path = listen_path
         self.target_path = target_path
@@ -19,7 +19,7 @@ class SocketProxy:
     def host(self) -> str:
         return f"unix://{self.listen_path}"
 
-    async def start(self) -> SocketProxy:
+    async def start(self) -> CutProxy:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.listen_path)
         self._server = await asyncio.start_unix_server(self._serve, path=self.listen_path)
