@@ -115,10 +115,13 @@ async def test_rm_local_container_of_100k_lines_all_arrive(containers: DockerEng
     try:
         name = f"rm100k-{tag()}"
         containers.run("seq 1 100000", "--rm", "--log-driver", "local", name=name)
-        lines = await proc.wait_for_lines(name, 100000, timeout=180)
+        try:
+            await proc.wait_for_lines(name, 100000, timeout=120)
+        except TimeoutError:
+            pass  # the comparison below says what is missing; the log says why
         await asyncio.sleep(0.5)
-        assert proc.lines_of(name) == [str(i) for i in range(1, 100001)]
-        assert len(lines) == 100000
+        lines = proc.lines_of(name)
+        assert lines == [str(i) for i in range(1, 100001)], [line for line in proc.stderr if "stream" in line][-10:]
     finally:
         assert await proc.stop() == 0
 

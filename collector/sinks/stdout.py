@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import BinaryIO
 
@@ -26,7 +27,9 @@ class StdoutSink:
                 return
             while (more := queue.get_nowait()) is not None:
                 chunks.append(more)
-            self._write(chunks)
+            # In a thread: a slow reader of stdout must not stall the loop (sources keep reading
+            # into the queue, and a removed container's stream is read before Docker ends it).
+            await asyncio.to_thread(self._write, chunks)
             acknowledge(chunks)
 
     def _write(self, chunks: list[Chunk]) -> None:

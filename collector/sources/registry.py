@@ -181,6 +181,11 @@ class SourceRegistry:
         if tracked is not None:
             tracked.info.running = False
             tracked.destroyed = True
+            if getattr(tracked.source, "waiting_for_room", False):
+                # Docker ends the stream of a removed container when its log goes, read or not.
+                tracked.stats.lost_events += 1
+                log.warning("container removed while its log stream waited for queue room: Docker may end the "
+                            "stream before the rest is read", extra={"container_id": container_id[:12]})
             self._apply(tracked, Event.DESTROY)
 
     def renamed(self, container_id: str, new_name: str) -> None:

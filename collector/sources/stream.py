@@ -75,6 +75,7 @@ class StreamSource:
         self.stats = stats
         self.draining = False
         self.connected = False
+        self.waiting_for_room = False  # blocked on a full queue: Docker holds what is not read yet
         self.refused = ""  # set when Docker will not give these logs (e.g. 501)
         self.queued_position = start
         self._queue = queue
@@ -127,6 +128,8 @@ class StreamSource:
                 follow = False
                 continue
             if end is _End.GONE:
+                if not follow:
+                    return  # the follow stream ended cleanly; a --rm container is gone by the last read
                 if not self.draining or self.stats.lines == delivered_before:
                     # Removed before (or while) we read it: whatever it wrote after our position is gone.
                     self.stats.lost_events += 1
@@ -209,7 +212,11 @@ class StreamSource:
         if not entries and position == self.queued_position:
             return  # only part of a split line so far
         self.stats.lines += len(entries)
-        await self._queue.put(Chunk(self.origin, entries, nbytes, position))
+        self.waiting_for_room = True
+        try:
+            await self._queue.put(Chunk(self.origin, entries, nbytes, position))
+        finally:
+            self.waiting_for_room = False
         if entries:
             self.stats.last_entry_ns = entries[-1].ts_ns
         self.queued_position = position
