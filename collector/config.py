@@ -121,7 +121,7 @@ class SourcesConfig(_Section):
     mode: Literal["auto", "stream"] = "auto"
     # An API log stream that delivers nothing for this long is reopened from its position: only a
     # guard against a connection that died silently (each reopen costs dockerd a re-read from `since`).
-    stream_idle_timeout: Duration = Duration(600.0)
+    stream_idle_timeout: Duration = Duration(3600.0)
     # One read per turn; bounded so a busy container cannot starve quiet ones.
     read_chunk_bytes: ByteSize = ByteSize(256 * 1024)
     # Safety poll for a missed inotify event; costs one fstat per idle file per interval.

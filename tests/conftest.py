@@ -34,3 +34,14 @@ def containers(engine: DockerEngine):
     """The engine, with every container a test starts removed (rm -f) when the test ends."""
     yield engine
     engine.cleanup_containers()
+
+
+@pytest.fixture
+def own_engine(engine: DockerEngine):
+    """A second private engine, for tests that restart the daemon (restarting the shared one would
+    disturb other tests)."""
+    if engine._owned_dir is None:
+        pytest.skip("needs a private dockerd to restart; the tests run against an external engine")
+    private = start_engine(force_private=True)
+    yield private
+    private.stop()

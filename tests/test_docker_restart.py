@@ -6,21 +6,11 @@ import asyncio
 import time
 
 import pytest
-from dockerengine import DockerEngine, start_engine
+from dockerengine import DockerEngine
 from harness import CollectorProcess
 from polling import wait_until
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture
-def own_engine(engine: DockerEngine):
-    """A second private engine (restarting the shared one would disturb other tests)."""
-    if engine._owned_dir is None:
-        pytest.skip("needs a private dockerd to restart; the tests run against an external engine")
-    private = start_engine(force_private=True)
-    yield private
-    private.stop()
 
 
 async def test_collector_survives_a_daemon_restart(own_engine: DockerEngine) -> None:

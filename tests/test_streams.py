@@ -12,7 +12,7 @@ import time
 from collections import Counter
 
 import pytest
-from dockerengine import DockerEngine, start_engine
+from dockerengine import DockerEngine
 from harness import CollectorProcess
 from polling import wait_until
 from scrape import get, scrape, value
@@ -184,16 +184,6 @@ async def test_kill_9_loses_nothing_and_replays_one_contiguous_range_per_kill(co
         assert await proc.stop() == 0
 
 
-@pytest.fixture
-def own_engine(engine: DockerEngine):
-    """A second private engine (restarting the shared one would disturb other tests)."""
-    if engine._owned_dir is None:
-        pytest.skip("needs a private dockerd to restart; the tests run against an external engine")
-    private = start_engine(force_private=True)
-    yield private
-    private.stop()
-
-
 async def test_dockerd_restarted_under_a_streaming_container(own_engine: DockerEngine) -> None:
     proc = await CollectorProcess(own_engine).start()
     try:
@@ -256,13 +246,8 @@ async def test_leak_soak_300_containers_in_waves(containers: DockerEngine) -> No
             names += batch
 
             def start(name: str, index: int) -> str:
-                opts = kinds[index % len(kinds)]
-                # --rm only where a reader can hold the log before Docker removes it (json-file: the
-                # file is opened at the start event). A streaming container that exits within
-                # milliseconds can be removed before any request for its logs arrives (counted).
-                if "local" not in opts and index % 3 == 0:
-                    opts += ("--rm",)
-                return containers.run("for i in 1 2 3 4 5 6 7 8 9 10; do echo s $i; done", *opts, name=name)
+                # Removed by us once read (--rm races are tested apart: test_events_fallback.py).
+                return containers.run("for i in 1 2 3 4 5 6 7 8 9 10; do echo s $i; done", *kinds[index % len(kinds)], name=name)
 
             await asyncio.gather(*[asyncio.to_thread(start, name, i) for i, name in enumerate(batch)])
             for name in batch:
