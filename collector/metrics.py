@@ -216,15 +216,12 @@ class Observability:
 
 def status_rows(status: dict[str, Any]) -> list[list[str]]:
     """The `collector status` table, from /status JSON."""
-    rows = [["CONTAINER", "ID", "MODE", "OFFSET/SIZE", "LAG", "LINES", "LAST ERROR"]]
+    rows = [["CONTAINER", "ID", "STATE", "MODE", "UNACKED", "LAG", "LINES", "LAST ERROR"]]
     for c in status["containers"]:
-        if c["mode"] == "file" and c.get("size") is not None:
-            where = f"{c['acked_offset']}/{c['size']}"
-            lag = f"{c['lag_bytes']}B {c['lag_seconds']:.1f}s"
-        else:
-            where, lag = "-", "-"
-        mode = c["mode"] + (f" ({c['skip_reason']})" if c.get("skip_reason") else "")
-        rows.append([c["name"], c["id"][:12], mode, where, lag, str(c["lines"]), c.get("last_error") or ""])
+        mode = c["mode"] + (f" ({c['reason']})" if c.get("reason") else "")
+        lag = f"{c['delivery_lag_seconds']:.1f}s" if c.get("unacked_bytes") else "-"
+        rows.append([c["name"], c["id"][:12], c["state"], mode, f"{c.get('unacked_bytes', 0)}B", lag, str(c["lines"]),
+                     c.get("last_error") or ""])
     return rows
 
 

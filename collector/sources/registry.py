@@ -30,12 +30,14 @@ from collector.sources.jsonfile import BadTimestamp, JsonFileParser, parse_times
 from collector.sources.lifecycle import Action, Event, Phase, next_step
 from collector.sources.seek import end_offset, offset_for_time
 from collector.sources.source import Source, SourceStats
+from collector.startup_report import routes_facts
 from collector.sources.stream import StreamSettings, StreamSource
 
 log = logging.getLogger(__name__)
 
 FILE_DRIVERS = frozenset({"json-file"})
 INSPECT_CONCURRENCY = 8
+STARTUP_REPORT_WAIT = 30.0  # seconds the startup report waits for the first routes to be decided
 
 Inspect = Callable[[str], Awaitable[ContainerInfo | None]]
 IsRunning = Callable[[str], Awaitable[bool | None]]
@@ -58,6 +60,11 @@ class Tracked:
         if self.source is not None:
             return self.source.kind
         return self.phase.value
+
+    @property
+    def mode_reason(self) -> str:
+        """The reason shown beside the mode: why skipped or failed, or which fallback."""
+        return f"fallback: {self.reason}" if self.mode == "stream" and self.reason else self.reason
 
 
 @dataclass(slots=True)
@@ -106,6 +113,7 @@ class SourceRegistry:
         self.first_reconcile_done = False
         self.files_usable, self.files_problem = self._check_containers_dir()
         self._group: asyncio.TaskGroup | None = None
+        self._startup_report: asyncio.Task[None] | None = None
         self.running = asyncio.Event()  # set once sources can be started
         self._stopping = asyncio.Event()
 
@@ -118,7 +126,7 @@ class SourceRegistry:
             await self._stopping.wait()
             # Cancel every source, the draining ones too: they may wait on a full queue, which is
             # only closed (and drained by the sink) after this group has ended.
-            for task in self._resolving.values():
+            for task in [*self._resolving.values(), *([self._startup_report] if self._startup_report else [])]:
                 task.cancel()
             for tracked in self.containers.values():
                 if tracked.task is not None and not tracked.task.done():
@@ -221,6 +229,20 @@ class SourceRegistry:
             elif not info.running and tracked.info.running and tracked.phase is not Phase.RESOLVING:
                 self.died(info.id)
         self.first_reconcile_done = True
+        if at_startup:
+            self._report_routes(list(self._resolving.values()))
+
+    def _report_routes(self, resolving: list[asyncio.Task[None]]) -> None:
+        """Log the containers found at startup and how each is read, once their routes are known."""
+        assert self._group is not None, "registry is not running"
+
+        async def report() -> None:
+            if resolving:
+                await asyncio.wait(resolving, timeout=STARTUP_REPORT_WAIT)
+            routes = [(t.info.name or t.info.id[:12], t.mode, t.mode_reason) for t in self.containers.values() if t.found_at_startup]
+            log.info("containers found", extra=routes_facts(routes))
+
+        self._startup_report = self._group.create_task(report(), name="startup-report")
 
     # -- the lifecycle -------------------------------------------------------------------------
     def _apply(self, tracked: Tracked, event: Event, info: ContainerInfo | None = None, inspected: bool = False) -> None:
