@@ -25,6 +25,7 @@ from collector.sources.registry import RegistrySettings, SourceRegistry
 from collector.sources.stream import StreamSettings
 from collector.startup_report import settings_facts
 from collector.status import build_status
+from collector.transform.labeling import Profiler
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,13 @@ class Collector:
                     max_backoff=config.docker.reconnect_max_backoff,
                 ),
                 max_line_bytes=config.sources.max_line_bytes,
-                static_labels=config.labels.static,
-                host_label=config.labels.host,
                 own_id=self.own_id,
                 start_at=start_at_seconds(config),
                 mode=config.sources.mode,
             ),
             inspect=self.engine.inspect,
             is_running=self.engine.is_running,
+            profiler=Profiler(config),
         )
         self.discovery = Discovery(self.engine, self.registry, config.docker.reconnect_max_backoff, config.docker.relist_interval)
 

@@ -127,6 +127,8 @@ class _StateCollector:
         yield _by_label(CounterMetricFamily, "collector_containers_skipped", "Containers not read, by reason.", "reason", registry.skipped)
         yield _by_label(CounterMetricFamily, "collector_fallbacks", "json-file containers read through the API stream instead, by reason.",
                         "reason", registry.fallbacks)
+        yield CounterMetricFamily("collector_labels_trimmed", "Labels cut or dropped to stay within Loki's limits.",
+                                  value=registry.labels_trimmed)
         totals = registry.totals()
         yield CounterMetricFamily("collector_stream_reconnects", "API log streams ended and reopened from their position.", value=totals.reconnects)
         yield CounterMetricFamily("collector_stream_gaps", "Times Docker no longer had the records after a stream's saved position.", value=totals.gaps)
