@@ -266,6 +266,11 @@ class LokiConfig(_Section):
     timeout: Duration = Duration(10.0)
     min_backoff: Duration = Duration(0.5)
     max_backoff: Duration = Duration(30.0)
+    # Tenants a container may ask for with its `collector.tenant` Docker label; any other is refused.
+    tenants_allowed: list[str] = msgspec.field(default_factory=list)
+    # A container asking for a tenant outside the list: skip (not collected; logged, counted) or
+    # default (sent to `tenant` above, logged).
+    tenant_refused: Literal["skip", "default"] = "skip"
     # Sent as Loki structured metadata (not labels): container_id, image.
     structured_metadata: list[Literal["container_id", "image"]] = msgspec.field(
         default_factory=lambda: ["container_id", "image"]

@@ -127,3 +127,13 @@ def test_sanitize_and_log_attributes() -> None:
     attrs = log_attributes({"labels": "a,missing", "env": "HOME", "env-regex": "^APP_"},
                            {"a": "1", "b": "2"}, ["HOME=/root", "APP_X=y", "OTHER=z"])
     assert attrs == {"a": "1", "HOME": "/root", "APP_X": "y"}
+
+
+def test_tenant_outside_the_allowlist_is_skipped_or_sent_to_the_default() -> None:
+    asking = info(**{"collector.tenant": "team-b"})
+    skip = Profiler(config(loki={"tenants_allowed": ["team-a"]}))
+    assert skip.profile(info(**{"collector.tenant": "team-a"}), "h").tenant == "team-a"
+    refused = skip.profile(asking, "h")
+    assert (refused.excluded_by, refused.skip_reason) == ("tenant 'team-b' not in loki.tenants_allowed", "tenant_refused")
+    default = Profiler(config(loki={"tenants_allowed": ["team-a"], "tenant_refused": "default"})).profile(asking, "h")
+    assert default.excluded_by == "" and default.tenant == "" and "default tenant" in default.problems[0]

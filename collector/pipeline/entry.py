@@ -41,6 +41,7 @@ class Origin:
     container_id: str
     labels: dict[str, str]  # without `stream`; the sink adds it per entry
     metadata: dict[str, str] = field(default_factory=dict)  # candidates for structured metadata
+    tenant: str = ""  # Loki tenant (X-Scope-OrgID); "": the sink's default (loki.tenant)
 
 
 @dataclass(eq=False, slots=True)

@@ -546,7 +546,7 @@ class SourceRegistry:
         """Make the container's profile from what is known of it; skip it when a rule excludes it."""
         tracked.profile = self._make_profile(info)
         if tracked.profile.excluded_by:
-            self._skip(tracked, "excluded", shown=f"excluded by {tracked.profile.excluded_by}")
+            self._skip(tracked, tracked.profile.skip_reason, shown=f"excluded by {tracked.profile.excluded_by}")
             return True
         return False
 
@@ -563,7 +563,7 @@ class SourceRegistry:
     def _origin(self, tracked: Tracked) -> Origin:
         info, profile = tracked.info, tracked.profile or self._make_profile(tracked.info)
         return Origin(container_id=info.id, labels=dict(profile.labels),
-                      metadata={"container_id": info.id, "image": info.image, **profile.metadata})
+                      metadata={"container_id": info.id, "image": info.image, **profile.metadata}, tenant=profile.tenant)
 
     def _max_line_bytes(self, tracked: Tracked) -> int:
         profile = tracked.profile

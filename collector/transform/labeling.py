@@ -43,11 +43,12 @@ def sanitize(name: str) -> str:
 @dataclass(slots=True)
 class Profile:
     excluded_by: str = ""  # the rule that excludes the container; "" when collected
+    skip_reason: str = "excluded"  # what collector_containers_skipped_total counts it as
     labels: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)  # structured metadata (log attributes)
     mode: str = ""  # "stream" from collector.mode=stream; "" otherwise
     max_line_bytes: int | None = None
-    tenant: str = ""
+    tenant: str = ""  # from collector.tenant, allowed by loki.tenants_allowed; "": loki.tenant
     trimmed: list[str] = field(default_factory=list)  # what Loki's limits cut: counted and logged
     problems: list[str] = field(default_factory=list)  # bad collector.* label values, ignored
 
@@ -62,6 +63,8 @@ class Profiler:
         self._selector = Selector(config.selection)
         self._labels = config.labels
         self._rules = compile_rules(config.relabel)
+        self._tenants_allowed = frozenset(config.loki.tenants_allowed)
+        self._tenant_refused = config.loki.tenant_refused
 
     def profile(self, info: ContainerInfo, host: str) -> Profile:
         profile = Profile(excluded_by=self._selector.excluded_by(info))
@@ -76,6 +79,13 @@ class Profiler:
         profile.labels = self._within_limits(relabelled, profile.trimmed)
         profile.metadata = metadata
         self._settings(info, profile)
+        if profile.tenant and profile.tenant not in self._tenants_allowed:
+            refused = f"tenant {profile.tenant!r} not in loki.tenants_allowed"
+            if self._tenant_refused == "skip":
+                profile.excluded_by, profile.skip_reason = refused, "tenant_refused"
+            else:
+                profile.problems.append(f"{refused}: sent to the default tenant (loki.tenant_refused: default)")
+                profile.tenant = ""
         return profile
 
     def _base_labels(self, info: ContainerInfo, host: str) -> tuple[dict[str, str], dict[str, str]]:
