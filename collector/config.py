@@ -240,6 +240,51 @@ class RelabelRule(_Section):
             _require(bool(self.source_labels), "source_labels", self.source_labels, f"{self.action} needs source_labels")
 
 
+class RedactRule(_Section):
+    regex: str
+    replacement: str = "***"
+
+    def __post_init__(self) -> None:
+        try:
+            re.compile(self.regex)
+        except re.error as err:
+            raise ValueError(f"regex = {self.regex!r}: not a valid regular expression: {err}") from None
+
+
+class RateLimitConfig(_Section):
+    # Per container; 0: no limit. The excess is dropped and counted.
+    lines_per_second: float = 0.0
+    bytes_per_second: ByteSize = ByteSize(0)
+    burst: Duration = Duration(1.0)  # seconds' worth of lines and bytes allowed at once
+
+    def __post_init__(self) -> None:
+        _require(self.lines_per_second >= 0, "lines_per_second", self.lines_per_second, "must be >= 0")
+        _require(self.burst > 0, "burst", self.burst, "must be > 0")
+
+
+class ProcessingConfig(_Section):
+    # Regular expressions searched in each line (every container; a container adds its own with
+    # the Docker labels collector.drop / collector.keep).
+    drop: list[str] = msgspec.field(default_factory=list)
+    keep: list[str] = msgspec.field(default_factory=list)  # when set, only matching lines are kept
+    redact: list[RedactRule] = msgspec.field(default_factory=list)  # applied in order
+    # Lines parsed for `fields` (collector.parse per container): none, json or logfmt.
+    parse: Literal["none", "json", "logfmt"] = "none"
+    fields: list[str] = msgspec.field(default_factory=list)  # into structured metadata
+    # A leading timestamp in the line replaces Docker's time: rfc3339 or a strptime format
+    # (collector.timestamp_format per container); "" off. Lines where it does not parse keep Docker's.
+    timestamp_format: str = ""
+    rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
+
+    def __post_init__(self) -> None:
+        for key in ("drop", "keep"):
+            for index, text in enumerate(getattr(self, key)):
+                try:
+                    re.compile(text)
+                except re.error as err:
+                    raise ValueError(f"{key}[{index}] = {text!r}: not a valid regular expression: {err}") from None
+
+
 class TLSConfig(_Section):
     ca_file: str = ""
     cert_file: str = ""
@@ -332,6 +377,7 @@ class Config(_Section):
     labels: LabelsConfig = msgspec.field(default_factory=LabelsConfig)
     # Applied in order to each container's labels when it starts (and on rename).
     relabel: list[RelabelRule] = msgspec.field(default_factory=list)
+    processing: ProcessingConfig = msgspec.field(default_factory=ProcessingConfig)
     loki: LokiConfig = msgspec.field(default_factory=LokiConfig)
     positions: PositionsConfig = msgspec.field(default_factory=PositionsConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)

@@ -129,6 +129,13 @@ class _StateCollector:
                         "reason", registry.fallbacks)
         yield CounterMetricFamily("collector_labels_trimmed", "Labels cut or dropped to stay within Loki's limits.",
                                   value=registry.labels_trimmed)
+        processing = registry.processing
+        yield _by_label(CounterMetricFamily, "collector_lines_dropped", "Lines dropped by a drop or keep rule, by rule.", "rule",
+                        processing.dropped)
+        yield CounterMetricFamily("collector_lines_rate_limited", "Lines dropped by a container's rate limit.",
+                                  value=processing.rate_limited_lines)
+        yield CounterMetricFamily("collector_line_timestamp_fallbacks", "Lines whose own timestamp did not parse (Docker's time kept).",
+                                  value=processing.timestamp_fallbacks)
         totals = registry.totals()
         yield CounterMetricFamily("collector_stream_reconnects", "API log streams ended and reopened from their position.", value=totals.reconnects)
         yield CounterMetricFamily("collector_stream_gaps", "Times Docker no longer had the records after a stream's saved position.", value=totals.gaps)

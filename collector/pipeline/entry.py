@@ -13,7 +13,7 @@ class Entry(NamedTuple):
     ts_ns: int
     line: str
     stream: str  # "stdout" or "stderr"
-    attrs: dict[str, str] | None = None  # json-file `attrs` (log-opts labels/env)
+    attrs: dict[str, str] | None = None  # this entry's own structured metadata (e.g. fields from the line)
 
 
 class FilePosition(NamedTuple):

@@ -207,7 +207,8 @@ class LokiSink:
                       if value and (name in self._metadata_keys or name not in OPTIONAL_METADATA))
                 if self.send_metadata else ()
             )
-            streams.append(PushStream(text, entries, metadata))
+            per_entry = self.send_metadata and any(entry.attrs for entry in entries)
+            streams.append(PushStream(text, entries, metadata, per_entry))
         if self.config.encoding == "json":
             body = encode_json(streams, labels_of)
             headers = {"Content-Type": "application/json"}

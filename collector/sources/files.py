@@ -19,6 +19,7 @@ from collector.pipeline.entry import Chunk, Entry, FilePosition, Origin
 from collector.pipeline.queue import ChunkQueue
 from collector.sources.jsonfile import JsonFileParser
 from collector.sources.source import SourceStats
+from collector.transform.lines import LineProcessor
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class FileTailer:
     """
 
     kind = "file"
+    processor: LineProcessor | None = None  # per-line rules, set by the registry
 
     def __init__(
         self,
@@ -308,6 +310,8 @@ class FileTailer:
 
     async def _put(self, entries: list[Entry], nbytes: int, resume: int) -> None:
         position = FilePosition(self.inode, resume)
+        if self.processor is not None:
+            entries = self.processor.process(entries)  # dropped lines still move the position
         await self._queue.put(Chunk(self.origin, entries, nbytes, position))
         if entries:
             self.stats.last_entry_ns = entries[-1].ts_ns

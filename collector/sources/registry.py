@@ -33,6 +33,7 @@ from collector.sources.seek import end_offset, offset_for_time
 from collector.sources.source import Source, SourceStats
 from collector.startup_report import routes_facts
 from collector.transform.labeling import Profile, Profiler
+from collector.transform.lines import ProcessingStats
 from collector.sources.stream import StreamSettings, StreamSource
 
 log = logging.getLogger(__name__)
@@ -382,6 +383,12 @@ class SourceRegistry:
 
     def _launch(self, tracked: Tracked, source: Source) -> None:
         assert self._group is not None
+        problems: list[str] = []
+        source.processor = self._profiler.processor(tracked.info, problems)
+        if problems:
+            self._profiler.processing_stats.problems += len(problems)
+            log.warning("collector.* labels ignored", extra={"container_id": tracked.info.id[:12],
+                                                              "container_name": tracked.info.name, "problems": problems})
         tracked.source = source
         self._positions.ensure(tracked.info.id, source.queued_position)
         if tracked.info.running:
@@ -570,6 +577,10 @@ class SourceRegistry:
         return profile.max_line_bytes if profile and profile.max_line_bytes else self._settings.max_line_bytes
 
     # -- what /status and /metrics read -----------------------------------------------------------
+    @property
+    def processing(self) -> ProcessingStats:
+        return self._profiler.processing_stats
+
     def totals(self) -> SourceStats:
         total = SourceStats()
         _add_stats(total, self.retired)

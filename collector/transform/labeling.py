@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from collector.config import Config, ConfigError, RelabelRule, parse_size
 from collector.docker.containers import ContainerInfo
 from collector.transform import relabel
+from collector.transform.lines import LineProcessor, ProcessingStats, build_processor
 from collector.transform.selection import Selector
 
 LABEL_PREFIX = "collector.label."
@@ -64,6 +65,8 @@ class Profiler:
         self._labels = config.labels
         self._rules = compile_rules(config.relabel)
         self._tenants_allowed = frozenset(config.loki.tenants_allowed)
+        self._processing = config.processing
+        self.processing_stats = ProcessingStats()
         self._tenant_refused = config.loki.tenant_refused
 
     def profile(self, info: ContainerInfo, host: str) -> Profile:
@@ -87,6 +90,10 @@ class Profiler:
                 profile.problems.append(f"{refused}: sent to the default tenant (loki.tenant_refused: default)")
                 profile.tenant = ""
         return profile
+
+    def processor(self, info: ContainerInfo, problems: list[str]) -> LineProcessor | None:
+        """A new per-line processor for a source of this container (None: nothing to do per line)."""
+        return build_processor(self._processing, info.labels, self.processing_stats, problems)
 
     def _base_labels(self, info: ContainerInfo, host: str) -> tuple[dict[str, str], dict[str, str]]:
         config = self._labels
