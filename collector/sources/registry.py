@@ -516,7 +516,8 @@ class SourceRegistry:
             return False
         position = self._positions.get(info.id)
         if position is None:
-            return self._started_since_checkpoint(info)
+            # Never read: new since the last checkpoint, or `start_at: all` asks for everything on disk.
+            return self._started_since_checkpoint(info) or self._settings.start_at is None
         if isinstance(position, StreamPosition) or info.log_driver not in FILE_DRIVERS or not self.files_usable:
             return True  # a short catch-up pass of the stream tells
         try:
