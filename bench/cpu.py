@@ -103,7 +103,8 @@ def run_once(engine: DockerEngine, scenario: str, lines: int, workdir: str, prof
     })
     command = ["taskset", "-c", "0", sys.executable, "-m", "collector"]
     if profile:
-        command = ["py-spy", "record", "--nonblocking", "-r", "200", "-o", profile, "--", *command]
+        fmt = ["--format", "raw"] if profile.endswith(".txt") else []  # collapsed stacks, to read as text
+        command = ["py-spy", "record", "--nonblocking", "-r", "200", *fmt, "-o", profile, "--", *command]
     started = time.monotonic()
     stderr_path = os.path.join(workdir, "collector.stderr")
     collector = subprocess.Popen(command, env=environment, cwd=REPO, stderr=open(stderr_path, "wb"))
@@ -126,7 +127,7 @@ def run_once(engine: DockerEngine, scenario: str, lines: int, workdir: str, prof
         wall = time.monotonic() - started
         cpu, hwm = proc_cpu(pid), proc_hwm_mib(pid)
     finally:
-        collector.send_signal(signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)  # the collector itself: py-spy writes its profile once its target exits
         collector.wait(60)
         receiver.send_signal(signal.SIGTERM)
         receiver.wait(30)
@@ -171,7 +172,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--lines", type=int, default=LINES)
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
-    parser.add_argument("--profile", action="store_true", help="one extra py-spy run of the first scenario: docs/flame.svg")
+    parser.add_argument("--profile", nargs="?", const=os.path.join(REPO, "docs", "flame.svg"), default="",
+                        help="one extra py-spy run of the first scenario: an SVG flame graph (default docs/flame.svg), "
+                             "or collapsed stacks when the path ends in .txt")
     parser.add_argument("--no-doc", action="store_true", help="print only; do not rewrite docs/benchmarks-cpu.md")
     args = parser.parse_args()
     if shutil.which("taskset") is None:
@@ -188,8 +191,8 @@ def main() -> None:
                       f"wall {result.wall_s:.1f} s", flush=True)
         if args.profile:
             scenario = (args.scenario or list(SCENARIOS))[0]
-            run_once(engine, scenario, args.lines, workdir, os.path.join(REPO, "docs", "flame.svg"))
-            print("flame graph: docs/flame.svg")
+            run_once(engine, scenario, args.lines, workdir, args.profile)
+            print(f"profile: {args.profile}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         engine.stop()
