@@ -90,7 +90,8 @@ def write_log(engine: DockerEngine, options: tuple[str, ...], lines: int) -> str
     return name
 
 
-def run_once(engine: DockerEngine, scenario: str, lines: int, workdir: str, profile: str | None) -> Result:
+def run_once(engine: DockerEngine, scenario: str, lines: int, workdir: str, profile: str | None,
+             extra_env: dict[str, str] | None = None) -> Result:
     options, env = SCENARIOS[scenario]
     name = write_log(engine, options, lines)
     receiver, urls = start_receiver()
@@ -99,7 +100,7 @@ def run_once(engine: DockerEngine, scenario: str, lines: int, workdir: str, prof
         "DOCKER_HOST": engine.host, "COLLECTOR_DOCKER__CONTAINERS_DIR": engine.containers_dir,
         "COLLECTOR_LOKI__URL": urls["push_url"], "COLLECTOR_METRICS__LISTEN": "",
         "COLLECTOR_POSITIONS__PATH": os.path.join(workdir, f"positions-{time.monotonic_ns()}.json"),
-        "COLLECTOR_POSITIONS__START_AT": "all", "COLLECTOR_LOG__LEVEL": "warning", "PYTHONPATH": REPO, **env,
+        "COLLECTOR_POSITIONS__START_AT": "all", "COLLECTOR_LOG__LEVEL": "warning", "PYTHONPATH": REPO, **env, **(extra_env or {}),
     })
     command = ["taskset", "-c", "0", sys.executable, "-m", "collector"]
     if profile:
@@ -175,6 +176,8 @@ def main() -> None:
     parser.add_argument("--profile", nargs="?", const=os.path.join(REPO, "docs", "flame.svg"), default="",
                         help="one extra py-spy run of the first scenario: an SVG flame graph (default docs/flame.svg), "
                              "or collapsed stacks when the path ends in .txt")
+    parser.add_argument("--set", action="append", default=[], metavar="COLLECTOR_X__Y=VALUE",
+                        help="an extra setting for the collector, e.g. COLLECTOR_QUEUE__MAX_BYTES=4MiB")
     parser.add_argument("--no-doc", action="store_true", help="print only; do not rewrite docs/benchmarks-cpu.md")
     args = parser.parse_args()
     if shutil.which("taskset") is None:
@@ -185,7 +188,7 @@ def main() -> None:
     try:
         for scenario in args.scenario or list(SCENARIOS):
             for index in range(args.runs):
-                result = run_once(engine, scenario, args.lines, workdir, None)
+                result = run_once(engine, scenario, args.lines, workdir, None, dict(item.split("=", 1) for item in args.set))
                 results.setdefault(scenario, []).append(result)
                 print(f"{scenario} run {index + 1}: {result.cpu_s:.2f} CPU-s, RSS peak {result.rss_peak_mib:.0f} MiB, "
                       f"wall {result.wall_s:.1f} s", flush=True)
