@@ -9,7 +9,8 @@ import sys
 
 import yaml
 
-from collector.config import ConfigError, check_positions_writable, load_config, masked
+from collector.config import ConfigError, load_config, masked
+from collector.preflight import preflight
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,16 +39,22 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 1 if args.command == "health" else 2  # a HEALTHCHECK knows only 0 and 1
     if args.command == "check-config":
+        found = preflight(config)
+        for warning in found.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if found.errors:
+            print("\n".join(found.errors), file=sys.stderr)
+            return 2
         yaml.safe_dump(masked(config), sys.stdout, sort_keys=False)
         return 0
     if args.command == "status":
         return _status(config.metrics.listen, args.url, args.json)
     if args.command == "health":
         return _health(config.metrics.listen, args.url)
-    try:
-        check_positions_writable(config)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
+    # The same checks as check-config; its warnings the run reports itself (in its log, or by failing to bind).
+    errors = preflight(config).errors
+    if errors:
+        print("\n".join(errors), file=sys.stderr)
         return 2
     from collector.app import Collector, install_signal_handlers
     from collector.logsetup import setup_logging

@@ -340,20 +340,6 @@ def load_config(path: str | None, environ: dict[str, str] | os._Environ[str] | N
     return config
 
 
-def check_positions_writable(config: Config) -> None:
-    """Fail at startup, not at the first checkpoint, when positions cannot be written."""
-    path = config.positions.path
-    directory = os.path.dirname(path) or "."
-    try:
-        os.makedirs(directory, exist_ok=True)
-        probe = f"{path}.probe"
-        with open(probe, "wb"):
-            pass
-        os.unlink(probe)
-    except OSError as err:
-        raise ConfigError(f"config error: positions.path = {path!r}: cannot write there: {err.strerror}") from None
-
-
 def masked(config: Config) -> dict[str, Any]:
     """The effective config as plain data, with secrets replaced by ***."""
 
