@@ -58,6 +58,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from collector.app import Collector, install_signal_handlers
     from collector.logsetup import setup_logging
+    from collector.positions import PositionsLocked, lock_positions
+
+    try:
+        lock = lock_positions(config.positions.path)  # held until the process ends
+    except PositionsLocked as err:
+        print(err, file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"config error: positions.path = {config.positions.path!r}: cannot lock: {err.strerror}", file=sys.stderr)
+        return 2
 
     setup_logging(config.log.level, config.log.format)
 
@@ -66,7 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         install_signal_handlers(stop)
         await Collector(config, config_path=path).run(stop)
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except ConfigError as err:  # found only once running, e.g. the metrics port is taken
+        print(err, file=sys.stderr)
+        return 2
+    finally:
+        os.close(lock)
     return 0
 
 

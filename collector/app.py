@@ -75,6 +75,8 @@ class Collector:
             self.config, self.config_path, self.own_id, self.registry.files_usable, self.registry.files_problem))
         self.positions.load()
         try:
+            if self.config.metrics.listen:
+                await self.observability.start(self.config.metrics.listen)  # a busy port: ConfigError, exit 2
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.hub.run(), name="inotify")
                 writer_task = group.create_task(self.positions.run(), name="positions")

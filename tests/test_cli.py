@@ -95,3 +95,53 @@ def test_missing_containers_dir_is_a_warning_not_an_error(tmp_path) -> None:
     assert checked.returncode == 0, checked.stderr
     assert f"containers dir {tmp_path / 'nope'} does not exist" in checked.stderr
     assert "warning" in checked.stderr
+
+
+# -- one collector per positions file; a busy metrics port --------------------------------------
+
+def _start(env: dict[str, str]) -> subprocess.Popen[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("COLLECTOR_")}
+    return subprocess.Popen([sys.executable, "-m", "collector"], cwd=REPO, text=True,
+                            env={**clean, "PYTHONPATH": REPO, "DOCKER_HOST": "unix:///nonexistent", **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_second_collector_on_the_same_positions_file_exits_2(tmp_path) -> None:
+    env = base_env(tmp_path)
+    first = _start(env)
+    try:
+        assert first.stderr is not None
+        for line in first.stderr:  # running once it logged its start (Docker unreachable: it retries)
+            if "collector starting" in line:
+                break
+        second = cli(env=env)
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.strip() == f"another collector holds {env['COLLECTOR_POSITIONS__PATH']}"
+        assert first.poll() is None
+    finally:
+        first.terminate()
+        first.wait(timeout=30)
+    # Once the first has ended, the file is free again.
+    again = _start(env)
+    try:
+        assert again.stderr is not None
+        for line in again.stderr:
+            if "collector starting" in line:
+                break
+        assert again.poll() is None
+    finally:
+        again.terminate()
+        assert again.wait(timeout=30) == 0
+
+
+def test_busy_metrics_port_exits_2_naming_the_address(tmp_path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = cli(env={**base_env(tmp_path), "COLLECTOR_METRICS__LISTEN": address})
+    assert result.returncode == 2, result.stderr
+    assert f"metrics.listen = '{address}': cannot listen: address in use" in result.stderr
+    assert "Traceback" not in result.stderr
