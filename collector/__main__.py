@@ -45,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         if found.errors:
             print("\n".join(found.errors), file=sys.stderr)
             return 2
-        yaml.safe_dump(masked(config), sys.stdout, sort_keys=False)
+        try:
+            yaml.safe_dump(masked(config), sys.stdout, sort_keys=False)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `collector check-config | head`: the reader has what it wanted
+            _silence_stdout()
         return 0
     if args.command == "status":
         return _status(config.metrics.listen, args.url, args.json)
@@ -84,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         os.close(lock)
     return 0
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so the interpreter's flush of stdout at exit cannot raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _local_url(listen: str) -> str:

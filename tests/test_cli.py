@@ -145,3 +145,41 @@ def test_busy_metrics_port_exits_2_naming_the_address(tmp_path) -> None:
     assert result.returncode == 2, result.stderr
     assert f"metrics.listen = '{address}': cannot listen: address in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- `| head` ends the output, not with a traceback ----------------------------------------------
+
+def test_check_config_into_head_has_no_traceback(tmp_path) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.upper().startswith("COLLECTOR_")},
+           **base_env(tmp_path), "PYTHONPATH": REPO}
+    # A long value makes the YAML bigger than a pipe buffer, so the write really meets the closed pipe.
+    config = tmp_path / "big.yaml"
+    config.write_text("labels:\n  static:\n" + "".join(f"    l{i}: {'v' * 100}\n" for i in range(2000)))
+    result = subprocess.run(["bash", "-c", f"{sys.executable} -m collector -c {config} check-config | head -3; exit ${{PIPESTATUS[0]}}"],
+                            env=env, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.stdout.count("\n") == 3
+    assert result.stderr == "", result.stderr
+    assert result.returncode == 0
+
+
+@pytest.mark.docker
+def test_collector_into_head_stops_cleanly_and_keeps_positions(tmp_path, containers) -> None:
+    import json
+    import time
+
+    name = f"head-{time.monotonic_ns()}"
+    container_id = containers.run("i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.05; done", name=name)
+    positions = tmp_path / "positions.json"
+    env = {**{k: v for k, v in os.environ.items() if not k.upper().startswith("COLLECTOR_")},
+           "PYTHONPATH": REPO, "DOCKER_HOST": containers.host, "COLLECTOR_DOCKER__CONTAINERS_DIR": containers.containers_dir,
+           "COLLECTOR_POSITIONS__PATH": str(positions), "COLLECTOR_METRICS__LISTEN": ""}
+    # The collector stops by itself once head has gone: no signal, no timeout needed.
+    result = subprocess.run(["bash", "-c", f"{sys.executable} -m collector | head -3; exit ${{PIPESTATUS[0]}}"],
+                            env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.stdout.count("\n") == 3
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
+    assert "stdout was closed by its reader" in result.stderr
+    assert "collector stopped" in result.stderr
+    assert result.returncode == 0
+    saved = json.loads(positions.read_text())["containers"]
+    assert container_id.strip() in saved
