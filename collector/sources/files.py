@@ -297,7 +297,6 @@ class FileTailer:
         entries, resume = self._parser.feed(whole, start)
         self.offset = start + cut
         self.stats.bytes += cut
-        self.stats.lines += len(entries)
         if parsed.bad_records != bad_before:
             self.stats.errors += parsed.bad_records - bad_before
             self.stats.last_error = parsed.last_error
@@ -307,6 +306,9 @@ class FileTailer:
         return data[cut:]
 
     async def _put(self, entries: list[Entry], nbytes: int, resume: int) -> None:
+        # Counted here, not where records are parsed: a final line without newline comes from the
+        # parser's flush at EOF, truncation or rotation.
+        self.stats.lines += len(entries)
         position = FilePosition(self.inode, resume)
         await self._queue.put(Chunk(self.origin, entries, nbytes, position))
         if entries:
