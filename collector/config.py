@@ -292,12 +292,12 @@ def _env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
         if any(not part for part in path):
-            raise ConfigError(f"env {name}: empty key part")
+            raise ConfigError(f"config error: env {name}: empty key part (keys look like COLLECTOR_LOKI__URL)")
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"env {name}: conflicts with another override")
+                raise ConfigError(f"config error: env {name}: conflicts with another override")
         # Lists and maps are JSON; everything else stays text and is coerced to the key's type.
         value: Any = raw
         if raw.lstrip().startswith(("[", "{")):
