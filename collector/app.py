@@ -75,10 +75,13 @@ class Collector:
             self.config, self.config_path, self.own_id, self.registry.files_usable, self.registry.files_problem))
         self.positions.load()
         try:
+            if self.config.metrics.listen:
+                await self.observability.start(self.config.metrics.listen)  # a busy port: ConfigError, exit 2
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.hub.run(), name="inotify")
                 writer_task = group.create_task(self.positions.run(), name="positions")
                 sink_task = group.create_task(self.sink.run(self.queue, self._acknowledge), name="sink")
+                sink_task.add_done_callback(lambda _: stop.set())  # a sink that ends early (stdout closed) stops the run
                 registry_task = group.create_task(self.registry.run(), name="sources")
                 await self.registry.running.wait()  # its task group must exist before events arrive
                 discovery_task = group.create_task(self.discovery.run(), name="discovery")

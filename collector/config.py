@@ -5,8 +5,10 @@ Every error names the key and the bad value (ConfigError); the CLI turns it into
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -385,6 +387,40 @@ class Config(_Section):
     shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
 
 
+# Variables with our prefix that are not config keys (read by the CLI itself).
+NOT_KEYS = frozenset({"COLLECTOR_CONFIG"})
+
+
+def env_names(section: type[msgspec.Struct] | None = None, path: tuple[str, ...] = ()) -> list[str]:
+    """Every key's variable name: COLLECTOR_LOKI__URL, COLLECTOR_LOKI__TLS__CA_FILE, ..."""
+    names = []
+    for info in msgspec.structs.fields(section or Config):
+        here = (*path, info.name.upper())
+        if isinstance(info.type, type) and issubclass(info.type, msgspec.Struct):
+            names += env_names(info.type, here)
+        else:
+            names.append(ENV_PREFIX + "__".join(here))
+    return names
+
+
+def stray_env_warnings(environ: dict[str, str] | os._Environ[str]) -> list[str]:
+    """A variable that looks meant for the collector but names no key (one underscore, lower case):
+    ignored, so say so, with the closest key; else logs quietly go somewhere else."""
+    known = env_names()
+    warnings = []
+    for name in environ:
+        if not name.upper().startswith(ENV_PREFIX) or name in NOT_KEYS:
+            continue
+        if name.startswith(ENV_PREFIX) and "__" in name:
+            continue  # a key path: an unknown one is an error when the config is validated
+        # Compared without the prefix: every name shares it, which would make anything look close.
+        rest = {known_name[len(ENV_PREFIX):]: known_name for known_name in [*known, *NOT_KEYS]}
+        closest = difflib.get_close_matches(name[len(ENV_PREFIX):].upper(), rest, n=1, cutoff=0.6)
+        hint = f"did you mean {rest[closest[0]]}?" if closest else "keys look like COLLECTOR_LOKI__URL (section, two underscores, key)"
+        warnings.append(f"env {name} names no config key and is ignored; {hint}")
+    return warnings
+
+
 def _env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
     """COLLECTOR_LOKI__URL=... -> {"loki": {"url": ...}}; values parse as YAML (so JSON lists/maps work)."""
     tree: dict[str, Any] = {}
@@ -393,12 +429,12 @@ def _env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
         if any(not part for part in path):
-            raise ConfigError(f"env {name}: empty key part")
+            raise ConfigError(f"config error: env {name}: empty key part (keys look like COLLECTOR_LOKI__URL)")
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"env {name}: conflicts with another override")
+                raise ConfigError(f"config error: env {name}: conflicts with another override")
         # Lists and maps are JSON; everything else stays text and is coerced to the key's type.
         value: Any = raw
         if raw.lstrip().startswith(("[", "{")):
@@ -420,16 +456,94 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _steps(dotted: str) -> list[str | int]:
+    """'loki.structured_metadata[1]' -> ['loki', 'structured_metadata', 1] (msgspec's path format)."""
+    return [int(step[1:-1]) if step.startswith("[") else step for step in re.findall(r"\[\d+\]|[^.\[\]]+", dotted)]
+
+
 def _lookup(tree: Any, dotted: str) -> Any:
     node = tree
-    for part in re.sub(r"\[(\d+)\]", r".\1", dotted).split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
+    for step in _steps(dotted):
+        if isinstance(step, int) and isinstance(node, list) and step < len(node):
+            node = node[step]
+        elif isinstance(step, str) and isinstance(node, dict) and step in node:
+            node = node[step]
         else:
             return None
     return node
+
+
+def _key_type(dotted: str) -> Any:
+    """The declared type of a key (Literal[...], bool, a section, ...); None if there is no such key."""
+    kind: Any = Config
+    for step in _steps(dotted):
+        if isinstance(step, int) and typing.get_origin(kind) is list:
+            kind = typing.get_args(kind)[0]
+        elif isinstance(step, str) and isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+            kind = next((f.type for f in msgspec.structs.fields(kind) if f.name == step), None)
+        elif isinstance(step, str) and typing.get_origin(kind) is dict:
+            kind = typing.get_args(kind)[1]
+        else:
+            return None
+    return kind
+
+
+def _explain(message: str, merged: dict[str, Any]) -> str:
+    """msgspec's ValidationError text -> 'config error: <key> = <value>: <why>'. The one place that
+    reads msgspec's wording: tests/test_config.py has a case per message shape, so an upgrade that
+    rewords one fails a test, not a user."""
+    where = re.search(r" - at `\$\.?([^`]*)`$", message)
+    dotted = where.group(1) if where else ""
+    reason = message[: where.start()] if where else message
+    if re.match(r"^[\w.\[\]-]+ = ", reason):
+        # A check in a section's __post_init__ already named its key and value.
+        return f"config error: {dotted}.{reason}" if dotted else f"config error: {reason}"
+    unknown = re.match(r"^Object contains unknown field `([^`]*)`", reason)
+    if unknown:
+        dotted = f"{dotted}.{unknown.group(1)}" if dotted else unknown.group(1)
+        # Compared as whole paths, so loki.tls_ca_file finds loki.tls.ca_file.
+        keys = [name[len(ENV_PREFIX):].lower().replace("__", ".") for name in env_names()]
+        closest = difflib.get_close_matches(dotted, keys, n=1, cutoff=0.75)
+        reason = f"unknown key; did you mean {closest[0]}?" if closest else "unknown key"
+    else:
+        kind = _key_type(dotted)
+        if typing.get_origin(kind) is Literal:
+            reason = f"accepted values: {', '.join(map(str, typing.get_args(kind)))}"
+        elif kind is bool and (reason.startswith("Expected `bool`") or not where):
+            reason = "accepted values: true, false (or 1, 0)"
+    value = _lookup(merged, dotted)
+    shown = MASK if dotted.rsplit(".", 1)[-1] in SECRET_KEYS else repr(value)
+    return f"config error: {dotted} = {shown}: {reason}"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; a config that says a thing twice is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` may be overridden on purpose
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in first_line:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice (first on line {first_line[key] + 1})", key_node.start_mark)
+                first_line[key] = key_node.start_mark.line
+            except TypeError:
+                pass  # an unhashable key: the base class reports it
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_error(path: str, err: yaml.YAMLError) -> str:
+    """'<file>:<line>:<column>: <problem>' rather than PyYAML's '<unicode string>' text."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark = err.problem_mark
+        text = f"config error: {path}:{mark.line + 1}:{mark.column + 1}: {err.problem}"
+        if err.context and err.context_mark is not None:
+            text += f" ({err.context} at line {err.context_mark.line + 1})"
+        return text
+    return f"config error: {path} is not valid YAML: {err}"
 
 
 def _read_secret_file(path: str, key: str) -> str:
@@ -444,11 +558,11 @@ def load_config(path: str | None, environ: dict[str, str] | os._Environ[str] | N
     raw: Any = {}
     if path:
         try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
+            raw = yaml.load(Path(path).read_text(), Loader=_Loader) or {}
         except OSError as err:
             raise ConfigError(f"config error: cannot read {path}: {err.strerror}") from None
         except yaml.YAMLError as err:
-            raise ConfigError(f"config error: {path} is not valid YAML: {err}") from None
+            raise ConfigError(_yaml_error(path, err)) from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config error: {path} must hold a mapping at the top, got {type(raw).__name__}")
     merged = _merge(raw, _env_overrides(environ))
@@ -456,20 +570,7 @@ def load_config(path: str | None, environ: dict[str, str] | os._Environ[str] | N
         # strict=False: env values are text, "5" must fill an int and "true" a bool.
         config = msgspec.convert(merged, Config, dec_hook=_dec_hook, strict=False)
     except msgspec.ValidationError as err:
-        message = str(err)
-        where = re.search(r" - at `\$\.?([^`]*)`$", message)
-        dotted = where.group(1) if where else ""
-        reason = message[: where.start()] if where else message
-        if re.match(r"^[\w.\[\]-]+ = ", reason):
-            # A check in a section's __post_init__ already named its key and value.
-            raise ConfigError(f"config error: {dotted}.{reason}" if dotted else f"config error: {reason}") from None
-        unknown = re.match(r"^Object contains unknown field `([^`]*)`", reason)
-        if unknown:
-            dotted = f"{dotted}.{unknown.group(1)}" if dotted else unknown.group(1)
-            reason = "unknown key"
-        value = _lookup(merged, dotted)
-        shown = MASK if dotted.rsplit(".", 1)[-1] in SECRET_KEYS else repr(value)
-        raise ConfigError(f"config error: {dotted} = {shown}: {reason}") from None
+        raise ConfigError(_explain(str(err), merged)) from None
     from collector.transform.labeling import check_label_budget  # it builds on this module's types
 
     check_label_budget(config)
@@ -478,20 +579,6 @@ def load_config(path: str | None, environ: dict[str, str] | os._Environ[str] | N
     if config.loki.bearer_token_file:
         config.loki.bearer_token = _read_secret_file(config.loki.bearer_token_file, "bearer_token_file")
     return config
-
-
-def check_positions_writable(config: Config) -> None:
-    """Fail at startup, not at the first checkpoint, when positions cannot be written."""
-    path = config.positions.path
-    directory = os.path.dirname(path) or "."
-    try:
-        os.makedirs(directory, exist_ok=True)
-        probe = f"{path}.probe"
-        with open(probe, "wb"):
-            pass
-        os.unlink(probe)
-    except OSError as err:
-        raise ConfigError(f"config error: positions.path = {path!r}: cannot write there: {err.strerror}") from None
 
 
 def masked(config: Config) -> dict[str, Any]:

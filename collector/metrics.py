@@ -9,6 +9,7 @@ fed by the sink.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import time
@@ -19,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from collector.config import ConfigError
 from collector.docker.discovery import Discovery
 from collector.docker.logstream import LogStreamClient
 from collector.pipeline.queue import ChunkQueue
@@ -180,9 +182,10 @@ class Observability:
         self.registry.register(_StateCollector(app))  # type: ignore[arg-type]
         self.heartbeat = time.monotonic()
         self.port: int | None = None
+        self._runner: web.AppRunner | None = None  # bound by start()
 
-    async def run(self, listen: str) -> None:
-        """Serve until cancelled; a heartbeat task proves the loop turns."""
+    async def start(self, listen: str) -> None:
+        """Bind now, before any task runs: a busy port ends the startup with a clear error (exit 2)."""
         host, _, port = listen.rpartition(":")
         web_app = web.Application()
         web_app.add_routes([
@@ -196,15 +199,27 @@ class Observability:
         try:
             site = web.TCPSite(runner, host or "0.0.0.0", int(port))
             await site.start()
-            server = site._server
-            sockets = getattr(server, "sockets", None) or []
-            self.port = sockets[0].getsockname()[1] if sockets else int(port)
-            log.info("metrics listening", extra={"host": host, "port": self.port})
+        except OSError as err:
+            await runner.cleanup()
+            why = "address in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
+            raise ConfigError(f"config error: metrics.listen = {listen!r}: cannot listen: {why}") from None
+        self._runner = runner
+        sockets = getattr(site._server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else int(port)
+        log.info("metrics listening", extra={"host": host, "port": self.port})
+
+    async def run(self, listen: str) -> None:
+        """Serve until cancelled; a heartbeat task proves the loop turns."""
+        if self._runner is None:
+            await self.start(listen)
+        assert self._runner is not None
+        try:
             while True:
                 self.heartbeat = time.monotonic()
                 await asyncio.sleep(1.0)
         finally:
-            await runner.cleanup()
+            await self._runner.cleanup()
+            self._runner = None
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)

@@ -299,7 +299,6 @@ class FileTailer:
         entries, resume = self._parser.feed(whole, start)
         self.offset = start + cut
         self.stats.bytes += cut
-        self.stats.lines += len(entries)
         if parsed.bad_records != bad_before:
             self.stats.errors += parsed.bad_records - bad_before
             self.stats.last_error = parsed.last_error
@@ -309,6 +308,9 @@ class FileTailer:
         return data[cut:]
 
     async def _put(self, entries: list[Entry], nbytes: int, resume: int) -> None:
+        # Counted here, not where records are parsed: a final line without newline comes from the
+        # parser's flush at EOF, truncation or rotation.
+        self.stats.lines += len(entries)
         position = FilePosition(self.inode, resume)
         if self.processor is not None:
             entries = self.processor.process(entries)  # dropped lines still move the position

@@ -25,6 +25,7 @@ from collector.docker.logstream import LogStreamClient, LogsUnavailable
 from collector.pipeline.entry import FilePosition, Origin, Position, StreamPosition
 from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
+from collector.preflight import CONTAINERS_DIR_FALLBACK, containers_dir_problem
 from collector.sources.apistream import since_param
 from collector.sources.files import FileTailer, InotifyHub, TailerSettings
 from collector.sources.jsonfile import BadTimestamp, JsonFileParser, parse_timestamp
@@ -158,16 +159,10 @@ class SourceRegistry:
     def _check_containers_dir(self) -> tuple[bool, str]:
         if self._settings.mode == "stream":
             return False, "sources.mode is stream"
-        directory = self._settings.containers_dir
-        try:
-            os.listdir(directory)
-            return True, ""
-        except FileNotFoundError:
-            problem = f"containers dir {directory} does not exist"
-        except OSError as err:
-            problem = f"containers dir {directory} is not readable (uid {os.getuid()}: {err.strerror})"
-        log.warning(f"{problem}: every container is read through the Docker API log stream")
-        return False, problem
+        problem = containers_dir_problem(self._settings.containers_dir, self._settings.mode)
+        if problem:
+            log.warning(f"{problem}: {CONTAINERS_DIR_FALLBACK}")
+        return not problem, problem
 
     # -- events (never await: the next event must be handled at once) --------------------------
     def set_host(self, name: str) -> None:
