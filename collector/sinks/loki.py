@@ -151,6 +151,7 @@ class LokiSink:
         self._failing_since: float | None = None
         self._hold = ""
         self._last_hold_log = -math.inf
+        self._last_answer = ""  # Loki's last answer (or the connection error) as short text
 
     @property
     def pending(self) -> int:
@@ -370,11 +371,12 @@ class LokiSink:
 
     def _account(self, push: Push, verdict: Verdict, status: int, text: str) -> None:
         action = verdict.action
+        self._last_answer = f"HTTP {status}: {sentence(text, 200)}" if status else sentence(text, 200)
         if action in (Action.RETRY, Action.HOLD):
             if self._failing_since is None:
                 self._failing_since = self.clock.monotonic()
             self.stats.last_push_ok = False
-            self.stats.last_error = f"HTTP {status}: {sentence(text, 200)}" if status else sentence(text, 200)
+            self.stats.last_error = self._last_answer
             if action is Action.RETRY:
                 self._hold = ""  # e.g. a 401 turned into a 503: no longer a credentials problem
             return
@@ -430,7 +432,7 @@ class LokiSink:
     def _drop(self, entries: int, reason: str, message: str) -> None:
         if entries:
             self.stats.dropped[reason] += entries
-            log.error(message, extra={"entries": entries, "reason": reason, "error": self.stats.last_error})
+            log.error(message, extra={"entries": entries, "reason": reason, "answer": self._last_answer})
 
     # -- throttled streams -------------------------------------------------------------------------
     def _set_aside(self, push: Push, key: StreamKey, verdict: Verdict) -> None:
