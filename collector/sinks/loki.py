@@ -228,12 +228,28 @@ class LokiSink:
         while (batch := await ready.get()) is not None:
             if batch.entries:
                 await self._lane_room.wait()  # throttled streams hold entries in memory: bounded
-                duration = await self._deliver(batch.push)
+                duration = await self._deliver(batch.push) if self._divert_throttled(batch.push) else None
                 if self._observer is not None and duration is not None:
                     newest = [chunk.entries[-1].ts_ns for chunk in batch.chunks if chunk.entries]
                     self._observer.pushed(batch.entries, batch.line_bytes, duration, newest)
             self._pending -= 1
             self._ack(batch.chunks)
+
+    def _divert_throttled(self, push: Push) -> bool:
+        """New entries of a stream Loki is throttling join its resend queue (in order, in pushes of
+        their own, where Loki always reports a throttle). False when nothing else is left to push."""
+        diverted = False
+        for key in list(push.streams):
+            item = self._throttled.get(label_string(push.labels_of(key)))
+            if item is not None:
+                item.entries.extend(push.streams.pop(key))
+                del push.origins[key]
+                self._held.setdefault(item.container_id, [])
+                diverted = True
+        if diverted:
+            push.body = b""  # re-encoded without the diverted streams
+            self._lane_changed()
+        return bool(push.streams)
 
     def _ack(self, chunks: list[Chunk]) -> None:
         """Acknowledge, except chunks of a container whose throttled stream is still unsent."""
@@ -280,7 +296,9 @@ class LokiSink:
         """The body and its content headers, with or without structured metadata as Loki allows."""
         streams = []
         labels_of: dict[str, dict[str, str]] = {}
-        for key, entries in push.streams.items():
+        # Largest stream last: Loki's ingester reports only the last stream's failure, and the
+        # largest is the one most likely to hit its per-stream rate limit.
+        for key, entries in sorted(push.streams.items(), key=lambda item: sum(len(entry[1]) for entry in item[1])):
             origin = push.origins[key]
             labels = {**origin.labels, "stream": key[1]}
             text = label_string(labels)
@@ -439,17 +457,7 @@ class LokiSink:
         """Loki stored every other stream of the push; keep the named stream's unstored entries
         for the resender, and hold back acknowledgements of its container meanwhile."""
         entries = push.streams[key]
-        if verdict.ignored_known() and verdict.ignored < len(entries):
-            wanted = Counter(verdict.ignored_ts_ns)  # Loki listed every entry it ignored
-            unstored = []
-            for entry in entries:
-                if wanted[entry.ts_ns] > 0:
-                    wanted[entry.ts_ns] -= 1
-                    unstored.append(entry)
-            if len(unstored) != verdict.ignored:
-                unstored = entries  # the list does not match what we sent: resend all of it
-        else:
-            unstored = entries
+        unstored = _unstored(entries, verdict)
         self.stats.entries_sent += push.entries - len(unstored)
         self.stats.bytes_sent += len(push.body)
         self.stats.throttled[verdict.reason] += len(unstored)
@@ -510,17 +518,10 @@ class LokiSink:
             else:
                 item.max_entries = max(1, len(taken) // 2)
         else:
-            if action is Action.STREAM_THROTTLED and verdict.ignored_known() and verdict.ignored < len(taken):
-                stored = len(taken) - verdict.ignored  # keep only the listed entries for the next try
-                listed = Counter(verdict.ignored_ts_ns)
-                remaining = []
-                for entry in taken:
-                    if listed[entry.ts_ns] > 0:
-                        listed[entry.ts_ns] -= 1
-                        remaining.append(entry)
-                if len(remaining) == verdict.ignored:
-                    item.entries[:len(taken)] = remaining
-                    self.stats.entries_sent += stored
+            if action is Action.STREAM_THROTTLED:
+                remaining = _unstored(taken, verdict)  # Loki stored the others of this push
+                self.stats.entries_sent += len(taken) - len(remaining)
+                item.entries[:len(taken)] = remaining
             if action is Action.HOLD:
                 await self._wait_hold(verdict, retry_after)
             item.attempt += 1
@@ -552,6 +553,26 @@ class LokiSink:
             held = self._held.pop(container_id, [])
             if held:
                 self._acknowledge(held)
+
+
+def _unstored(entries: list[Entry], verdict: Verdict) -> list[Entry]:
+    """The entries of a throttled stream Loki did not store. Loki lists the first ten it ignored
+    and counts them all. Its limiter takes entries in order and ignores each one once the
+    stream's tokens run out, so the ignored ones run from the first listed to the end (a later,
+    smaller entry may still have fitted: resent, it is a duplicate, never a loss)."""
+    if not verdict.ignored or not verdict.ignored_ts_ns or verdict.ignored >= len(entries):
+        return entries
+    if verdict.ignored_known():  # every ignored entry is listed: exactly those
+        wanted = Counter(verdict.ignored_ts_ns)
+        listed = []
+        for entry in entries:
+            if wanted[entry.ts_ns] > 0:
+                wanted[entry.ts_ns] -= 1
+                listed.append(entry)
+        return listed if len(listed) == verdict.ignored else entries
+    first = verdict.ignored_ts_ns[0]
+    start = next((index for index, entry in enumerate(entries) if entry.ts_ns == first), 0)
+    return entries[start:]
 
 
 def _hold_sentence(status: int, retry_every: float) -> str:
