@@ -40,6 +40,11 @@ async def is_ready(proc: CollectorProcess) -> bool:
     return bool((await ready(proc))["ready"])
 
 
+def gauges(text: str) -> dict[str, float]:
+    return {line.split()[0]: float(line.split()[-1]) for line in text.splitlines()
+            if line and not line.startswith("#") and "{" not in line.split()[0]}
+
+
 def report(case: str, receiver: LokiReceiver, expected: dict[str, list[str]], dropped: int = 0) -> tuple[int, int]:
     """Print and return (missing, duplicated) over the containers in `expected`."""
     sent = sum(len(lines) for lines in expected.values())
@@ -144,6 +149,7 @@ async def test_receiver_down_60s_20_containers_5_removed_every_line_arrives(cont
     async with LokiReceiver() as receiver:
         proc = await start(containers, receiver, COLLECTOR_LOKI__MAX_BACKOFF="5s", COLLECTOR_QUEUE__MAX_BYTES="4MiB")
         try:
+            before = gauges(await metrics(proc))
             receiver.down = True
             for name in names:  # each writes 3000 lines over ~15 s while Loki is down
                 containers.run(writer(name, 3000, per_second=200), name=name)
@@ -166,8 +172,14 @@ async def test_receiver_down_60s_20_containers_5_removed_every_line_arrives(cont
                 await receiver.wait_for(lambda name=name: len(set(receiver.lines({"container_name": name}))) >= 3000, 180)
             expected = {name: numbered(name, 3000) for name in names}
             missing, duplicated = report("receiver down 60 s, 20 containers, 5 removed", receiver, expected)
-            print(f"peak RSS during the outage {max(rss) / 2**20:.1f} MiB")
+            await wait_until(lambda: is_ready(proc), 30, what="/ready true again")
+            after = gauges(await metrics(proc))
+            print(f"peak RSS during the outage {max(rss) / 2**20:.1f} MiB; tasks {before['collector_asyncio_tasks']:.0f} -> "
+                  f"{after['collector_asyncio_tasks']:.0f}, fds {before['collector_open_fds']:.0f} -> {after['collector_open_fds']:.0f}")
             assert missing == 0
+            # Every writer has exited and been drained: nothing the outage created is still held.
+            assert after["collector_open_fds"] <= before["collector_open_fds"] + 5
+            assert after["collector_asyncio_tasks"] <= before["collector_asyncio_tasks"] + 5
             assert max(rss) < 250 * 2**20, f"RSS {max(rss) / 2**20:.1f} MiB"
         finally:
             assert await proc.stop() == 0
