@@ -150,6 +150,8 @@ class _StateCollector:
             yield CounterMetricFamily("collector_push_retries", "Push attempts retried.", value=push.retries)
             yield _by_label(CounterMetricFamily, "collector_entries_rejected", "Entries Loki rejected with a 400, by its reason.", "reason", push.rejected)
             yield _by_label(CounterMetricFamily, "collector_entries_dropped", "Entries dropped, by reason.", "reason", push.dropped)
+            yield _by_label(CounterMetricFamily, "collector_entries_throttled", "Entries Loki did not store because their stream was throttled, set aside to be resent.",
+                            "reason", push.throttled)
 
         queue = app.queue
         yield GaugeMetricFamily("collector_queue_bytes", "Bytes waiting in the queue between sources and sink.", value=queue.nbytes)

@@ -392,3 +392,30 @@ async def test_a_refused_connection_reads_as_short_text() -> None:
     finally:
         await transport.close()
     assert str(caught.value) == f"connection refused: 127.0.0.1:{port}"
+
+
+async def test_not_ready_after_the_threshold_with_a_whole_sentence() -> None:
+    clock = FakeClock()
+    body = "upstream connect error or disconnect/reset before headers. " * 10
+    transport = FakeTransport(clock, script=[Reply(503, body)] * 8)
+    harness = Harness(transport, clock)
+    reasons: list[str | None] = []
+    transport.on_post = lambda: reasons.append(harness.sink.not_ready_reason(30.0))
+    await harness.deliver(chunk("a", ["x"], 0))
+    assert reasons[0] is None  # failing, but not for long yet
+    late = [r for r in reasons if r]
+    words = set(body.split())
+    assert late and all(r.startswith("Loki has accepted no push for ") and r.endswith("…") for r in late)
+    assert all(r.removesuffix("…").split()[-1] in words for r in late)  # cut between words, never inside one
+    assert all("HTTP 503: upstream connect error" in r for r in late)
+    assert harness.sink.not_ready_reason(30.0) is None  # delivered
+
+
+async def test_connection_errors_are_logged_as_short_text(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    transport = FakeTransport(clock, script=[REFUSED])
+    harness = Harness(transport, clock)
+    with caplog.at_level(logging.WARNING, logger="collector.sinks.loki"):
+        await harness.deliver(chunk("a", ["x"], 0))
+    retries = [r for r in caplog.records if r.getMessage() == "push failed; retrying"]
+    assert [r.error for r in retries] == ["connection refused: 127.0.0.1:3999"]  # type: ignore[attr-defined]

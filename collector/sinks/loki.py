@@ -168,7 +168,9 @@ class LokiSink:
         failing_for = self.clock.monotonic() - self._failing_since
         if failing_for < not_ready_after:
             return None
-        return f"Loki has accepted no push for {failing_for:.0f} s; the last attempt failed with {self.stats.last_error}."
+        error = self.stats.last_error.rstrip(".")
+        end = "" if error.endswith("…") else "."  # shortened at a word boundary: the ellipsis ends it
+        return f"Loki has accepted no push for {failing_for:.0f} s; the last attempt failed with {error}{end}"
 
     # -- the tasks -----------------------------------------------------------------------------
     async def run(self, queue: ChunkQueue, acknowledge: Acknowledge) -> None:
