@@ -487,6 +487,17 @@ class Bench:
         tag = "".join(ch for ch in tag.lower() if ch.isalnum())
         return [f"bench-{tag}-{run}-{i}" for i in range(n)]
 
+    def _skip_frozen_lag_probe(self) -> None:
+        """The loop lag probe that slept through the freeze reports the freeze: start after it."""
+        probes = sum(count for bound, count in self._lag_mark if bound == math.inf)  # +Inf: all probes
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            after = self.collector.loop_lag_buckets()
+            if not after or sum(count for bound, count in after if bound == math.inf) > probes:
+                self._lag_mark = after  # the probe that slept through the freeze is in; count from here
+                return
+            time.sleep(0.005)
+
     def _cpu_marks(self) -> tuple[float | None, float | None, float | None]:
         self._lag_mark = self.collector.loop_lag_buckets()  # the scenario starts here
         return self.collector.cpu(), self.receiver.cpu(), cpu_seconds(self.dockerd_pid)
@@ -550,6 +561,7 @@ class Bench:
         marks = self._cpu_marks()
         start_wall = time.time()
         self.collector.thaw()
+        self._skip_frozen_lag_probe()
         result.complete, cpu_end = wait_delivered(self.receiver, self.collector, expected, timeout)
         return self._finish(result, names, expected, start_wall, marks, cpu_end)
 

@@ -41,7 +41,7 @@ class FakeClock:
         await asyncio.sleep(0)
 
     async def wait_event(self, event: asyncio.Event, timeout: float) -> None:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.001)  # not a busy loop: the encoder thread and the other tasks run
         if not event.is_set():
             self.now += timeout
 
@@ -321,8 +321,11 @@ async def test_a_throttled_stream_does_not_stall_other_containers() -> None:
     for i in range(2, 6):
         await asyncio.sleep(0.02)
         await harness.queue.put(chunk("a", [f"a{i}"], i))
+        await harness.queue.put(chunk("b", [f"b{i}"], i))  # b's new lines join b's own pushes
     await asyncio.sleep(0.05)
     assert stored_lines(transport, "a") == [f"a{i}" for i in range(1, 6)]
+    assert all(list(p.streams) == [labels_of("b")] for p in transport.posts[1:] if labels_of("b") in p.streams)
+    assert set(transport.posts[-1].streams[labels_of("b")]) == {f"b{i}" for i in range(1, 6)}
     assert "b" not in [cid for cid, _ in harness.acked] and ("a", FilePosition(1, 6)) in harness.acked
     run.cancel()
     await asyncio.wait([run])

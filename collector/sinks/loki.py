@@ -223,7 +223,9 @@ class LokiSink:
         if batch.chunks:
             self._pending += 1
             if batch.entries:
-                self._encode_into(batch.push)
+                # In a thread: encoding and compressing 1 MiB takes tens of ms; the GIL is handed
+                # back every few ms, so the loop keeps turning (collector_event_loop_lag_seconds).
+                await asyncio.to_thread(self._encode_into, batch.push)
             await ready.put(batch)
 
     async def _send_all(self, ready: asyncio.Queue[Batch | None]) -> None:
