@@ -89,7 +89,8 @@ def describe_error(err: BaseException, url: str, timeout: float) -> str:
         if getattr(os_error, "errno", None) == errno.ECONNREFUSED:
             return f"connection refused: {where}"
         if isinstance(err, aiohttp.ClientConnectorCertificateError):
-            return f"TLS certificate not accepted: {where}"
+            why = getattr(err.certificate_error, "verify_message", "") or getattr(err.certificate_error, "reason", "")
+            return f"TLS certificate verify failed ({why}): {where}" if why else f"TLS certificate verify failed: {where}"
         if isinstance(err, aiohttp.ClientSSLError):
             return f"TLS handshake failed: {where}"
         reason = getattr(os_error, "strerror", None) or str(os_error) or type(os_error).__name__
