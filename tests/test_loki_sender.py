@@ -422,3 +422,14 @@ async def test_connection_errors_are_logged_as_short_text(caplog: pytest.LogCapt
         await harness.deliver(chunk("a", ["x"], 0))
     retries = [r for r in caplog.records if r.getMessage() == "push failed; retrying"]
     assert [r.error for r in retries] == ["connection refused: 127.0.0.1:3999"]  # type: ignore[attr-defined]
+
+
+async def test_an_outage_does_not_count_towards_limit_retry_max() -> None:
+    clock = FakeClock()
+    transport = StoreOthers(clock)
+    # Throttled once, then Loki is down for 20 minutes (40 x 30 s), then it takes the stream.
+    transport.script = [_rate_limited("b", 1), *[REFUSED] * 40]
+    harness = Harness(transport, clock, limit_retry_max=300.0)
+    await harness.deliver(chunk("a", ["a1"], 0), chunk("b", ["b1"], 0))
+    assert stored_lines(transport, "b") == ["b1"] and not harness.sink.stats.dropped
+    assert clock.now > 600

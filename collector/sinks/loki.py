@@ -526,11 +526,13 @@ class LokiSink:
                 remaining = _unstored(taken, verdict)  # Loki stored the others of this push
                 self.stats.entries_sent += len(taken) - len(remaining)
                 item.entries[:len(taken)] = remaining
+            else:
+                item.since = now  # Loki down or refusing: not a throttle; limit_retry_max counts throttling only
             if action is Action.HOLD:
                 await self._wait_hold(verdict, retry_after)
             item.attempt += 1
             item.due = now + self._backoff(item.attempt, retry_after)
-            if action is not Action.HOLD and now - item.since >= self.config.limit_retry_max:
+            if action is Action.STREAM_THROTTLED and now - item.since >= self.config.limit_retry_max:
                 self._drop(len(item.entries), item.reason,
                            "a throttled stream was not accepted within loki.limit_retry_max; its entries are dropped")
                 item.entries.clear()
