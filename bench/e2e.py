@@ -133,7 +133,8 @@ class CollectorProcess:
             "DOCKER_HOST": engine.host,
             "COLLECTOR_DOCKER__CONTAINERS_DIR": engine.containers_dir,
             "COLLECTOR_LOKI__URL": push_url,
-            "COLLECTOR_METRICS__LISTEN": "",
+            # Metrics on (a free local port): the event loop lag histogram is read per scenario.
+            "COLLECTOR_METRICS__LISTEN": f"127.0.0.1:{free_port()}",
             "COLLECTOR_POSITIONS__PATH": os.path.join(workdir, "positions.json"),
             "PYTHONPATH": REPO,
         }
@@ -163,6 +164,21 @@ class CollectorProcess:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"collector not ready after {timeout}s: {self.stderr_text()[-3000:]}")
             time.sleep(0.05)
+
+    def loop_lag_buckets(self) -> list[tuple[float, float]]:
+        """collector_event_loop_lag_seconds as (upper bound, cumulative count); [] when unreadable."""
+        url = f"http://{self.env['COLLECTOR_METRICS__LISTEN']}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return []
+        buckets = []
+        for line in text.splitlines():
+            if line.startswith("collector_event_loop_lag_seconds_bucket{"):
+                bound = line.split('le="', 1)[1].split('"', 1)[0]
+                buckets.append((math.inf if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
+        return buckets
 
     def stderr_text(self) -> str:
         with open(self.stderr_path, "rb") as handle:
@@ -377,6 +393,7 @@ class Result:
     latencies: list[float] = field(default_factory=list, repr=False)
     first_line_latency_s: float = math.nan
     target_rate: float = 0.0
+    loop_lag_p99_ms: float = math.nan  # event loop lag p99 during the scenario (upper bucket bound)
 
     @property
     def lines_per_s(self) -> float:
@@ -470,7 +487,19 @@ class Bench:
         tag = "".join(ch for ch in tag.lower() if ch.isalnum())
         return [f"bench-{tag}-{run}-{i}" for i in range(n)]
 
+    def _skip_frozen_lag_probe(self) -> None:
+        """The loop lag probe that slept through the freeze reports the freeze: start after it."""
+        probes = sum(count for bound, count in self._lag_mark if bound == math.inf)  # +Inf: all probes
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            after = self.collector.loop_lag_buckets()
+            if not after or sum(count for bound, count in after if bound == math.inf) > probes:
+                self._lag_mark = after  # the probe that slept through the freeze is in; count from here
+                return
+            time.sleep(0.005)
+
     def _cpu_marks(self) -> tuple[float | None, float | None, float | None]:
+        self._lag_mark = self.collector.loop_lag_buckets()  # the scenario starts here
         return self.collector.cpu(), self.receiver.cpu(), cpu_seconds(self.dockerd_pid)
 
     def _finish(self, result: Result, names: list[str], expected: dict[str, int], start_wall: float | None,
@@ -489,6 +518,7 @@ class Bench:
             result.receiver_cpu_s = receiver_cpu_end - r0
         if d0 is not None and dockerd_cpu_end is not None:
             result.dockerd_cpu_s = dockerd_cpu_end - d0
+        result.loop_lag_p99_ms = lag_p99(getattr(self, "_lag_mark", []), self.collector.loop_lag_buckets()) * 1000
         remove_containers(self.engine, names)
         self.results.append(result)
         print(f"  {one_line(result)}", flush=True)
@@ -531,6 +561,7 @@ class Bench:
         marks = self._cpu_marks()
         start_wall = time.time()
         self.collector.thaw()
+        self._skip_frozen_lag_probe()
         result.complete, cpu_end = wait_delivered(self.receiver, self.collector, expected, timeout)
         return self._finish(result, names, expected, start_wall, marks, cpu_end)
 
@@ -580,7 +611,30 @@ def delivery_text(d: Delivery) -> str:
     return ", ".join(parts) or "all once"
 
 
+def lag_p99(before: list[tuple[float, float]], after: list[tuple[float, float]]) -> float:
+    """p99 of the loop lag between two scrapes: the upper bound of the bucket holding it."""
+    if not after:
+        return math.nan
+    start = dict(before)
+    counts = [(bound, count - start.get(bound, 0.0)) for bound, count in after]
+    total = counts[-1][1]
+    if total <= 0:
+        return math.nan
+    return next(bound for bound, count in counts if count >= 0.99 * total)
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def one_line(r: Result) -> str:
+    return _one_line(r) + f"; event loop lag p99 <= {_f(r.loop_lag_p99_ms, '.0f')} ms"
+
+
+def _one_line(r: Result) -> str:
     if r.kind == "throughput":
         return (f"{r.delivery.received:,}/{r.delivery.expected:,} lines in {_f(r.wall_s)} s = {_f(r.lines_per_s, ',.0f')} lines/s; "
                 f"collector CPU {_f(r.collector_cpu_s)} s = {_f(r.lines_per_cpu_s, ',.0f')} lines/CPU-s; "
@@ -744,7 +798,7 @@ def settings_text(config: dict[str, Any]) -> str:
         f"`loki.encoding` {encoding}, structured metadata {', '.join(loki['structured_metadata']) or 'none'}, "
         f"`queue.max_bytes` {_size(queue['max_bytes'])}, `sources.read_chunk_bytes` {_size(sources['read_chunk_bytes'])}, "
         f"`log.level` {config['log']['level']}. Only `docker.*`, `loki.url`, `positions.path` and "
-        f"`metrics.listen` (off) are set, through the environment."
+        f"`metrics.listen` (a local port, for the event loop lag histogram) are set, through the environment."
     )
 
 
@@ -898,6 +952,8 @@ def main() -> int:
         print("\nB. Latency at a steady rate\n\n" + latency_table(bench.results) + "\n")
         for note in observations(bench.results, config["loki"]["batch_max_wait"], "latency"):
             print("- " + note)
+        print("event loop lag p99 (collector_event_loop_lag_seconds, bucket upper bound): "
+              + ", ".join(f"{r.scenario} <= {_f(r.loop_lag_p99_ms, '.0f')} ms" for r in bench.results))
         if warnings:
             print("collector warnings/errors:\n" + "\n".join(warnings[:20]))
         if not args.no_doc:

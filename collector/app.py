@@ -101,6 +101,7 @@ class Collector:
                     log.error("flush timed out; unsent entries stay in the log files", extra={"queued_bytes": self.queue.nbytes})
                     sink_task.cancel()
                 writer_task.cancel()
+                await asyncio.wait([writer_task])  # a save in progress ends before the final one starts
                 await self.positions.save()  # the final checkpoint: everything acknowledged
                 raise _Stopped  # ends the group: cancels what is left (inotify reader, metrics)
         except* _Stopped:
@@ -126,10 +127,10 @@ class Collector:
             problems.append("docker unreachable")
         problems += self.registry.unreadable()
         if isinstance(self.sink, LokiSink):
-            stats = self.sink.stats
             waiting = self.sink.pending or self.queue.nbytes
-            if not stats.last_push_ok and waiting:
-                problems.append(f"last push failed: {stats.last_error}")
+            reason = self.sink.not_ready_reason(self.config.loki.not_ready_after)
+            if reason and waiting:
+                problems.append(reason)
         return problems
 
     def status(self) -> dict[str, Any]:

@@ -34,6 +34,7 @@ disable_created_metrics()  # *_created series only add noise here
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 HEALTH_DEADLINE = 5.0  # /healthz fails when the loop's heartbeat is older than this
+LAG_PROBE_INTERVAL = 0.25  # how often the loop's lateness is measured
 
 
 def open_fds() -> int:
@@ -65,6 +66,12 @@ class SinkMetrics:
             "collector_end_to_end_lag_seconds",
             "Push acknowledged time minus the entry's Docker timestamp (newest entry of each chunk).",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600), registry=registry,
+        )
+
+        self.loop_lag = Histogram(
+            "collector_event_loop_lag_seconds",
+            "How late the event loop woke a sleeper (a 250 ms sleep), i.e. how long something blocked the loop.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=registry,
         )
 
     def pushed(self, entries: int, line_bytes: int, duration: float, entry_times_ns: list[int]) -> None:
@@ -154,6 +161,8 @@ class _StateCollector:
             yield CounterMetricFamily("collector_push_retries", "Push attempts retried.", value=push.retries)
             yield _by_label(CounterMetricFamily, "collector_entries_rejected", "Entries Loki rejected with a 400, by its reason.", "reason", push.rejected)
             yield _by_label(CounterMetricFamily, "collector_entries_dropped", "Entries dropped, by reason.", "reason", push.dropped)
+            yield _by_label(CounterMetricFamily, "collector_entries_throttled", "Entries Loki did not store because their stream was throttled, set aside to be resent.",
+                            "reason", push.throttled)
 
         queue = app.queue
         yield GaugeMetricFamily("collector_queue_bytes", "Bytes waiting in the queue between sources and sink.", value=queue.nbytes)
@@ -215,8 +224,10 @@ class Observability:
         assert self._runner is not None
         try:
             while True:
-                self.heartbeat = time.monotonic()
-                await asyncio.sleep(1.0)
+                before = time.monotonic()
+                self.heartbeat = before
+                await asyncio.sleep(LAG_PROBE_INTERVAL)
+                self.sink_metrics.loop_lag.observe(max(0.0, time.monotonic() - before - LAG_PROBE_INTERVAL))
         finally:
             await self._runner.cleanup()
             self._runner = None

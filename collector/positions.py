@@ -16,6 +16,7 @@ import fcntl
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 
 import aiofiles
@@ -25,6 +26,8 @@ import msgspec
 from collector.pipeline.entry import Chunk, FilePosition, Position, StreamPosition
 
 log = logging.getLogger(__name__)
+
+GONE_REMEMBERED = 4096  # destroyed container ids remembered against late acknowledgements
 
 
 def _fsync_directory(directory: str) -> None:
@@ -84,8 +87,11 @@ class PositionStore:
         self.path = path
         self.sync_interval = sync_interval
         self._acked: dict[str, Position] = {}
-        # Destroyed containers: ids are never reused, and late acks must not bring them back.
-        self._gone: set[str] = set()
+        # Recently destroyed containers: ids are never reused, and late acks (chunks still in flight
+        # when the container went) must not bring them back. Bounded: only in-flight chunks can
+        # come late, and they belong to the last few removals, not to every removal ever.
+        self._gone: OrderedDict[str, None] = OrderedDict()
+        self._saving = asyncio.Lock()  # one checkpoint write at a time (they share the temp file)
         self._dirty = asyncio.Event()
         self.previous_checkpoint_ns = 0  # when the file we resumed from was written; 0: first run
         self.last_write = 0.0  # monotonic time of the last checkpoint written
@@ -129,7 +135,10 @@ class PositionStore:
                 self._dirty.set()
 
     def forget(self, container_id: str) -> None:
-        self._gone.add(container_id)
+        self._gone[container_id] = None
+        self._gone.move_to_end(container_id)
+        while len(self._gone) > GONE_REMEMBERED:
+            self._gone.popitem(last=False)
         if self._acked.pop(container_id, None) is not None:
             self._dirty.set()
 
@@ -150,6 +159,10 @@ class PositionStore:
             await asyncio.sleep(self.sync_interval)
 
     async def save(self) -> None:
+        async with self._saving:
+            await self._save()
+
+    async def _save(self) -> None:
         self._dirty.clear()
         payload = msgspec.json.encode(
             _File(

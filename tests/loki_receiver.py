@@ -557,6 +557,12 @@ class LokiReceiver:
         require_tenant: bool = False,
         client_max_size: int = 64 * 1024 * 1024,
         shutdown_timeout: float = 1.0,
+        max_push_bytes: int = 0,
+        tenant_rate_limit: tuple[float, float] | None = None,
+        stream_rate_limit: tuple[float, float] | None = None,
+        stream_rate_limit_match: dict[str, str] | None = None,
+        max_streams: int = 0,
+        shard_label: bool = False,
     ) -> None:
         # Limits; 0 disables a size/count limit, as in Loki.
         self.max_line_size = max_line_size
@@ -575,6 +581,20 @@ class LokiReceiver:
         self.require_tenant = require_tenant
         self.client_max_size = client_max_size
         self.shutdown_timeout = shutdown_timeout
+        # Loki's limits, each as Loki 3.6 applies it (0 / None: off):
+        # a body above max_push_bytes is a 413 (a gateway's client_max_body_size);
+        # tenant_rate_limit (bytes/s, burst): the distributor's ingestion rate limit, whole push 429;
+        # stream_rate_limit (bytes/s, burst): the ingester's per-stream limiter, for streams whose
+        # labels include stream_rate_limit_match (all when None); max_streams: active streams.
+        self.max_push_bytes = max_push_bytes
+        self.tenant_rate_limit = tenant_rate_limit
+        self.stream_rate_limit = stream_rate_limit
+        self.stream_rate_limit_match = stream_rate_limit_match
+        self.max_streams = max_streams
+        self.shard_label = shard_label  # name streams in errors with Loki's __stream_shard__ label
+        self._tenant_buckets: dict[str | None, TokenBucket] = {}
+        self._stream_buckets: dict[str, TokenBucket] = {}
+        self._active_streams: set[str] = set()
 
         # Fault injection, consumed one per push request.
         self.faults: deque[Fault] = deque()
@@ -805,6 +825,9 @@ class LokiReceiver:
         auth_error = self._check_auth(request)
         if auth_error is not None:
             return auth_error
+        if self.max_push_bytes and len(body) > self.max_push_bytes:
+            self.counters["too_large"] += 1
+            return web.Response(status=413, text=_NGINX_413, content_type="text/html")
         try:
             streams = self._decode_body(request, body)
             return self._ingest(streams, rec)
@@ -1003,7 +1026,7 @@ class LokiReceiver:
 
         now_ns = time.time_ns()
         errors: list[str] = []
-        accepted: list[Received] = []
+        valid: list[tuple[dict[str, str], str, list[RawEntry]]] = []  # per stream, in push order
         for stream in streams:
             if not stream.entries:
                 continue  # Loki skips empty streams before looking at labels
@@ -1016,6 +1039,7 @@ class LokiReceiver:
                 rec.rejected += len(stream.entries)
                 continue
             canonical = format_labels(labels)
+            ok: list[RawEntry] = []
             for e in stream.entries:
                 problem = self._validate_entry(canonical, e, now_ns)
                 if problem is not None:
@@ -1023,15 +1047,132 @@ class LokiReceiver:
                     self._reject(problem[0], problem[1], canonical, e, tenant)
                     rec.rejected += 1
                     continue
+                ok.append(e)
+            valid.append((labels, canonical, ok))
+
+        # Distributor: the tenant's ingestion rate limit covers the whole push; nothing is stored.
+        if self.tenant_rate_limit is not None:
+            lines = sum(len(ok) for _, _, ok in valid)
+            size = sum(e.line_size for _, _, ok in valid for e in ok)
+            bucket = self._tenant_buckets.setdefault(tenant, TokenBucket(*self.tenant_rate_limit))
+            if lines and not bucket.allow(size):
+                for labels, canonical, ok in valid:
+                    for e in ok:
+                        self._reject("rate_limited", "tenant rate limit", canonical, e, tenant)
+                rec.rejected += lines
+                self.counters["tenant_rate_limited"] += 1
+                return _text_response(429, tenant_rate_limit_body(tenant or "fake", int(self.tenant_rate_limit[0]), lines, size))
+
+        # Ingester (instance.Push): streams one by one; the error returned is the LAST stream's
+        # result only, so an earlier stream's per-stream 429 is hidden when a later stream is fine.
+        accepted: list[Received] = []
+        ingester_error: str | None = None
+        for labels, canonical, ok in valid:
+            shown = format_labels({**labels, "__stream_shard__": "0"}) if self.shard_label else canonical
+            if canonical not in self._active_streams:
+                if self.max_streams and len(self._active_streams) >= self.max_streams:
+                    for e in ok:
+                        self._reject("stream_limit", "max streams", canonical, e, tenant)
+                    rec.rejected += len(ok)
+                    ingester_error = stream_limit_body(shown, tenant or "fake")
+                    continue
+                self._active_streams.add(canonical)
+            failed: list[RawEntry] = []
+            limited = self.stream_rate_limit is not None and (
+                self.stream_rate_limit_match is None
+                or all(labels.get(k) == v for k, v in self.stream_rate_limit_match.items()))
+            bucket = self._stream_buckets.setdefault(canonical, TokenBucket(*self.stream_rate_limit)) if limited else None
+            for e in ok:
+                if bucket is not None and not bucket.allow(e.line_size + _metadata_size(e)):
+                    failed.append(e)
+                    self._reject("per_stream_rate_limit", "per stream rate limit", canonical, e, tenant)
+                    continue
                 accepted.append(Received(dict(labels), e.ts_ns, e.line, dict(e.metadata), tenant, rec.received_at))
+            rec.rejected += len(failed)
+            ingester_error = (stream_rate_limit_body(tenant or "fake", shown, failed, len(ok), int(self.stream_rate_limit[0]))
+                              if failed and self.stream_rate_limit else None)
 
         self.received.extend(accepted)
         rec.accepted = len(accepted)
         self.counters["accepted_entries"] += len(accepted)
         self.counters["rejected_entries"] += rec.rejected
+        if ingester_error is not None:
+            self.counters["stream_throttled"] += 1
+            return _text_response(429, ingester_error)
         if errors:
             return _text_response(400, _grouped_errors(errors))
         return web.Response(status=204)
+
+
+class TokenBucket:
+    """golang.org/x/time/rate's Limiter.AllowN, as Loki's limiters use it: `rate` bytes/s, `burst`."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.last = time.monotonic()
+
+    def allow(self, n: float) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if n > self.tokens:
+            return False
+        self.tokens -= n
+        return True
+
+
+def _metadata_size(entry: RawEntry) -> int:
+    return sum(len(k) + len(v) for k, v in entry.metadata)
+
+
+def go_time_string(ts_ns: int) -> str:
+    """Go's time.Time.String() in UTC: `2026-11-23 17:55:21.123456789 +0000 UTC`."""
+    seconds, nanos = divmod(ts_ns, 1_000_000_000)
+    text = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M:%S")
+    fraction = f"{nanos:09d}".rstrip("0")
+    return f"{text}{'.' + fraction if fraction else ''} +0000 UTC"
+
+
+def datasize(n: int) -> str:
+    """github.com/c2h5oh/datasize's String() (Loki's flagext.ByteSize): the largest exact unit."""
+    for unit, size in (("EB", 1 << 60), ("PB", 1 << 50), ("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n}B"
+
+
+def tenant_rate_limit_body(tenant: str, limit: int, lines: int, size: int) -> str:
+    """The distributor's 429 (validation.RateLimitedErrorMsg)."""
+    return (f"Ingestion rate limit exceeded for user {tenant} (limit: {limit} bytes/sec) while attempting to ingest "
+            f"'{lines}' lines totaling '{size}' bytes, reduce log volume or contact your Loki administrator to see "
+            "if the limit can be increased")
+
+
+def stream_limit_body(labels: str, tenant: str) -> str:
+    """The ingester's 429 when a new stream would pass max_global_streams_per_user (StreamLimitErrorMsg)."""
+    return (f"Maximum active stream limit exceeded when trying to create stream {labels}, reduce the number of active "
+            "streams (reduce labels or reduce label values), or contact your Loki administrator to see if the limit "
+            f"can be increased, user: '{tenant}'")
+
+
+def stream_rate_limit_body(tenant: str, labels: str, failed: list[RawEntry], total: int, limit: int,
+                           max_returned: int = 10) -> str:
+    """The ingester's 429 for the per-stream rate limit (stream.go errorForFailedEntries): at most
+    `max_returned` entries listed, then the tally naming the stream."""
+    lines = [
+        f"entry with timestamp {go_time_string(e.ts_ns)} ignored, reason: 'Per stream rate limit exceeded "
+        f"(limit: {datasize(limit)}/sec) while attempting to ingest for stream '{labels}' totaling "
+        f"{datasize(e.line_size + _metadata_size(e))}, consider splitting a stream via additional labels or contact "
+        "your Loki administrator to see if the limit can be increased',\n"
+        for e in failed[:max_returned]
+    ]
+    return "".join(lines) + f"user '{tenant}', total ignored: {len(failed)} out of {total} for stream: {labels}"
+
+
+_NGINX_413 = ("<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n"
+              "<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
 
 
 def _decode_basic(encoded: str) -> tuple[str, str] | None:

@@ -207,18 +207,19 @@ async def test_other_4xx_drops_the_batch_counts_it_and_goes_on(receiver: LokiRec
     proc = await CollectorProcess(containers, env={"COLLECTOR_LOKI__URL": receiver.push_url,
                                                    "COLLECTOR_METRICS__LISTEN": "127.0.0.1:0"}).start()
     try:
-        receiver.fail_next(1, status=413, body="request entity too large")
+        # 422: what Loki answers a push without a valid stream; neither retried nor split.
+        receiver.fail_next(1, status=422, body="error at least one valid stream is required for ingestion")
         first, second = f"drop-{time.monotonic_ns()}", f"after-{time.monotonic_ns()}"
         containers.run("echo refused", name=first)
-        await wait_until(lambda: any("Loki refused the batch" in line for line in proc.stderr), 30, what="the drop")
+        await wait_until(lambda: any("Loki refused the push" in line for line in proc.stderr), 30, what="the drop")
         containers.run("echo accepted", name=second)
         assert await wait_lines(receiver, second, 1) == ["accepted"]
         assert lines_of(receiver, first) == []  # dropped for good, not retried
-        assert receiver.statuses().count(413) == 1
-        dropped = [json.loads(line) for line in proc.stderr if "Loki refused the batch" in line]
-        assert dropped[0]["status"] == 413 and "too large" in dropped[0]["response"]
+        assert receiver.statuses().count(422) == 1
+        dropped = [json.loads(line) for line in proc.stderr if "Loki refused the push" in line]
+        assert dropped[0]["reason"] == "http_422" and dropped[0]["answer"].startswith("HTTP 422: error at least one valid stream")
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{proc.metrics_url}/metrics") as response:
-                assert 'collector_entries_dropped_total{reason="http_413"} 1.0' in await response.text()
+                assert 'collector_entries_dropped_total{reason="http_422"} 1.0' in await response.text()
     finally:
         assert await proc.stop() == 0

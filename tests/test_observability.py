@@ -72,7 +72,8 @@ async def test_metrics_match_the_receiver_and_container_series_vanish_on_destroy
 
 
 async def test_ready_follows_loki_and_healthz_stays_up(receiver, containers: DockerEngine) -> None:
-    proc = await start(containers, receiver, COLLECTOR_LOKI__MIN_BACKOFF="100ms", COLLECTOR_LOKI__MAX_BACKOFF="300ms")
+    proc = await start(containers, receiver, COLLECTOR_LOKI__MIN_BACKOFF="100ms", COLLECTOR_LOKI__MAX_BACKOFF="300ms",
+                       COLLECTOR_LOKI__NOT_READY_AFTER="2s")
     try:
         assert (await get(f"{proc.metrics_url}/ready"))[0] == 200
         receiver.down = True
@@ -80,7 +81,9 @@ async def test_ready_follows_loki_and_healthz_stays_up(receiver, containers: Doc
         containers.run("echo while down", name=name)
         await wait_until(lambda: ready_is(proc, 503), 30, what="unready while Loki is down")
         status = await get(f"{proc.metrics_url}/ready")
-        assert any("last push failed" in problem for problem in status[1]["problems"])
+        # A whole sentence: how long, and Loki's answer as short text.
+        assert any(problem.startswith("Loki has accepted no push for ") and problem.endswith("HTTP 503: receiver is down.")
+                   for problem in status[1]["problems"]), status
         assert (await get(f"{proc.metrics_url}/healthz"))[0] == 200
         receiver.down = False
         await receiver.wait_for(lambda: receiver.lines({"container_name": name}) == ["while down"])
