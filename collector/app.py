@@ -18,6 +18,7 @@ from collector.pipeline.inflight import InFlight
 from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
 from collector.sinks.base import Sink
+from collector.sinks.lanes import make_lanes, merged_stats
 from collector.sinks.loki import LokiSink, PushStats
 from collector.sinks.stdout import StdoutSink
 from collector.sources.files import InotifyHub, TailerSettings
@@ -35,18 +36,21 @@ class Collector:
         self.config = config
         self.config_path = config_path
         self.inflight = InFlight()
-        self.queue = ChunkQueue(config.queue.max_bytes, on_put=self.inflight.queued)
         self.positions = PositionStore(config.positions.path, config.positions.sync_interval)
         self.hub = InotifyHub()
         self.engine = Engine(config.docker.host)
         self.observability = Observability(self)
-        self.sink: Sink = sink or (
+        default_sink: Sink = sink or (
             LokiSink(config.loki, self.observability.sink_metrics) if config.loki.url else StdoutSink()
         )
+        # One queue and sender per tenant; the default lane is the only one without tenants_allowed.
+        self.lanes = make_lanes(config, default_sink, self.inflight.queued, self.observability.sink_metrics)
+        self.queue, self.sink = self.lanes[""].queue, default_sink
         self.own_id = config.docker.self_id or own_container_id()
         self.streams = LogStreamClient(config.docker.host)
         self.registry = SourceRegistry(
             queue=self.queue,
+            queue_for=lambda tenant: self.lanes[tenant].queue if tenant in self.lanes else self.queue,
             hub=self.hub,
             streams=self.streams,
             positions=self.positions,
@@ -80,8 +84,9 @@ class Collector:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.hub.run(), name="inotify")
                 writer_task = group.create_task(self.positions.run(), name="positions")
-                sink_task = group.create_task(self.sink.run(self.queue, self._acknowledge), name="sink")
-                sink_task.add_done_callback(lambda _: stop.set())  # a sink that ends early (stdout closed) stops the run
+                sink_tasks = [group.create_task(lane.sink.run(lane.queue, self._acknowledge), name=f"sink:{lane.tenant or 'default'}")
+                              for lane in self.lanes.values()]
+                sink_tasks[0].add_done_callback(lambda _: stop.set())  # a sink that ends early (stdout closed) stops the run
                 registry_task = group.create_task(self.registry.run(), name="sources")
                 await self.registry.running.wait()  # its task group must exist before events arrive
                 discovery_task = group.create_task(self.discovery.run(), name="discovery")
@@ -93,13 +98,15 @@ class Collector:
                 discovery_task.cancel()
                 self.registry.stop()
                 await registry_task
-                self.queue.close()
+                for lane in self.lanes.values():
+                    lane.queue.close()
                 try:
                     async with asyncio.timeout(self.config.shutdown.flush_timeout):
-                        await asyncio.shield(sink_task)
+                        await asyncio.shield(asyncio.gather(*sink_tasks))
                 except TimeoutError:
-                    log.error("flush timed out; unsent entries stay in the log files", extra={"queued_bytes": self.queue.nbytes})
-                    sink_task.cancel()
+                    log.error("flush timed out; unsent entries stay in the log files", extra={"queued_bytes": self.queue_bytes})
+                    for task in sink_tasks:
+                        task.cancel()
                 writer_task.cancel()
                 await asyncio.wait([writer_task])  # a save in progress ends before the final one starts
                 await self.positions.save()  # the final checkpoint: everything acknowledged
@@ -118,23 +125,28 @@ class Collector:
         self.inflight.acknowledged(chunks)
 
     # -- what /metrics, /ready and /status read ----------------------------------------------
+    @property
+    def queue_bytes(self) -> int:
+        return sum(lane.queue.nbytes for lane in self.lanes.values())
+
     def push_stats(self) -> PushStats | None:
-        return self.sink.stats if isinstance(self.sink, LokiSink) else None
+        return merged_stats(self.lanes)
 
     def not_ready(self) -> list[str]:
         problems = []
         if not self.discovery.connected:
             problems.append("docker unreachable")
         problems += self.registry.unreadable()
-        if isinstance(self.sink, LokiSink):
-            waiting = self.sink.pending or self.queue.nbytes
-            reason = self.sink.not_ready_reason(self.config.loki.not_ready_after)
-            if reason and waiting:
-                problems.append(reason)
+        for lane in self.lanes.values():
+            if isinstance(lane.sink, LokiSink):
+                waiting = lane.sink.pending or lane.queue.nbytes
+                reason = lane.sink.not_ready_reason(self.config.loki.not_ready_after)
+                if reason and waiting:
+                    problems.append(f"Tenant {lane.tenant}: {reason}" if lane.tenant else reason)
         return problems
 
     def status(self) -> dict[str, Any]:
-        return build_status(self.registry, self.positions, self.inflight, self.queue, self.push_stats(),
+        return build_status(self.registry, self.positions, self.inflight, self.queue_bytes, self.push_stats(),
                             self.discovery.connected)
 
 

@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from collector.config import ConfigError
 from collector.docker.discovery import Discovery
 from collector.docker.logstream import LogStreamClient
-from collector.pipeline.queue import ChunkQueue
+from collector.sinks.lanes import Lane
 from collector.positions import PositionStore
 from collector.sinks.loki import PushStats
 from collector.sources.files import InotifyHub
@@ -94,7 +94,7 @@ class Pipeline(Protocol):
     """What /metrics, /ready and /status read: each part's own state (the supervisor provides it)."""
 
     registry: SourceRegistry
-    queue: ChunkQueue
+    lanes: dict[str, Lane]  # one queue and sender per tenant
     positions: PositionStore
     hub: InotifyHub
     streams: LogStreamClient
@@ -164,9 +164,11 @@ class _StateCollector:
             yield _by_label(CounterMetricFamily, "collector_entries_throttled", "Entries Loki did not store because their stream was throttled, set aside to be resent.",
                             "reason", push.throttled)
 
-        queue = app.queue
-        yield GaugeMetricFamily("collector_queue_bytes", "Bytes waiting in the queue between sources and sink.", value=queue.nbytes)
-        yield GaugeMetricFamily("collector_queue_max_bytes", "The queue's bound.", value=queue.max_bytes)
+        lanes = app.lanes.values()
+        yield GaugeMetricFamily("collector_queue_bytes", "Bytes waiting in the queues between sources and sink (every tenant's).",
+                                value=sum(lane.queue.nbytes for lane in lanes))
+        yield GaugeMetricFamily("collector_queue_max_bytes", "The queues' bound (every tenant's share added up).",
+                                value=sum(lane.queue.max_bytes for lane in lanes))
 
         positions = app.positions
         yield GaugeMetricFamily("collector_position_checkpoint_age_seconds", "Seconds since positions were last written.", value=positions.checkpoint_age())

@@ -8,7 +8,6 @@ from typing import Any
 
 from collector.pipeline.entry import FilePosition, StreamPosition
 from collector.pipeline.inflight import InFlight
-from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
 from collector.sinks.loki import PushStats
 from collector.sources.apistream import since_param
@@ -72,7 +71,7 @@ def removed_row(container_id: str, name: str, inflight: InFlight, now_ns: int) -
     }
 
 
-def build_status(registry: SourceRegistry, positions: PositionStore, inflight: InFlight, queue: ChunkQueue,
+def build_status(registry: SourceRegistry, positions: PositionStore, inflight: InFlight, queue_bytes: int,
                  push: PushStats | None, docker_connected: bool) -> dict[str, Any]:
     now_ns = time.time_ns()
     rows = [container_row(tracked, positions, inflight, now_ns) for tracked in registry.containers.values()]
@@ -84,7 +83,7 @@ def build_status(registry: SourceRegistry, positions: PositionStore, inflight: I
         "docker_connected": docker_connected,
         "files_readable": registry.files_usable,
         "files_problem": registry.files_problem,
-        "queue_bytes": queue.nbytes,
+        "queue_bytes": queue_bytes,
         "sink": "loki" if push is not None else "stdout",
         "last_push_ok": push.last_push_ok if push else True,
         "containers": rows,

@@ -579,6 +579,7 @@ class LokiReceiver:
         self.require_basic = require_basic
         self.require_bearer = require_bearer
         self.require_tenant = require_tenant
+        self.refused_tenants: set[str] = set()  # answered 401 (tests turn it on and off)
         self.client_max_size = client_max_size
         self.shutdown_timeout = shutdown_timeout
         # Loki's limits, each as Loki 3.6 applies it (0 / None: off):
@@ -849,6 +850,10 @@ class LokiReceiver:
                 resp = _text_response(401, "Unauthorized")
                 resp.headers["WWW-Authenticate"] = scheme
                 return resp
+        if request.headers.get("X-Scope-OrgID") in self.refused_tenants:
+            # A gateway that refuses one tenant (its credentials revoked): that tenant only.
+            self.counters["unauthorized"] += 1
+            return _text_response(401, "Unauthorized")
         if self.require_tenant and not request.headers.get("X-Scope-OrgID"):
             # What Loki answers with auth_enabled: true and no tenant header.
             self.counters["unauthorized"] += 1

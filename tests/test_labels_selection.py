@@ -112,3 +112,43 @@ async def test_rename_changes_the_label_at_a_line_boundary(containers: DockerEng
             assert max(before) < min(after)  # the label changed once, between two lines
         finally:
             assert await proc.stop() == 0
+
+
+async def test_tenants_are_isolated_and_refused_outside_the_allowlist(containers: DockerEngine, tmp_path) -> None:
+    tag = time.monotonic_ns()
+    a, b, base, evil = (f"tenant-{kind}-{tag}" for kind in ("a", "b", "base", "evil"))
+    async with LokiReceiver(require_tenant=True) as receiver:
+        config = tmp_path / "config.yaml"
+        config.write_text(f"loki:\n  url: {receiver.push_url}\n  tenant: base\n  tenants_allowed: [team-a, team-b]\n"
+                          "  min_backoff: 100ms\n  max_backoff: 500ms\n")
+        proc = await CollectorProcess(containers, config_path=str(config), env={"COLLECTOR_METRICS__LISTEN": "127.0.0.1:0"}).start()
+        try:
+            receiver.refused_tenants.add("team-a")  # team-a's pushes fail (401) for a while
+            containers.run("seq 1 200; sleep 300", "--label", "collector.tenant=team-a", name=a)
+            containers.run("seq 1 200; sleep 300", "--label", "collector.tenant=team-b", name=b)
+            containers.run("seq 1 200; sleep 300", name=base)
+            containers.run("seq 1 200; sleep 300", "--label", "collector.tenant=evil", name=evil)
+            expected = [str(i) for i in range(1, 201)]
+            # While team-a is refused, the other tenants keep receiving, each only under its own tenant.
+            await receiver.wait_for(lambda: receiver.lines({"container_name": b}, tenant="team-b") == expected)
+            await receiver.wait_for(lambda: receiver.lines({"container_name": base}, tenant="base") == expected)
+            assert receiver.lines({"container_name": a}) == [] and receiver.counters["unauthorized"] >= 1
+
+            async def ready_names_the_tenant() -> bool:
+                problems = (await get(f"{proc.metrics_url}/ready"))[1]["problems"]
+                return any(problem.startswith("Tenant team-a:") for problem in problems)
+
+            await wait_until(ready_names_the_tenant, 30, what="/ready naming the refused tenant")
+            receiver.refused_tenants.clear()
+            await receiver.wait_for(lambda: receiver.lines({"container_name": a}, tenant="team-a") == expected)
+            assert len(receiver.lines({"container_name": b})) == 200 and len(receiver.lines({"container_name": base})) == 200
+
+            # A tenant outside the allowlist: not collected at all, never sent to another tenant.
+            status = {row["name"]: row for row in (await get(f"{proc.metrics_url}/status"))[1]["containers"]}
+            assert status[evil]["reason"] == "excluded by tenant 'evil' not in loki.tenants_allowed"
+            assert receiver.lines({"container_name": evil}) == []
+            samples = await scrape(proc.metrics_url)
+            assert value(samples, "collector_containers_skipped_total", reason="tenant_refused") == 1
+            assert any("tenant 'evil' not in loki.tenants_allowed" in line for line in proc.stderr)
+        finally:
+            assert await proc.stop() == 0

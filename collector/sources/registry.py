@@ -89,6 +89,7 @@ class SourceRegistry:
         self,
         *,
         queue: ChunkQueue,
+        queue_for: Callable[[str], ChunkQueue] | None = None,
         hub: InotifyHub,
         streams: LogStreamClient,
         positions: PositionStore,
@@ -99,6 +100,7 @@ class SourceRegistry:
     ) -> None:
         self._profiler = profiler
         self._queue = queue
+        self._queue_for = queue_for or (lambda tenant: queue)  # each tenant's lane (sinks/lanes.py)
         self._hub = hub
         self._streams = streams
         self._positions = positions
@@ -449,7 +451,7 @@ class SourceRegistry:
         tailer = FileTailer(
             local_log_path(self._settings.containers_dir, info),
             self._origin(tracked),
-            self._queue,
+            self._queue_for(tracked.profile.tenant if tracked.profile else ""),
             self._hub,
             self._settings.tailer,
             JsonFileParser(self._max_line_bytes(tracked)),
@@ -479,7 +481,8 @@ class SourceRegistry:
         info = tracked.info
         container_id = info.id
         return StreamSource(
-            container_id, info.tty, self._origin(tracked), self._queue, self._streams,
+            container_id, info.tty, self._origin(tracked),
+            self._queue_for(tracked.profile.tenant if tracked.profile else ""), self._streams,
             dataclasses.replace(self._settings.stream, max_line_bytes=self._max_line_bytes(tracked)),
             self._stream_start(tracked), tracked.stats, lambda: self._is_running(container_id), opened,
         )
