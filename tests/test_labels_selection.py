@@ -86,6 +86,7 @@ async def test_selection_labels_rules_and_container_settings(containers: DockerE
             assert value(samples, "collector_sources", mode="file") == 1
             assert value(samples, "collector_sources", mode="stream") == 2
             assert value(samples, "collector_inotify_watches") == 1
+            assert value(samples, "collector_log_streams_open") == 2
             assert value(samples, "collector_containers_skipped_total", reason="excluded") == 3
             for name in (names["off"], names["secret"], skipped_by_name):
                 assert receiver.lines({"container_name": name}) == []
