@@ -525,7 +525,8 @@ class SourceRegistry:
                 for t in self.containers.values() if t.phase is Phase.FAILED]
 
 
-_COUNTERS = ("lines", "bytes", "errors", "truncated", "rotations", "truncations", "reconnects", "gaps", "lost_events", "lost_bytes")
+_COUNTERS = ("lines", "bytes", "errors", "truncated", "rotations", "truncations", "reconnects", "gaps", "lost_events", "lost_bytes",
+             "files_lost")
 
 
 def _add_stats(into: SourceStats, stats: SourceStats) -> None:
