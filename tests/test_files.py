@@ -9,6 +9,7 @@ import asyncio
 import gzip
 import json
 import os
+from collections.abc import Callable
 
 import pytest
 from polling import wait_until
@@ -90,12 +91,15 @@ class Rig:
         return FilePosition(os.stat(name).st_ino, offset, fingerprint_of(data))
 
     # -- the reader ------------------------------------------------------------------------------
-    def start(self, position: FilePosition | None = None, from_oldest: bool = False, chunk: int = 4096) -> FileTailer:
+    def start(self, position: FilePosition | None = None, from_oldest: bool = False, chunk: int = 4096,
+              before_run: Callable[[FileTailer], object] | None = None) -> FileTailer:
         self.tailer = FileTailer(
             self.path, Origin("c" * 64, {}), self.queue, self.hub,
             TailerSettings(read_chunk_bytes=chunk, poll_interval=0.2, drain_quiet=0.2),
             JsonFileParser(), position, self.stats, None, from_oldest,
         )
+        if before_run is not None:
+            before_run(self.tailer)
         self._tasks = [asyncio.create_task(self.hub.run()), asyncio.create_task(self._consume()),
                        asyncio.create_task(self.tailer.run())]
         return self.tailer
@@ -247,6 +251,30 @@ async def test_no_fixed_cap_on_rotated_files(rig: Rig) -> None:
     await rig.wait_lines(39)
     await rig.settle()
     assert rig.lines == expected(range(1, 40))
+
+
+async def test_start_at_window_is_found_in_a_rotated_file(rig: Rig) -> None:
+    for _ in range(3):
+        rig.append(10)
+        rig.rotate(max_file=5)
+    rig.append(10)
+    found: list[tuple[int, int, int]] = []
+    rig.start(from_oldest=True, before_run=lambda t: found.append(t.start_at_time(BASE_NS + 25 * 1000)))
+    await rig.wait_lines(16)
+    await rig.settle()
+    assert rig.lines == expected(range(25, 41)) and found[0][0] > 0
+
+
+async def test_start_at_end_skips_the_rotated_files(rig: Rig) -> None:
+    rig.append(10)
+    rig.rotate(max_file=5)
+    rig.append(10)
+    rig.start(from_oldest=True, before_run=lambda t: t.start_at_end())
+    await rig.settle()
+    rig.append(2)
+    await rig.wait_lines(2)
+    await rig.settle()
+    assert rig.lines == expected(range(21, 23))
 
 
 async def test_truncation_reads_again_from_the_start(rig: Rig) -> None:

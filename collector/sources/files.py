@@ -19,7 +19,8 @@ from collector.pipeline.entry import Chunk, Entry, FilePosition, Origin
 from collector.pipeline.queue import ChunkQueue
 from collector.sources.inotify import InotifyHub, Wakeup
 from collector.sources.jsonfile import JsonFileParser
-from collector.sources.logchain import Gunzip, Rotated, fingerprint_fd, fingerprint_of, list_chain
+from collector.sources.logchain import Gunzip, Rotated, fingerprint_fd, fingerprint_of, first_line_plain, list_chain
+from collector.sources.seek import end_offset, offset_for_time, record_time
 from collector.sources.source import SourceStats
 
 __all__ = ["FileTailer", "InotifyHub", "TailerSettings", "Wakeup", "fingerprint_of"]
@@ -212,6 +213,11 @@ class FileTailer:
         return self._file.inode if self._file is not None else 0
 
     @property
+    def reading_name(self) -> str:
+        """The name the current file had when it was opened."""
+        return self._file.name if self._file is not None else self.path
+
+    @property
     def fd(self) -> int:
         return self._file.fd if self._file is not None else -1
 
@@ -222,6 +228,48 @@ class FileTailer:
         if self._file.gunzip is None:
             os.lseek(self._file.fd, offset, os.SEEK_SET)
         self.queued_position = FilePosition(self._file.inode, offset, self._file.fingerprint)
+
+    def start_at_end(self) -> int:
+        """First meeting with `start_at: end`: skip what is written already; returns the offset."""
+        self._keep_from(len(self._ahead))
+        offset = end_offset(self.fd, os.fstat(self.fd).st_size)
+        self.seek_to(offset)
+        return offset
+
+    def start_at_time(self, cutoff_ns: int) -> tuple[int, int, int]:
+        """First meeting with a `start_at` window: begin at the first record at or after the cutoff,
+        searching the rotated files too (the newest file that begins before the cutoff holds it;
+        the older ones are dropped, that file is bisected). Returns (offset, file size, bytes read).
+        A `.gz` cannot be bisected: the window then begins at its start (a few lines early)."""
+        files = self._files()
+        chosen = 0
+        for index in range(len(files) - 1, -1, -1):
+            opened = files[index]
+            first = opened.gunzip.first_line() if opened.gunzip is not None else first_line_plain(opened.fd)
+            ts = record_time(first) if first else None
+            if ts is not None and ts < cutoff_ns:
+                chosen = index
+                break
+        self._keep_from(chosen)
+        assert self._file is not None
+        if self._file.gunzip is not None:
+            self.seek_to(0)
+            return 0, self._file.size(), 0
+        size = self._file.size()
+        offset, bytes_read = offset_for_time(self._file.fd, size, cutoff_ns)
+        self.seek_to(offset)
+        return offset, size, bytes_read
+
+    def _files(self) -> list[_LogFile]:
+        assert self._file is not None
+        return [self._file, *self._ahead]
+
+    def _keep_from(self, index: int) -> None:
+        """Close the files older than `index` (0: the current one); read from that one on."""
+        files = self._files()
+        for dropped in files[:index]:
+            dropped.close()
+        self._file, self._ahead = files[index], deque(files[index + 1:])
 
     def drain(self) -> None:
         """The container died: read to the end, deliver unfinished lines, then stop."""
