@@ -24,15 +24,15 @@ from scrape import scrape, value
 
 pytestmark = pytest.mark.docker
 
-# Numbered lines in batches of 200 until /tmp/stop exists; then the count goes to /tmp/finished.
-UNTIL_STOPPED = ("i=0; while [ ! -e /tmp/stop ]; do awk -v s=$i 'BEGIN{for(j=1;j<=200;j++) print \"p\", s+j}'; "
-                 "i=$((i+200)); done; echo $i > /tmp/finished.tmp; mv /tmp/finished.tmp /tmp/finished; sleep 300")
+# Numbered lines in batches of 200 until /stop exists; then the count goes to /finished.
+UNTIL_STOPPED = ("i=0; while [ ! -e /stop ]; do awk -v s=$i 'BEGIN{for(j=1;j<=200;j++) print \"p\", s+j}'; "
+                 "i=$((i+200)); done; echo $i > /finished; sleep 300")
 
 
 def in_two_phases(first: int, last: int) -> str:
-    """Lines 1..first, then (after /tmp/go exists) first+1..last; /tmp/finished when done."""
-    return (f"awk 'BEGIN{{for(j=1;j<={first};j++) print \"p\", j}}'; while [ ! -e /tmp/go ]; do sleep 0.05; done; "
-            f"awk 'BEGIN{{for(j={first + 1};j<={last};j++) print \"p\", j}}'; echo {last} > /tmp/finished; sleep 300")
+    """Lines 1..first, then (after /go exists) first+1..last; /finished when done."""
+    return (f"awk 'BEGIN{{for(j=1;j<={first};j++) print \"p\", j}}'; while [ ! -e /go ]; do sleep 0.05; done; "
+            f"awk 'BEGIN{{for(j={first + 1};j<={last};j++) print \"p\", j}}'; echo {last} > /finished; sleep 300")
 
 
 @pytest.fixture
@@ -71,9 +71,9 @@ def numbered(lines: set[str] | list[str]) -> set[int]:
 
 async def written_when_finished(engine: DockerEngine, name: str) -> int:
     """Wait until the writer is done; how many numbered lines it wrote."""
-    await wait_until(lambda: engine.docker("exec", name, "cat", "/tmp/finished", check=False).isdigit(), 120,
+    await wait_until(lambda: engine.docker("exec", name, "cat", "/finished", check=False).isdigit(), 120,
                      what="writer finished")
-    return int(engine.docker("exec", name, "cat", "/tmp/finished"))
+    return int(engine.docker("exec", name, "cat", "/finished"))
 
 
 def report(case: str, written: int, on_disk: set[int], delivered: list[str], lost_files: float) -> tuple[set[int], int]:
@@ -120,7 +120,7 @@ async def test_restart_after_rotating_past_the_saved_file_delivers_every_line_on
     await wait_until(lambda: len(set(receiver.lines({"container_name": name}))) >= 400, 60, what="first 400 lines")
     saved = await stop_after_checkpoint(proc, positions, cid)
     # While it is down: ~9 files of 100 KB with max-file=4; the saved file is deleted.
-    containers.docker("exec", name, "touch", "/tmp/go")
+    containers.docker("exec", name, "sh", "-c", "echo > /go")
     written = await written_when_finished(containers, name)
     path = containers.log_path(cid)
     on_disk = numbered(lines_on_disk(path))
@@ -140,7 +140,7 @@ async def test_restart_with_compressed_rotated_files_reads_the_gz_lines(receiver
                          "--log-opt", "compress=true", name=name)
     await wait_until(lambda: len(set(receiver.lines({"container_name": name}))) >= 400, 60, what="first 400 lines")
     await stop_after_checkpoint(proc, positions, cid)
-    containers.docker("exec", name, "touch", "/tmp/go")  # ~3 rotations: the saved file ends up gzipped
+    containers.docker("exec", name, "sh", "-c", "echo > /go")  # ~3 rotations: the saved file ends up gzipped
     written = await written_when_finished(containers, name)
     path = containers.log_path(cid)
     await wait_until(lambda: not os.path.exists(f"{path}.1"), 30, what="no uncompressed .1 left")
@@ -171,7 +171,7 @@ async def test_reader_paused_past_max_file_rotations_reads_what_is_left_and_coun
             except FileNotFoundError:
                 pass  # mid-rotation
             await asyncio.sleep(0.005)
-        containers.docker("exec", name, "touch", "/tmp/stop")
+        containers.docker("exec", name, "sh", "-c", "echo > /stop")
         written = await written_when_finished(containers, name)
         on_disk = numbered(lines_on_disk(path))
     finally:
