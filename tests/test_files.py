@@ -92,11 +92,11 @@ class Rig:
 
     # -- the reader ------------------------------------------------------------------------------
     def start(self, position: FilePosition | None = None, from_oldest: bool = False, chunk: int = 4096,
-              before_run: Callable[[FileTailer], object] | None = None) -> FileTailer:
+              before_run: Callable[[FileTailer], object] | None = None, preopened: int | None = None) -> FileTailer:
         self.tailer = FileTailer(
             self.path, Origin("c" * 64, {}), self.queue, self.hub,
             TailerSettings(read_chunk_bytes=chunk, poll_interval=0.2, drain_quiet=0.2),
-            JsonFileParser(), position, self.stats, None, from_oldest,
+            JsonFileParser(), position, self.stats, preopened, from_oldest,
         )
         if before_run is not None:
             before_run(self.tailer)
@@ -144,6 +144,7 @@ async def test_follows_rotations_while_reading(rig: Rig) -> None:
         await rig.wait_lines(rig.written)
     await rig.settle()
     assert rig.lines == expected(range(1, 21)) and rig.stats.files_lost == 0
+    assert all(position.fingerprint for position in rig.positions)
 
 
 async def test_restart_after_the_saved_file_was_deleted_reads_every_rotated_file_oldest_first(rig: Rig) -> None:
@@ -277,6 +278,18 @@ async def test_start_at_end_skips_the_rotated_files(rig: Rig) -> None:
     assert rig.lines == expected(range(21, 23))
 
 
+async def test_the_file_held_since_the_start_event_is_read_first_even_when_rotated_away(rig: Rig) -> None:
+    held = os.open(rig.path, os.O_RDONLY)  # what the registry opens when the start event arrives
+    rig.append(10)
+    for _ in range(2):  # max-file=2: the held file is rotated to .1, then deleted
+        rig.rotate(max_file=2)
+        rig.append(10)
+    rig.start(from_oldest=True, preopened=held)
+    await rig.wait_lines(30)
+    await rig.settle()
+    assert rig.lines == expected(range(1, 31)) and rig.stats.files_lost == 0
+
+
 async def test_truncation_reads_again_from_the_start(rig: Rig) -> None:
     rig.append(5)
     rig.start()
@@ -298,6 +311,7 @@ async def test_restart_reads_rotated_gzip_files_from_the_saved_offset(rig: Rig) 
     await rig.wait_lines(35)
     await rig.settle()
     assert rig.lines == expected(range(6, 41)) and rig.stats.files_lost == 0
+    assert all(position.fingerprint for position in rig.positions)  # a restart finds each file again
 
 
 async def test_a_gzip_file_that_ends_early_is_waited_for_not_lost(rig: Rig) -> None:

@@ -136,6 +136,12 @@ class FileTailer:
                     self._file = opened
                 else:
                     self._ahead.append(opened)
+            if preopened_fd is not None and position is None and from_oldest:
+                # The file held since the start event is in the chain no more: rotated past every
+                # file there (a fast writer with a small max-file). It is the oldest: read it first.
+                self._ahead.appendleft(self._file)  # type: ignore[arg-type]
+                self._file = self._wrap(preopened_fd, self.path, None, gz=False)
+                preopened_fd = None
             self._begin(offset)
         except BaseException:
             self._close_files()
@@ -180,10 +186,8 @@ class FileTailer:
         return os.open(entry.name, os.O_RDONLY | os.O_CLOEXEC)
 
     def _wrap(self, fd: int, name: str, seq: int | None, gz: bool) -> _LogFile:
-        opened = _LogFile(fd, os.fstat(fd).st_ino, name, seq, Gunzip(fd) if gz else None)
-        if not gz:  # a .gz gets its fingerprint from the first chunk read
-            opened.fingerprint = fingerprint_fd(fd, gz=False)
-        return opened
+        # A .gz's first record is one small inflate away: every position names its file.
+        return _LogFile(fd, os.fstat(fd).st_ino, name, seq, Gunzip(fd) if gz else None, fingerprint_fd(fd, gz))
 
     def _begin(self, offset: int) -> None:
         assert self._file is not None
@@ -447,8 +451,7 @@ class FileTailer:
             return False  # removed (destroy) or mid-rotation: keep our handle, the poll looks again
         newer = self._newer_files()
         if not newer:
-            self._wake.structure = True  # mid-rotation: look again at the next wake or poll
-            return False
+            return False  # mid-rotation: Docker's creating the live file wakes us, or the poll does
         self._ahead.extend(newer)
         return True
 
