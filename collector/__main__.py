@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     async def run() -> None:
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        await Collector(config).run(stop)
+        await Collector(config, config_path=path).run(stop)
 
     asyncio.run(run())
     return 0

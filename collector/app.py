@@ -13,6 +13,8 @@ from collector.docker.engine import Engine
 from collector.docker.logstream import LogStreamClient
 from collector.docker.self_id import own_container_id
 from collector.metrics import Observability
+from collector.pipeline.entry import Chunk
+from collector.pipeline.inflight import InFlight
 from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
 from collector.sinks.base import Sink
@@ -21,15 +23,19 @@ from collector.sinks.stdout import StdoutSink
 from collector.sources.files import InotifyHub, TailerSettings
 from collector.sources.registry import RegistrySettings, SourceRegistry
 from collector.sources.stream import StreamSettings
+from collector.startup_report import settings_facts
 from collector.status import build_status
+from collector.transform.labeling import Profiler
 
 log = logging.getLogger(__name__)
 
 
 class Collector:
-    def __init__(self, config: Config, sink: Sink | None = None) -> None:
+    def __init__(self, config: Config, sink: Sink | None = None, config_path: str | None = None) -> None:
         self.config = config
-        self.queue = ChunkQueue(config.queue.max_bytes)
+        self.config_path = config_path
+        self.inflight = InFlight()
+        self.queue = ChunkQueue(config.queue.max_bytes, on_put=self.inflight.queued)
         self.positions = PositionStore(config.positions.path, config.positions.sync_interval)
         self.hub = InotifyHub()
         self.engine = Engine(config.docker.host)
@@ -54,25 +60,25 @@ class Collector:
                     max_backoff=config.docker.reconnect_max_backoff,
                 ),
                 max_line_bytes=config.sources.max_line_bytes,
-                static_labels=config.labels.static,
-                host_label=config.labels.host,
                 own_id=self.own_id,
                 start_at=start_at_seconds(config),
                 mode=config.sources.mode,
             ),
             inspect=self.engine.inspect,
             is_running=self.engine.is_running,
+            profiler=Profiler(config),
         )
         self.discovery = Discovery(self.engine, self.registry, config.docker.reconnect_max_backoff, config.docker.relist_interval)
 
     async def run(self, stop: asyncio.Event) -> None:
-        log.info("collector starting", extra={"own_container": (self.own_id or "")[:12]})
+        log.info("collector starting", extra=settings_facts(
+            self.config, self.config_path, self.own_id, self.registry.files_usable, self.registry.files_problem))
         self.positions.load()
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.hub.run(), name="inotify")
                 writer_task = group.create_task(self.positions.run(), name="positions")
-                sink_task = group.create_task(self.sink.run(self.queue, self.positions.acknowledge), name="sink")
+                sink_task = group.create_task(self.sink.run(self.queue, self._acknowledge), name="sink")
                 registry_task = group.create_task(self.registry.run(), name="sources")
                 await self.registry.running.wait()  # its task group must exist before events arrive
                 discovery_task = group.create_task(self.discovery.run(), name="discovery")
@@ -102,6 +108,11 @@ class Collector:
             await self.engine.close()
         log.info("collector stopped")
 
+    def _acknowledge(self, chunks: list[Chunk]) -> None:
+        """Delivered: advance the positions and settle the in-flight ledger."""
+        self.positions.acknowledge(chunks)
+        self.inflight.acknowledged(chunks)
+
     # -- what /metrics, /ready and /status read ----------------------------------------------
     def push_stats(self) -> PushStats | None:
         return self.sink.stats if isinstance(self.sink, LokiSink) else None
@@ -119,7 +130,8 @@ class Collector:
         return problems
 
     def status(self) -> dict[str, Any]:
-        return build_status(self.registry, self.positions, self.queue, self.push_stats(), self.discovery.connected)
+        return build_status(self.registry, self.positions, self.inflight, self.queue, self.push_stats(),
+                            self.discovery.connected)
 
 
 class _Stopped(Exception):

@@ -13,6 +13,8 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from collector.transform.patterns import compile_pattern
+
 ENV_PREFIX = "COLLECTOR_"
 SECRET_KEYS = frozenset({"password", "bearer_token"})
 MASK = "***"
@@ -143,18 +145,144 @@ class QueueConfig(_Section):
         _require(self.max_bytes >= 64 * 1024, "max_bytes", self.max_bytes, "must be >= 64KiB")
 
 
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# Optional labels from a container's metadata (off by default: each one is a label name in every stream).
+MetadataLabel = Literal["image", "compose_oneoff", "swarm_service", "swarm_task", "swarm_node"]
+
+
+def _check_label_name(key: str, name: str) -> None:
+    _require(bool(LABEL_NAME.match(name)), key, name, "not a valid Loki label name ([a-zA-Z_][a-zA-Z0-9_]*)")
+
+
 class LabelsConfig(_Section):
     # Added to every stream.
     static: dict[str, str] = msgspec.field(default_factory=dict)
     # The Docker host's name (from the engine) as label `host`.
     host: bool = True
+    # Extra labels from metadata, e.g. [image, compose_oneoff, swarm_service, swarm_task, swarm_node].
+    metadata: list[MetadataLabel] = msgspec.field(default_factory=list)
+    # Docker label -> Loki label, e.g. {"com.example.team": "team"}.
+    docker_labels: dict[str, str] = msgspec.field(default_factory=dict)
+    # json-file log attributes (`--log-opt labels=... env=...`) -> Loki label; the others go to
+    # structured metadata.
+    attrs: dict[str, str] = msgspec.field(default_factory=dict)
+    # Loki's limits (its defaults): a rule set that can exceed them is refused at startup; values
+    # only known at run time are trimmed (counted, logged) rather than have Loki refuse the push.
+    max_label_names: int = 15
+    max_name_length: int = 1024
+    max_value_length: int = 2048
 
     def __post_init__(self) -> None:
         for name in self.static:
-            _require(bool(LABEL_NAME.match(name)), "static", name, "not a valid Loki label name")
+            _check_label_name("static", name)
+        for docker_label, name in self.docker_labels.items():
+            _check_label_name(f"docker_labels.{docker_label}", name)
+        for attr, name in self.attrs.items():
+            _check_label_name(f"attrs.{attr}", name)
+        _require(2 <= self.max_label_names <= 1000, "max_label_names", self.max_label_names, "must be 2-1000")
+        _require(self.max_name_length >= 16, "max_name_length", self.max_name_length, "must be >= 16")
+        _require(self.max_value_length >= 16, "max_value_length", self.max_value_length, "must be >= 16")
+        for name, value in self.static.items():
+            _require(len(name) <= self.max_name_length, "static", name, f"longer than max_name_length ({self.max_name_length})")
+            _require(len(value.encode()) <= self.max_value_length, f"static.{name}", value,
+                     f"longer than max_value_length ({self.max_value_length} bytes)")
 
 
-LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+def _check_pattern(key: str, text: str) -> None:
+    try:
+        compile_pattern(text)
+    except re.error as err:
+        raise ValueError(f"{key} = {text!r}: not a valid regular expression: {err}") from None
+
+
+class NameFilters(_Section):
+    # Globs (`web-*`) or regular expressions written /.../, matched against the whole value.
+    names: list[str] = msgspec.field(default_factory=list)
+    images: list[str] = msgspec.field(default_factory=list)
+    compose_projects: list[str] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for key in ("names", "images", "compose_projects"):
+            for index, text in enumerate(getattr(self, key)):
+                _check_pattern(f"{key}[{index}]", text)
+
+    def is_empty(self) -> bool:
+        return not (self.names or self.images or self.compose_projects)
+
+
+class SelectionConfig(_Section):
+    # opt_out: every container unless labelled collector.enable=false; opt_in: only containers
+    # labelled collector.enable=true.
+    mode: Literal["opt_out", "opt_in"] = "opt_out"
+    # When any include pattern is set, only containers matching one of them are collected.
+    include: NameFilters = msgspec.field(default_factory=NameFilters)
+    exclude: NameFilters = msgspec.field(default_factory=NameFilters)
+
+
+class RelabelRule(_Section):
+    action: Literal["replace", "keep", "drop", "labelmap", "labeldrop", "labelkeep"] = "replace"
+    source_labels: list[str] = msgspec.field(default_factory=list)
+    separator: str = ";"
+    target_label: str = ""
+    regex: str = "(.*)"
+    replacement: str = "$1"
+
+    def __post_init__(self) -> None:
+        try:
+            re.compile(self.regex)
+        except re.error as err:
+            raise ValueError(f"regex = {self.regex!r}: not a valid regular expression: {err}") from None
+        if self.action == "replace":
+            _require(bool(self.target_label), "target_label", self.target_label, "replace needs a target_label")
+            if "$" not in self.target_label:
+                _check_label_name("target_label", self.target_label)
+        if self.action in ("keep", "drop"):
+            _require(bool(self.source_labels), "source_labels", self.source_labels, f"{self.action} needs source_labels")
+
+
+class RedactRule(_Section):
+    regex: str
+    replacement: str = "***"
+
+    def __post_init__(self) -> None:
+        try:
+            re.compile(self.regex)
+        except re.error as err:
+            raise ValueError(f"regex = {self.regex!r}: not a valid regular expression: {err}") from None
+
+
+class RateLimitConfig(_Section):
+    # Per container; 0: no limit. The excess is dropped and counted.
+    lines_per_second: float = 0.0
+    bytes_per_second: ByteSize = ByteSize(0)
+    burst: Duration = Duration(1.0)  # seconds' worth of lines and bytes allowed at once
+
+    def __post_init__(self) -> None:
+        _require(self.lines_per_second >= 0, "lines_per_second", self.lines_per_second, "must be >= 0")
+        _require(self.burst > 0, "burst", self.burst, "must be > 0")
+
+
+class ProcessingConfig(_Section):
+    # Regular expressions searched in each line (every container; a container adds its own with
+    # the Docker labels collector.drop / collector.keep).
+    drop: list[str] = msgspec.field(default_factory=list)
+    keep: list[str] = msgspec.field(default_factory=list)  # when set, only matching lines are kept
+    redact: list[RedactRule] = msgspec.field(default_factory=list)  # applied in order
+    # Lines parsed for `fields` (collector.parse per container): none, json or logfmt.
+    parse: Literal["none", "json", "logfmt"] = "none"
+    fields: list[str] = msgspec.field(default_factory=list)  # into structured metadata
+    # A leading timestamp in the line replaces Docker's time: rfc3339 or a strptime format
+    # (collector.timestamp_format per container); "" off. Lines where it does not parse keep Docker's.
+    timestamp_format: str = ""
+    rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
+
+    def __post_init__(self) -> None:
+        for key in ("drop", "keep"):
+            for index, text in enumerate(getattr(self, key)):
+                try:
+                    re.compile(text)
+                except re.error as err:
+                    raise ValueError(f"{key}[{index}] = {text!r}: not a valid regular expression: {err}") from None
 
 
 class TLSConfig(_Section):
@@ -183,6 +311,11 @@ class LokiConfig(_Section):
     timeout: Duration = Duration(10.0)
     min_backoff: Duration = Duration(0.5)
     max_backoff: Duration = Duration(30.0)
+    # Tenants a container may ask for with its `collector.tenant` Docker label; any other is refused.
+    tenants_allowed: list[str] = msgspec.field(default_factory=list)
+    # A container asking for a tenant outside the list: skip (not collected; logged, counted) or
+    # default (sent to `tenant` above, logged).
+    tenant_refused: Literal["skip", "default"] = "skip"
     # Sent as Loki structured metadata (not labels): container_id, image.
     structured_metadata: list[Literal["container_id", "image"]] = msgspec.field(
         default_factory=lambda: ["container_id", "image"]
@@ -240,7 +373,11 @@ class Config(_Section):
     docker: DockerConfig = msgspec.field(default_factory=DockerConfig)
     sources: SourcesConfig = msgspec.field(default_factory=SourcesConfig)
     queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
+    selection: SelectionConfig = msgspec.field(default_factory=SelectionConfig)
     labels: LabelsConfig = msgspec.field(default_factory=LabelsConfig)
+    # Applied in order to each container's labels when it starts (and on rename).
+    relabel: list[RelabelRule] = msgspec.field(default_factory=list)
+    processing: ProcessingConfig = msgspec.field(default_factory=ProcessingConfig)
     loki: LokiConfig = msgspec.field(default_factory=LokiConfig)
     positions: PositionsConfig = msgspec.field(default_factory=PositionsConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
@@ -285,11 +422,11 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def _lookup(tree: Any, dotted: str) -> Any:
     node = tree
-    for part in dotted.split("."):
+    for part in re.sub(r"\[(\d+)\]", r".\1", dotted).split("."):
         if isinstance(node, dict) and part in node:
             node = node[part]
-        elif isinstance(node, list) and part.strip("[]").isdigit():
-            node = node[int(part.strip("[]"))]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
         else:
             return None
     return node
@@ -323,7 +460,7 @@ def load_config(path: str | None, environ: dict[str, str] | os._Environ[str] | N
         where = re.search(r" - at `\$\.?([^`]*)`$", message)
         dotted = where.group(1) if where else ""
         reason = message[: where.start()] if where else message
-        if re.match(r"^\w+ = ", reason):
+        if re.match(r"^[\w.\[\]-]+ = ", reason):
             # A check in a section's __post_init__ already named its key and value.
             raise ConfigError(f"config error: {dotted}.{reason}" if dotted else f"config error: {reason}") from None
         unknown = re.match(r"^Object contains unknown field `([^`]*)`", reason)
@@ -333,6 +470,9 @@ def load_config(path: str | None, environ: dict[str, str] | os._Environ[str] | N
         value = _lookup(merged, dotted)
         shown = MASK if dotted.rsplit(".", 1)[-1] in SECRET_KEYS else repr(value)
         raise ConfigError(f"config error: {dotted} = {shown}: {reason}") from None
+    from collector.transform.labeling import check_label_budget  # it builds on this module's types
+
+    check_label_budget(config)
     if config.loki.password_file:
         config.loki.password = _read_secret_file(config.loki.password_file, "password_file")
     if config.loki.bearer_token_file:

@@ -127,6 +127,15 @@ class _StateCollector:
         yield _by_label(CounterMetricFamily, "collector_containers_skipped", "Containers not read, by reason.", "reason", registry.skipped)
         yield _by_label(CounterMetricFamily, "collector_fallbacks", "json-file containers read through the API stream instead, by reason.",
                         "reason", registry.fallbacks)
+        yield CounterMetricFamily("collector_labels_trimmed", "Labels cut or dropped to stay within Loki's limits.",
+                                  value=registry.labels_trimmed)
+        processing = registry.processing
+        yield _by_label(CounterMetricFamily, "collector_lines_dropped", "Lines dropped by a drop or keep rule, by rule.", "rule",
+                        processing.dropped)
+        yield CounterMetricFamily("collector_lines_rate_limited", "Lines dropped by a container's rate limit.",
+                                  value=processing.rate_limited_lines)
+        yield CounterMetricFamily("collector_line_timestamp_fallbacks", "Lines whose own timestamp did not parse (Docker's time kept).",
+                                  value=processing.timestamp_fallbacks)
         totals = registry.totals()
         yield CounterMetricFamily("collector_stream_reconnects", "API log streams ended and reopened from their position.", value=totals.reconnects)
         yield CounterMetricFamily("collector_stream_gaps", "Times Docker no longer had the records after a stream's saved position.", value=totals.gaps)
@@ -218,15 +227,12 @@ class Observability:
 
 def status_rows(status: dict[str, Any]) -> list[list[str]]:
     """The `collector status` table, from /status JSON."""
-    rows = [["CONTAINER", "ID", "MODE", "OFFSET/SIZE", "LAG", "LINES", "LAST ERROR"]]
+    rows = [["CONTAINER", "ID", "STATE", "MODE", "UNACKED", "LAG", "LINES", "LAST ERROR"]]
     for c in status["containers"]:
-        if c["mode"] == "file" and c.get("size") is not None:
-            where = f"{c['acked_offset']}/{c['size']}"
-            lag = f"{c['lag_bytes']}B {c['lag_seconds']:.1f}s"
-        else:
-            where, lag = "-", "-"
-        mode = c["mode"] + (f" ({c['skip_reason']})" if c.get("skip_reason") else "")
-        rows.append([c["name"], c["id"][:12], mode, where, lag, str(c["lines"]), c.get("last_error") or ""])
+        mode = c["mode"] + (f" ({c['reason']})" if c.get("reason") else "")
+        lag = f"{c['delivery_lag_seconds']:.1f}s" if c.get("unacked_bytes") else "-"
+        rows.append([c["name"], c["id"][:12], c["state"], mode, f"{c.get('unacked_bytes', 0)}B", lag, str(c["lines"]),
+                     c.get("last_error") or ""])
     return rows
 
 

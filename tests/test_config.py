@@ -33,6 +33,15 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         ("labels:\n  static:\n    bad-name: x\n", {}, "labels.static = 'bad-name'"),
         ("", {"COLLECTOR_METRICS__LISTEN": "abc"}, "metrics.listen = 'abc'"),
         ("metrics:\n  listen: 'localhost:99999'\n", {}, "metrics.listen = 'localhost:99999'"),
+        ("relabel:\n  - {target_label: ok}\n  - {action: keepp, source_labels: [a]}\n", {}, "relabel[1].action = 'keepp'"),
+        ("relabel:\n  - {target_label: x, regex: '(unclosed'}\n", {}, "relabel[0].regex = '(unclosed'"),
+        ("relabel:\n  - {action: drop}\n", {}, "relabel[0].source_labels = []: drop needs source_labels"),
+        ("relabel:\n  - {target_label: bad-name}\n", {}, "relabel[0].target_label = 'bad-name'"),
+        ("selection:\n  mode: opt-in\n", {}, "selection.mode = 'opt-in'"),
+        ("selection:\n  exclude:\n    images: ['/[/']\n", {}, "selection.exclude.images[0] = '/[/'"),
+        ("labels:\n  docker_labels: {com.x.team: team-name}\n", {}, "labels.docker_labels.com.x.team = 'team-name'"),
+        ("labels:\n  static: {" + ", ".join(f"s{i}: x" for i in range(11)) + "}\n", {},
+         "these settings give each stream 16 label names"),
     ],
 )
 def test_bad_values_exit_2_naming_key_and_value(tmp_path, yaml_text: str, env: dict[str, str], named: str) -> None:

@@ -114,7 +114,7 @@ async def test_unreadable_log_file_falls_back_to_the_stream(containers: DockerEn
         assert value(samples, "collector_fallbacks_total", reason="file_not_found") >= 1
         _, status = await get(f"{proc.metrics_url}/status")
         row = next(c for c in status["containers"] if c["name"] == name)
-        assert row["mode"] == "stream" and row["skip_reason"] == "fallback: file_not_found"
+        assert row["mode"] == "stream" and row["reason"] == "fallback: file_not_found"
         code, ready = await get(f"{proc.metrics_url}/ready")
         assert code == 200, ready  # it delivers, so it is ready
         assert any("reading it through the Docker API instead" in line for line in proc.stderr)
@@ -154,7 +154,7 @@ async def test_non_root_collector_reads_everything_through_the_stream(containers
             assert await proc.wait_for_lines(name, 2) == ["as nobody 1", "as nobody 2"]
             _, status = await get(f"{proc.metrics_url}/status")
             row = next(c for c in status["containers"] if c["name"] == name)
-            assert row["mode"] == "stream" and row["skip_reason"].startswith("fallback: ")
+            assert row["mode"] == "stream" and row["reason"].startswith("fallback: ")
             assert not status["files_readable"]
             samples = await scrape(proc.metrics_url)
             assert sum(v for (n, _), v in samples.items() if n == "collector_fallbacks_total") >= 1

@@ -111,6 +111,9 @@ async def test_the_image_runs_as_compose_runs_it_and_delivers_through_the_proxy(
             samples = await scrape(f"http://127.0.0.1:{metrics_port}")
             assert value(samples, "collector_containers_skipped_total", reason="self") == 1
             assert receiver.lines({"container_name": name}) == []
+            # ... because it found its own id, which its startup line names.
+            own_logs = subprocess.run(["docker", "logs", name], env=containers.env, capture_output=True, text=True).stderr
+            assert f'"own_container":"{containers.inspect(name)["Id"][:12]}"' in own_logs
 
             async def checkpointed() -> bool:
                 positions = subprocess.run(["docker", "exec", name, "cat", "/var/lib/collector/positions.json"],

@@ -89,7 +89,7 @@ async def test_syslog_driver_read_back_through_the_cache_and_uncached_one_skippe
         await wait_until(skipped, 30, what="the uncached syslog container counted as skipped")
         _, status = await get(f"{proc.metrics_url}/status")
         row = next(c for c in status["containers"] if c["name"] == uncached)
-        assert row["mode"] == "skipped" and row["skip_reason"] == "logs_not_readable"
+        assert row["mode"] == "skipped" and row["reason"] == "logs_not_readable"
         assert proc.lines_of(uncached) == []
         assert any("docker cannot give this container's logs back" in line for line in proc.stderr)
     finally:

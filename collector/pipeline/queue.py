@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 from collector.pipeline.entry import Chunk
 
@@ -17,8 +18,9 @@ class QueueClosed(Exception):
 
 
 class ChunkQueue:
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, on_put: Callable[[Chunk], None] | None = None) -> None:
         self.max_bytes = max_bytes
+        self._on_put = on_put  # sees every chunk that goes in (the in-flight ledger)
         self._items: deque[Chunk] = deque()
         self._bytes = 0
         self._closed = False
@@ -52,6 +54,8 @@ class ChunkQueue:
             raise QueueClosed("queue closed")
         self._items.append(chunk)
         self._bytes += chunk.nbytes
+        if self._on_put is not None:
+            self._on_put(chunk)
         self._wake(self._getters)
         if self._bytes < self.max_bytes:
             self._wake(self._putters)

@@ -33,6 +33,9 @@ class PushStream(NamedTuple):
     labels: str  # Loki's {k="v", ...} form, see label_string
     entries: Sequence[tuple]  # (ts_ns, line, ...) tuples
     metadata: Metadata = ()  # structured metadata, the same for every entry of this stream
+    # Entries carry their own metadata too (a dict or None as their 4th item, e.g. fields
+    # extracted from the line); the stream's metadata wins for a name in both.
+    per_entry: bool = False
 
 
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -97,8 +100,10 @@ def _stream_parts(stream: PushStream, parts: list[bytes]) -> int:
         head = _field(b"\x0a", stream.labels.encode())
         append(head)
         size += len(head)
-    metadata = encode_metadata(stream.metadata)
-    metadata_len = len(metadata)
+    shared = encode_metadata(stream.metadata)
+    shared_names = {name for name, _ in stream.metadata}
+    metadata, metadata_len = shared, len(shared)
+    per_entry = stream.per_entry
     last_seconds = -1
     seconds_field = b""
     for entry in stream.entries:
@@ -109,6 +114,10 @@ def _stream_parts(stream: PushStream, parts: list[bytes]) -> int:
         timestamp = seconds_field + b"\x10" + _varint(nanos) if nanos else seconds_field
         raw = entry[1].encode()
         length = len(raw)
+        if per_entry:
+            own = entry[3]
+            metadata = shared + encode_metadata([(k, v) for k, v in own.items() if k not in shared_names]) if own else shared
+            metadata_len = len(metadata)
         if length:
             line_head = b"\x12" + (_SMALL[length] if length < 0x80 else _varint(length))
             body_len = 2 + len(timestamp) + len(line_head) + length + metadata_len
@@ -145,7 +154,11 @@ def encode_json(streams: Iterable[PushStream], labels_of: dict[str, dict[str, st
     """Loki's JSON push body; `labels_of` maps each stream's label string to its label map."""
     payload = []
     for stream in streams:
-        if stream.metadata:
+        if stream.per_entry:
+            shared = dict(stream.metadata)
+            values = [[str(entry[0]), entry[1], {**entry[3], **shared} if entry[3] else shared] if entry[3] or shared
+                      else [str(entry[0]), entry[1]] for entry in stream.entries]
+        elif stream.metadata:
             metadata = dict(stream.metadata)
             values = [[str(entry[0]), entry[1], metadata] for entry in stream.entries]
         else:

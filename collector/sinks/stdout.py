@@ -43,7 +43,7 @@ class StdoutSink:
                     labels = per_stream[entry.stream] = {**chunk.origin.labels, "stream": entry.stream}
                 record = {"labels": labels, "ts_ns": entry.ts_ns, "time": rfc3339_nano(entry.ts_ns), "line": entry.line}
                 if entry.attrs:
-                    record["attrs"] = entry.attrs
+                    record["metadata"] = entry.attrs
                 lines.append(encode(record))
         if lines:
             lines.append(b"")

@@ -22,6 +22,7 @@ from collector.sources.jsonfile import JsonFileParser
 from collector.sources.logchain import Gunzip, Rotated, fingerprint_fd, fingerprint_of, first_line_plain, list_chain
 from collector.sources.seek import end_offset, offset_for_time, record_time
 from collector.sources.source import SourceStats
+from collector.transform.lines import LineProcessor
 
 __all__ = ["FileTailer", "InotifyHub", "TailerSettings", "Wakeup", "fingerprint_of"]
 
@@ -69,6 +70,7 @@ class FileTailer:
     """
 
     kind = "file"
+    processor: LineProcessor | None = None  # per-line rules, set by the registry
 
     def __init__(
         self,
@@ -413,6 +415,8 @@ class FileTailer:
     async def _put(self, entries: list[Entry], nbytes: int, resume: int) -> None:
         assert self._file is not None
         position = FilePosition(self._file.inode, resume, self._file.fingerprint)
+        if self.processor is not None:
+            entries = self.processor.process(entries)  # dropped lines still move the position
         await self._queue.put(Chunk(self.origin, entries, nbytes, position))
         if entries:
             self.stats.last_entry_ns = entries[-1].ts_ns

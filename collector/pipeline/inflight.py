@@ -1,0 +1,68 @@
+"""What each container has queued and the sink has not yet acknowledged: /status's delivery lag
+(age of the oldest unacknowledged line) and bytes read but not acknowledged.
+
+Fed by the queue (every chunk on its way in) and the sink's acknowledgements, which come in read
+order per container; a chunk is matched by its resume position, which only moves forward. It
+outlives the registry's view of a container: a removed container's lines still in flight show
+as destroyed-draining until the sink has delivered them."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from collector.pipeline.entry import Chunk, Position
+
+
+class _Queued(NamedTuple):
+    first_ts_ns: int  # Docker's timestamp of the chunk's first line; 0 when it has none
+    nbytes: int
+    position: Position | None
+
+
+@dataclass(slots=True)
+class _Pending:
+    name: str
+    chunks: deque[_Queued] = field(default_factory=deque)
+
+
+class InFlight:
+    def __init__(self) -> None:
+        self._pending: dict[str, _Pending] = {}
+
+    def queued(self, chunk: Chunk) -> None:
+        origin = chunk.origin
+        pending = self._pending.get(origin.container_id)
+        if pending is None:
+            pending = self._pending[origin.container_id] = _Pending(origin.labels.get("container_name", ""))
+        first_ts = chunk.entries[0].ts_ns if chunk.entries else 0
+        pending.chunks.append(_Queued(first_ts, chunk.nbytes, chunk.position))
+
+    def acknowledged(self, chunks: Iterable[Chunk]) -> None:
+        for chunk in chunks:
+            container_id = chunk.origin.container_id
+            pending = self._pending.get(container_id)
+            if pending is None or chunk.position is None or all(q.position != chunk.position for q in pending.chunks):
+                continue
+            while pending.chunks.popleft().position != chunk.position:
+                pass  # older chunks: acknowledgements come in read order, so they are done too
+            if not pending.chunks:
+                del self._pending[container_id]
+
+    def containers(self) -> dict[str, str]:
+        """Id -> name of every container with lines in flight."""
+        return {container_id: pending.name for container_id, pending in self._pending.items()}
+
+    def unacknowledged_bytes(self, container_id: str) -> int:
+        pending = self._pending.get(container_id)
+        return sum(q.nbytes for q in pending.chunks) if pending else 0
+
+    def delivery_lag(self, container_id: str, now_ns: int) -> float:
+        """Seconds since Docker logged the oldest line not yet acknowledged; 0 when none is waiting."""
+        pending = self._pending.get(container_id)
+        for queued in pending.chunks if pending else ():
+            if queued.first_ts_ns:
+                return max(0.0, (now_ns - queued.first_ts_ns) / 1e9)
+        return 0.0

@@ -1,0 +1,60 @@
+"""What the collector says about itself when it starts: one line with its settings, then one line
+with the containers found and how each is read, so an operator sees the setup without a scrape."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from collector.config import Config
+
+MAX_LISTED = 50  # containers named one by one in the startup line; the rest are counted
+
+
+def masked_url(url: str) -> str:
+    """The URL with a password in it replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def sink_text(config: Config) -> str:
+    loki = config.loki
+    if not loki.url:
+        return "stdout (loki.url is empty)"
+    auth = ("basic auth" if loki.username else "bearer token" if (loki.bearer_token or loki.bearer_token_file) else "no auth")
+    tenant = f", tenant {loki.tenant}" if loki.tenant else ""
+    return f"loki {masked_url(loki.url)} ({loki.encoding}, {auth}{tenant})"
+
+
+def settings_facts(config: Config, config_path: str | None, own_id: str | None, files_usable: bool,
+                   files_problem: str) -> dict[str, Any]:
+    return {
+        "config_file": os.path.abspath(config_path) if config_path else "none (defaults and COLLECTOR_* variables)",
+        "sink": sink_text(config),
+        "containers_dir": config.docker.containers_dir,
+        "containers_dir_readable": files_usable,
+        **({"containers_dir_problem": files_problem} if files_problem else {}),
+        "sources_mode": config.sources.mode,
+        "docker_host": config.docker.host,
+        "positions": config.positions.path,
+        "metrics": config.metrics.listen or "off",
+        "own_container": own_id[:12] if own_id else "none detected (not running in a container?)",
+    }
+
+
+def routes_facts(routes: Iterable[tuple[str, str, str]]) -> dict[str, Any]:
+    """`routes`: (container name, mode, reason) of each container found at startup."""
+    routes = sorted(routes)
+    by_mode = Counter(mode for _, mode, _ in routes)
+    listed = [f"{name}: {mode}" + (f" ({reason})" if reason else "") for name, mode, reason in routes[:MAX_LISTED]]
+    if len(routes) > MAX_LISTED:
+        listed.append(f"... and {len(routes) - MAX_LISTED} more (collector status lists all)")
+    return {"containers": len(routes), "by_mode": dict(sorted(by_mode.items())), "read_as": listed}
