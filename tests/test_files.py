@@ -290,6 +290,23 @@ async def test_the_file_held_since_the_start_event_is_read_first_even_when_rotat
     assert rig.lines == expected(range(1, 31)) and rig.stats.files_lost == 0
 
 
+async def test_a_rotated_file_removed_by_hand_leaves_a_hole_that_does_not_stall_the_reader(rig: Rig) -> None:
+    for _ in range(3):
+        rig.append(5)
+        rig.rotate(max_file=5)
+    rig.append(5)
+    os.unlink(f"{rig.path}.2")  # lines 6..10
+    rig.start(from_oldest=True)
+    await rig.wait_lines(15)
+    rig.gate.clear()
+    rig.rotate(max_file=5)  # the hole moves with the rotation: .4 .2 .1 and live
+    rig.append(5)
+    rig.gate.set()
+    await rig.wait_lines(20, timeout=30)
+    await rig.settle()
+    assert rig.lines == expected([*range(1, 6), *range(11, 26)])
+
+
 async def test_truncation_reads_again_from_the_start(rig: Rig) -> None:
     rig.append(5)
     rig.start()

@@ -100,6 +100,7 @@ class FileTailer:
         self._created_base = 0  # hub creations of the live name when the tailer began (seq 0)
         self._overflows = hub.overflows
         self._gz_waiting: tuple[float, int] | None = None  # since when a .gz ends early, at what size
+        self._unsettled = 0  # looks in a row that found the directory mid-rotation
         self.offset = 0
         try:
             self._open(position, preopened_fd, from_oldest)
@@ -119,32 +120,35 @@ class FileTailer:
         the start event reached us), else at the live file.
         """
         try:
-            chain = self._listed_chain()
-            if chain is None:
-                # The directory is gone (a removed container whose log we hold) or mid-rotation.
-                fd = preopened_fd if preopened_fd is not None else os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-                preopened_fd = None
-                self._file = self._wrap(fd, self.path, None, gz=False)
-                inode = self._file.inode
-                self._begin(position.offset if position is not None and position.inode == inode else 0)
-                return
-            first, offset = self._first_of(chain, position, from_oldest)
-            for entry in chain[first:]:
-                fd = self._open_entry(entry, preopened_fd)
-                if fd == preopened_fd:
+            for attempt in range(3):
+                chain = self._listed_chain()
+                if chain is None:
+                    # The directory is gone (a removed container whose log we hold) or mid-rotation.
+                    fd = preopened_fd if preopened_fd is not None else os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
                     preopened_fd = None
-                opened = self._wrap(fd, entry.name, -entry.index, entry.gz)
-                if self._file is None:
-                    self._file = opened
-                else:
-                    self._ahead.append(opened)
+                    self._file = self._wrap(fd, self.path, None, gz=False)
+                    same = position is not None and position.inode == self._file.inode
+                    self.seek_to(position.offset if position is not None and same else 0)
+                    return
+                first, offset = self._first_of(chain, position, from_oldest)
+                try:
+                    preopened_fd = self._open_chain(chain[max(first, 0):], preopened_fd)
+                except FileNotFoundError:
+                    self._close_files()  # Docker renamed a file between the listing and the open
+                    if attempt == 2:
+                        raise
+                    continue
+                break
+            if first == -1:
+                self._lost(1, None, "the saved file was deleted (rotated away) before it was read to its end")
             if preopened_fd is not None and position is None and from_oldest:
                 # The file held since the start event is in the chain no more: rotated past every
                 # file there (a fast writer with a small max-file). It is the oldest: read it first.
-                self._ahead.appendleft(self._file)  # type: ignore[arg-type]
+                assert self._file is not None
+                self._ahead.appendleft(self._file)
                 self._file = self._wrap(preopened_fd, self.path, None, gz=False)
                 preopened_fd = None
-            self._begin(offset)
+            self.seek_to(offset)
         except BaseException:
             self._close_files()
             raise
@@ -152,15 +156,29 @@ class FileTailer:
             if preopened_fd is not None:
                 os.close(preopened_fd)
 
+    def _open_chain(self, entries: list[Rotated], preopened_fd: int | None) -> int | None:
+        """Open `entries` (oldest first) as the current file and the ones ahead; returns the
+        preopened descriptor if it was not one of them."""
+        for entry in entries:
+            fd = self._open_entry(entry, preopened_fd)
+            if fd == preopened_fd:
+                preopened_fd = None
+            opened = self._wrap(fd, entry.name, -entry.index, entry.gz)
+            if self._file is None:
+                self._file = opened
+            else:
+                self._ahead.append(opened)
+        return preopened_fd
+
     def _first_of(self, chain: list[Rotated], position: FilePosition | None, from_oldest: bool) -> tuple[int, int]:
-        """(index into `chain` to begin at, offset there)."""
+        """(index into `chain` to begin at, offset there); index -1: the saved file is gone, begin
+        at the oldest file."""
         if position is None:
             return (0 if from_oldest else len(chain) - 1), 0
         for at, entry in enumerate(chain):
             if self._is_saved_file(entry, position):
                 return at, position.offset
-        self._lost(1, None, "the saved file was deleted (rotated away) before it was read to its end")
-        return 0, 0
+        return -1, 0
 
     @staticmethod
     def _is_saved_file(entry: Rotated, position: FilePosition) -> bool:
@@ -191,16 +209,13 @@ class FileTailer:
         # A .gz's first record is one small inflate away: every position names its file.
         return _LogFile(fd, os.fstat(fd).st_ino, name, seq, Gunzip(fd) if gz else None, fingerprint_fd(fd, gz))
 
-    def _begin(self, offset: int) -> None:
-        assert self._file is not None
-        self.seek_to(offset)
-
-    def _listed_chain(self) -> list[Rotated] | None:
-        """The chain as it is now, with the hub's counts brought up to the same moment."""
-        for _ in range(100):  # Docker's rotation is a few renames: a stable listing comes quickly
+    def _listed_chain(self, tries: int = 100, holes_after: int | None = None) -> list[Rotated] | None:
+        """The chain as it is now, with the hub's counts brought up to the same moment. A rotation
+        is a few renames, so a stable listing comes quickly; a hole that stays is taken as it is."""
+        for attempt in range(tries):
             self._hub.sync()
             created = self._created()
-            chain = list_chain(self.path)
+            chain = list_chain(self.path, allow_holes=attempt >= (tries - 1 if holes_after is None else holes_after))
             self._hub.sync()
             if chain is not None and self._created() == created:
                 if self._file is None:
@@ -453,16 +468,18 @@ class FileTailer:
                 return False
         except FileNotFoundError:
             return False  # removed (destroy) or mid-rotation: keep our handle, the poll looks again
-        newer = self._newer_files()
+        newer = self._newer_files(holes_after=5 if self._unsettled < 3 else 0)
         if not newer:
+            self._unsettled += 1
             return False  # mid-rotation: Docker's creating the live file wakes us, or the poll does
+        self._unsettled = 0
         self._ahead.extend(newer)
         return True
 
-    def _newer_files(self) -> list[_LogFile]:
+    def _newer_files(self, holes_after: int) -> list[_LogFile]:
         current = self._file
         assert current is not None
-        chain = self._listed_chain()
+        chain = self._listed_chain(tries=5, holes_after=holes_after)
         if chain is None:
             return []
         live_seq = self._created() - self._created_base

@@ -37,12 +37,13 @@ class Rotated:
     gz: bool
 
 
-def list_chain(path: str) -> list[Rotated] | None:
+def list_chain(path: str, allow_holes: bool = False) -> list[Rotated] | None:
     """The live file and every rotated file there now, oldest first; no cap on how many.
 
     Where `.N` and `.N.gz` both exist, Docker is compressing `.N`: the uncompressed one is whole,
     the `.gz` may not be yet. None while the directory is mid-rotation (no live file, or a hole in
-    the numbers: Docker renames one file at a time)."""
+    the numbers: Docker renames one file at a time); `allow_holes` for a hole that stays (a file
+    removed by hand)."""
     directory, base = os.path.split(path)
     prefix = base + "."
     found: dict[int, Rotated] = {}
@@ -66,7 +67,7 @@ def list_chain(path: str) -> list[Rotated] | None:
         if index in found and not found[index].gz:
             continue  # keep the uncompressed one
         found[index] = Rotated(index, os.path.join(directory, name), gz)
-    if not live or (found and sorted(found) != list(range(1, max(found) + 1))):
+    if not live or (not allow_holes and found and sorted(found) != list(range(1, max(found) + 1))):
         return None
     return [found[index] for index in sorted(found, reverse=True)] + [Rotated(0, path, False)]
 
