@@ -421,6 +421,8 @@ async def test_queue_overflow_wakes_every_subscriber(tmp_path) -> None:
     wake.structure = False
     with open("/proc/sys/fs/inotify/max_queued_events") as handle:
         limit = int(handle.read())
+    if limit > 200_000:
+        pytest.skip(f"max_queued_events is {limit}: too many events to overflow it here")
     for index in range(limit + 10):  # more events than the kernel queues: IN_Q_OVERFLOW
         os.close(os.open(busy / str(index % 64), os.O_WRONLY | os.O_CREAT))
     runner = asyncio.create_task(hub.run())
