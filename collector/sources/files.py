@@ -486,12 +486,14 @@ class FileTailer:
         ours = self._find(chain, current)
         if ours is not None:
             if current.seq != live_seq - chain[ours].index:
-                # Events were missed (queue overflow, no watch): count from where we are.
+                # Events were missed (queue overflow, no watch): count on from where we are.
                 current.seq = live_seq - chain[ours].index
+            self._overflows = self._hub.overflows
             newer = chain[ours + 1:]
         else:
             newer = chain
             self._count_deleted(current, chain[0], live_seq)
+            live_seq = self._created() - self._created_base  # re-anchored if it could not be told
         opened: list[_LogFile] = []
         try:
             for entry in newer:
