@@ -206,6 +206,27 @@ async def test_a_reader_more_than_max_file_rotations_behind_reads_what_is_left_a
     assert rig.stats.files_lost == 1
 
 
+async def test_a_reader_behind_holds_the_newer_files_it_sees_so_their_deletion_loses_nothing(rig: Rig) -> None:
+    rig.append(300)
+    rig.gate.clear()
+    rig.start()
+    await wait_until(lambda: rig.queue.nbytes > 0, 5, what="first chunk queued")
+    rig.rotate(max_file=2)
+    rig.append(50)
+    await asyncio.sleep(0.1)  # the hub reads the events: the reader is told the directory changed
+    taken = rig.queue.get_nowait()  # one chunk through: the reader reads the next one, looking around first
+    assert taken is not None
+    await wait_until(lambda: rig.queue.nbytes > 0, 5, what="next chunk queued")
+    rig.rotate(max_file=2)  # the file with lines 301..350 becomes .1 ...
+    rig.append(50)
+    rig.rotate(max_file=2)  # ... and is deleted before the reader got there
+    rig.append(50)
+    rig.gate.set()
+    await rig.wait_lines(450 - len(taken.entries))
+    await rig.settle()
+    assert rig.lines == expected(range(len(taken.entries) + 1, 451)) and rig.stats.files_lost == 0
+
+
 async def test_two_rotations_before_a_read(rig: Rig) -> None:
     rig.append(200)
     rig.gate.clear()

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 _MAX_RECORD_BYTES = 8 * 1024 * 1024
 # A `.gz` that stops growing before its end for this long was abandoned (Docker died mid-compress).
 _GZ_PATIENCE = 60.0
+# A reader that is behind holds at most this many newer files open (each keeps a deleted file's
+# disk space until it is read); past that, what Docker deletes before it is reached is counted.
+_MAX_AHEAD = 16
 # Each lost file is logged; a reader far behind logs at most this many lines per gap.
 _LOST_LOG_LINES = 10
 
@@ -344,6 +347,10 @@ class FileTailer:
                 quiet_since = None
                 rest = await self._consume(rest + data if rest else data)
                 await asyncio.sleep(0)  # one chunk per turn: quiet containers and events keep flowing
+                if self._wake.structure:
+                    self._wake.structure = False
+                    self._look_ahead()
+                    self._wake.structure = self._unsettled > 0  # mid-rotation: look again next chunk
                 continue
             assert self._file is not None
             if self._ahead:
@@ -356,7 +363,7 @@ class FileTailer:
             elif await self._truncated(rest):
                 rest = b""
                 continue
-            elif self._wake.structure and self._rotated():
+            elif self._wake.structure and self._look_ahead():
                 continue  # read ours once more to its end before moving on
             self._wake.structure = False
             if self.draining and not self._ahead:
@@ -459,16 +466,22 @@ class FileTailer:
         return True
 
     # -- rotation --------------------------------------------------------------------------------
-    def _rotated(self) -> bool:
-        """At EOF of the file we took for the live one, after the directory changed: if it was
-        rotated, open every newer file (they are read after ours, oldest first)."""
-        assert self._file is not None
+    def _look_ahead(self) -> bool:
+        """After the directory changed: if the newest file we know of (ours, at EOF of the live
+        file; else the last one ahead) is the live file no more, open every file newer than it
+        (read after ours, oldest first). Also done between chunks of a reader that is behind, so
+        Docker deleting a file it has not reached yet loses nothing (up to _MAX_AHEAD files)."""
+        newest = self._ahead[-1] if self._ahead else self._file
+        assert newest is not None
+        if newest.gunzip is not None or len(self._ahead) >= _MAX_AHEAD:
+            return False
         try:
-            if os.stat(self.path).st_ino == self._file.inode:
+            if os.stat(self.path).st_ino == newest.inode:
+                self._unsettled = 0
                 return False
         except FileNotFoundError:
             return False  # removed (destroy) or mid-rotation: keep our handle, the poll looks again
-        newer = self._newer_files(holes_after=5 if self._unsettled < 3 else 0)
+        newer = self._newer_files(newest, holes_after=5 if self._unsettled < 3 else 0)
         if not newer:
             self._unsettled += 1
             return False  # mid-rotation: Docker's creating the live file wakes us, or the poll does
@@ -476,9 +489,7 @@ class FileTailer:
         self._ahead.extend(newer)
         return True
 
-    def _newer_files(self, holes_after: int) -> list[_LogFile]:
-        current = self._file
-        assert current is not None
+    def _newer_files(self, current: _LogFile, holes_after: int) -> list[_LogFile]:
         chain = self._listed_chain(tries=5, holes_after=holes_after)
         if chain is None:
             return []
