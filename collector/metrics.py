@@ -150,6 +150,8 @@ class _StateCollector:
         yield CounterMetricFamily("collector_stream_gaps", "Times Docker no longer had the records after a stream's saved position.", value=totals.gaps)
         yield CounterMetricFamily("collector_source_losses", "Reads that ended with log data left unread (removed before read, stalled drain).",
                                   value=totals.lost_events)
+        yield CounterMetricFamily("collector_rotated_files_lost", "Rotated json-file logs Docker deleted before they were read (each is logged).",
+                                  value=totals.files_lost)
         yield _by_label(CounterMetricFamily, "collector_lost_bytes", "Log bytes known to be lost, by reason.", "reason", registry.lost_bytes)
         yield GaugeMetricFamily("collector_log_streams_open", "API log stream connections held (in use or idle).", value=app.streams.open_connections)
 

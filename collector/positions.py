@@ -63,17 +63,18 @@ class _Saved(msgspec.Struct):
     kind: str = "file"
     ts_ns: int = 0
     count: int = 0
+    fingerprint: int = 0  # of the file's first record: an inode alone is reused after Docker deletes a file
 
     @staticmethod
     def of(position: Position) -> _Saved:
         if isinstance(position, StreamPosition):
             return _Saved(kind="stream", ts_ns=position.ts_ns, count=position.count)
-        return _Saved(position.inode, position.offset)
+        return _Saved(position.inode, position.offset, fingerprint=position.fingerprint)
 
     def position(self) -> Position:
         if self.kind == "stream":
             return StreamPosition(self.ts_ns, self.count)
-        return FilePosition(self.inode, self.offset)
+        return FilePosition(self.inode, self.offset, self.fingerprint)
 
 
 class _File(msgspec.Struct):

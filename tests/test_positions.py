@@ -146,7 +146,7 @@ async def test_start_at_window_found_by_bisection(receiver, containers: DockerEn
         await wait_lines(receiver, name, 50000)
         await asyncio.sleep(0.5)
         assert lines_of(receiver, name) == [f"b {i}" for i in range(50000, 100000)]
-        seek = [json.loads(line) for line in proc.stderr if "first meeting" in line and name[:0] in line]
+        seek = [json.loads(line) for line in proc.stderr if "first meeting" in line and cid[:12] in line]
         seek = [s for s in seek if s["container_id"] == cid[:12]]
         assert len(seek) == 1 and seek[0]["file_size"] == size
         print(f"\nbisection read {seek[0]['bytes_read']:,} of {size:,} bytes ({seek[0]['bytes_read'] / size:.2%})")

@@ -47,12 +47,15 @@ async def test_close_drains_then_raises() -> None:
 
 
 async def test_cancelled_putter_passes_its_turn_on() -> None:
+    """A putter woken for its turn but cancelled before it ran must hand the turn to the next one."""
     queue = ChunkQueue(max_bytes=10)
     await queue.put(chunk("a", 10))
     first = asyncio.create_task(queue.put(chunk("b", 5)))
     second = asyncio.create_task(queue.put(chunk("c", 5)))
-    await asyncio.sleep(0)
-    first.cancel()
-    await queue.get()
-    await asyncio.wait_for(second, 1)
-    assert [c.origin.container_id for c in [queue.get_nowait()]] == ["c"]
+    await asyncio.sleep(0)  # both wait, first in line
+    await queue.get()  # wakes `first` (its waiter gets a result) ...
+    first.cancel()  # ... and it is cancelled before it could run: the turn is passed on or lost
+    await asyncio.wait_for(second, 5)
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert [queue.get_nowait().origin.container_id] == ["c"] and queue.nbytes == 0

@@ -17,10 +17,12 @@ class Entry(NamedTuple):
 
 
 class FilePosition(NamedTuple):
-    """Where a file source resumes: the file's identity and the byte after the last delivered record."""
+    """Where a file source resumes: the file's identity (inode, and a fingerprint of its first record:
+    0 while unknown) and the byte after the last delivered record (in a `.gz` file: of its content)."""
 
     inode: int
     offset: int
+    fingerprint: int = 0
 
 
 class StreamPosition(NamedTuple):

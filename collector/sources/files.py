@@ -1,9 +1,10 @@
-"""json-file sources: one inotify instance for the process, one tailer task per log file.
+"""json-file sources: one tailer task per container log, woken by the process's inotify hub.
 
-Linux allows 128 inotify instances per user by default, so the process has exactly one, with one
-watch per container directory; its events only wake the tailers that own files there. A slow
-safety poll covers a missed event. Tailers hold their file open from the moment they are made,
-so a `--rm` container's log (unlinked ~0.3 s after it starts) is still read to its end.
+A tailer reads the container's whole chain of files (`logchain.py`): the file it resumes in, every
+rotated file newer than that, oldest first, then the live file, holding each open from the moment
+it knows of it (a `--rm` container's log is unlinked ~0.3 s after it starts; a rotated file is
+deleted `max-file` rotations later), so an open handle still reads it to its end. What Docker
+deleted before anybody opened it is counted and logged. A slow safety poll covers a missed event.
 """
 
 from __future__ import annotations
@@ -11,99 +12,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import deque
 from dataclasses import dataclass
-
-from asyncinotify import Inotify, Mask
 
 from collector.pipeline.entry import Chunk, Entry, FilePosition, Origin
 from collector.pipeline.queue import ChunkQueue
+from collector.sources.inotify import InotifyHub, Wakeup
 from collector.sources.jsonfile import JsonFileParser
+from collector.sources.logchain import Gunzip, Rotated, fingerprint_fd, fingerprint_of, first_line_plain, list_chain
+from collector.sources.seek import end_offset, offset_for_time, record_time
 from collector.sources.source import SourceStats
 from collector.transform.lines import LineProcessor
 
+__all__ = ["FileTailer", "InotifyHub", "TailerSettings", "Wakeup", "fingerprint_of"]
+
 log = logging.getLogger(__name__)
 
-_DIR_MASK = (
-    Mask.MODIFY | Mask.CREATE | Mask.MOVED_TO | Mask.MOVED_FROM | Mask.DELETE | Mask.DELETE_SELF | Mask.CLOSE_WRITE
-)
-# Docker's max-file is rarely above a handful; rotated files past this are not looked for.
-_MAX_ROTATED = 9
 # A record longer than this without a newline is not json-file output: drop it rather than grow.
 _MAX_RECORD_BYTES = 8 * 1024 * 1024
-
-
-_STRUCTURE = Mask.CREATE | Mask.MOVED_TO | Mask.MOVED_FROM | Mask.DELETE | Mask.DELETE_SELF | Mask.IGNORED
-
-
-class Wakeup(asyncio.Event):
-    """Set when a watched directory changes; `structure` says files were created, moved or removed
-    (a rotation may have happened), as opposed to plain writes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.structure = True  # look once at the start
-
-    def set_structure(self) -> None:
-        self.structure = True
-        self.set()
-
-
-class InotifyHub:
-    """The process's single inotify instance; wakes the tailers watching a directory."""
-
-    def __init__(self) -> None:
-        self._inotify = Inotify()
-        self._waiters: dict[str, set[Wakeup]] = {}
-        self._watches: dict[str, object] = {}
-
-    @property
-    def watch_count(self) -> int:
-        return len(self._watches)
-
-    def subscribe(self, directory: str) -> Wakeup:
-        wake = Wakeup()
-        if directory not in self._watches:
-            try:
-                self._watches[directory] = self._inotify.add_watch(directory, _DIR_MASK)
-            except OSError as err:
-                # No watch (e.g. a --rm container's directory is gone already, its log held open):
-                # the tailer still runs on its safety poll.
-                log.debug("inotify watch failed", extra={"directory": directory, "error": str(err)})
-        self._waiters.setdefault(directory, set()).add(wake)
-        return wake
-
-    def unsubscribe(self, directory: str, wake: Wakeup) -> None:
-        waiters = self._waiters.get(directory)
-        if waiters is None:
-            return
-        waiters.discard(wake)
-        if waiters:
-            return
-        del self._waiters[directory]
-        watch = self._watches.pop(directory, None)
-        if watch is not None:
-            try:
-                self._inotify.rm_watch(watch)  # type: ignore[arg-type]
-            except OSError:
-                pass  # the directory is gone and the kernel dropped the watch already
-
-    async def run(self) -> None:
-        async for event in self._inotify:
-            watch = event.watch
-            if watch is None:
-                continue
-            directory = str(watch.path)
-            if Mask.IGNORED in event.mask:
-                self._watches.pop(directory, None)
-            structural = bool(event.mask & _STRUCTURE)
-            for wake in self._waiters.get(directory, ()):
-                if structural:
-                    wake.set_structure()
-                else:
-                    wake.set()
-
-    def close(self) -> None:
-        self._inotify.close()
+# A `.gz` that stops growing before its end for this long was abandoned (Docker died mid-compress).
+_GZ_PATIENCE = 60.0
+# A reader that is behind holds at most this many newer files open (each keeps a deleted file's
+# disk space until it is read); past that, what Docker deletes before it is reached is counted.
+_MAX_AHEAD = 16
+# Each lost file is logged; a reader far behind logs at most this many lines per gap.
+_LOST_LOG_LINES = 10
 
 
 @dataclass(slots=True)
@@ -113,11 +46,30 @@ class TailerSettings:
     drain_quiet: float = 0.2  # after `die`, EOF must stay quiet this long before the file is closed
 
 
+@dataclass(slots=True, eq=False)
+class _LogFile:
+    """One file of the chain, held open."""
+
+    fd: int
+    inode: int
+    name: str  # its name when opened (Docker renames it later)
+    seq: int | None  # which live file it was: 0 the live file when the tailer began, -k its .k
+    gunzip: Gunzip | None = None
+    fingerprint: int = 0
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 class FileTailer:
     """Reads one container's json-file log from a position to wherever the container leaves it.
 
-    Rotation: Docker renames <id>-json.log to .1 and opens a new file; the tailer finishes the old
-    file through its open handle, then opens the new one. Truncation: starts again from 0.
+    Rotation: when the live file is no longer the one we hold, the files newer than ours are
+    opened, ours is read once more to its end (a record may have landed between our last read and
+    the rename), then the next one is read. Truncation: starts again from 0.
     """
 
     kind = "file"
@@ -144,10 +96,14 @@ class FileTailer:
         self._parser = parser
         self.stats = stats
         self.draining = False
-        self._directory = os.path.dirname(path)
+        self._directory, self._base = os.path.split(path)
         self._wake = hub.subscribe(self._directory)
-        self._fd = -1
-        self.inode = 0
+        self._file: _LogFile | None = None
+        self._ahead: deque[_LogFile] = deque()  # newer files, oldest first; the last is the live one
+        self._created_base = 0  # hub creations of the live name when the tailer began (seq 0)
+        self._overflows = hub.overflows
+        self._gz_waiting: tuple[float, int] | None = None  # since when a .gz ends early, at what size
+        self._unsettled = 0  # looks in a row that found the directory mid-rotation
         self.offset = 0
         try:
             self._open(position, preopened_fd, from_oldest)
@@ -155,69 +111,189 @@ class FileTailer:
             self.close()  # _open closed whatever it opened; this drops the inotify subscription
             raise
 
+    # -- where to begin --------------------------------------------------------------------------
     def _open(self, position: FilePosition | None, preopened_fd: int | None, from_oldest: bool) -> None:
-        """Open at once (not in the task): the handle must exist before the file can be unlinked.
+        """Open at once (not in the task): the handles must exist before the files can be deleted.
 
         `preopened_fd` is the live file, opened when the start event arrived (before inspect); it
-        is owned from here on. A saved position whose inode is no longer the live file is looked
-        for among the rotated files (<name>.1, .2, ...): the rest of that file is read first.
-        `from_oldest` (no position): start at the oldest rotated file still there, since a fast
-        writer may have rotated before the start event reached us.
+        is owned from here on. With a saved position, the file it names (same inode and first
+        record, or its `.gz`) is read from there, then every newer file; if it is gone, Docker
+        deleted it with whatever was left unread: counted, and every file there is read. Without
+        one: `from_oldest` starts at the oldest rotated file (a fast writer may have rotated before
+        the start event reached us), else at the live file.
         """
-        live_fd = preopened_fd
         try:
-            if position is None and from_oldest:
-                for name in reversed(self._chain()[1:]):
-                    try:
-                        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
-                    except FileNotFoundError:
-                        continue
-                    if live_fd is not None:
-                        os.close(live_fd)
-                    self._fd, self.inode = fd, os.fstat(fd).st_ino
-                    self.seek_to(0)
+            for attempt in range(3):
+                chain = self._listed_chain()
+                if chain is None:
+                    # The directory is gone (a removed container whose log we hold) or mid-rotation.
+                    fd = preopened_fd if preopened_fd is not None else os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                    preopened_fd = None
+                    self._file = self._wrap(fd, self.path, None, gz=False)
+                    same = position is not None and position.inode == self._file.inode
+                    self.seek_to(position.offset if position is not None and same else 0)
                     return
-            if position is not None:
-                for name in self._chain():
-                    if name == self.path and live_fd is not None:
-                        fd = live_fd
-                    else:
-                        try:
-                            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
-                        except FileNotFoundError:
-                            continue
-                    st = os.fstat(fd)
-                    if st.st_ino == position.inode and position.offset <= st.st_size:
-                        if live_fd is not None and fd != live_fd:
-                            os.close(live_fd)
-                        self._fd, self.inode = fd, st.st_ino
-                        self.seek_to(position.offset)
-                        return
-                    if fd != live_fd:
-                        os.close(fd)
-                # The saved file is gone (rotated away, or compressed): read the live file from its start.
-            if live_fd is None:
-                live_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                first, offset = self._first_of(chain, position, from_oldest)
+                try:
+                    preopened_fd = self._open_chain(chain[max(first, 0):], preopened_fd)
+                except FileNotFoundError:
+                    self._close_files()  # Docker renamed a file between the listing and the open
+                    if attempt == 2:
+                        raise
+                    continue
+                break
+            if first == -1:
+                self._lost(1, None, "the saved file was deleted (rotated away) before it was read to its end")
+            if preopened_fd is not None and position is None and from_oldest:
+                # The file held since the start event is in the chain no more: rotated past every
+                # file there (a fast writer with a small max-file). It is the oldest: read it first.
+                assert self._file is not None
+                self._ahead.appendleft(self._file)
+                self._file = self._wrap(preopened_fd, self.path, None, gz=False)
+                preopened_fd = None
+            self.seek_to(offset)
         except BaseException:
-            if live_fd is not None:
-                os.close(live_fd)
+            self._close_files()
             raise
-        self._fd, self.inode = live_fd, os.fstat(live_fd).st_ino
-        self.seek_to(0)
+        finally:
+            if preopened_fd is not None:
+                os.close(preopened_fd)
 
-    def _chain(self) -> list[str]:
-        """The live file, then Docker's rotated ones, newest first."""
-        return [self.path] + [f"{self.path}.{index}" for index in range(1, _MAX_ROTATED + 1)]
+    def _open_chain(self, entries: list[Rotated], preopened_fd: int | None) -> int | None:
+        """Open `entries` (oldest first) as the current file and the ones ahead; returns the
+        preopened descriptor if it was not one of them."""
+        for entry in entries:
+            fd = self._open_entry(entry, preopened_fd)
+            if fd == preopened_fd:
+                preopened_fd = None
+            opened = self._wrap(fd, entry.name, -entry.index, entry.gz)
+            if self._file is None:
+                self._file = opened
+            else:
+                self._ahead.append(opened)
+        return preopened_fd
 
-    def seek_to(self, offset: int) -> None:
-        """Read on from `offset`, a record boundary."""
-        self.offset = offset
-        os.lseek(self._fd, offset, os.SEEK_SET)
-        self.queued_position = FilePosition(self.inode, offset)
+    def _first_of(self, chain: list[Rotated], position: FilePosition | None, from_oldest: bool) -> tuple[int, int]:
+        """(index into `chain` to begin at, offset there); index -1: the saved file is gone, begin
+        at the oldest file."""
+        if position is None:
+            return (0 if from_oldest else len(chain) - 1), 0
+        for at, entry in enumerate(chain):
+            if self._is_saved_file(entry, position):
+                return at, position.offset
+        return -1, 0
+
+    @staticmethod
+    def _is_saved_file(entry: Rotated, position: FilePosition) -> bool:
+        try:
+            fd = os.open(entry.name, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            if entry.gz:
+                return position.fingerprint != 0 and fingerprint_fd(fd, gz=True) == position.fingerprint
+            st = os.fstat(fd)
+            if st.st_ino != position.inode or st.st_size < position.offset:
+                return False
+            return position.fingerprint == 0 or fingerprint_fd(fd, gz=False) == position.fingerprint
+        finally:
+            os.close(fd)
+
+    def _open_entry(self, entry: Rotated, preopened_fd: int | None) -> int:
+        if preopened_fd is not None and not entry.gz:
+            try:
+                if os.stat(entry.name).st_ino == os.fstat(preopened_fd).st_ino:
+                    return preopened_fd
+            except FileNotFoundError:
+                pass
+        return os.open(entry.name, os.O_RDONLY | os.O_CLOEXEC)
+
+    def _wrap(self, fd: int, name: str, seq: int | None, gz: bool) -> _LogFile:
+        # A .gz's first record is one small inflate away: every position names its file.
+        return _LogFile(fd, os.fstat(fd).st_ino, name, seq, Gunzip(fd) if gz else None, fingerprint_fd(fd, gz))
+
+    def _listed_chain(self, tries: int = 100, holes_after: int | None = None) -> list[Rotated] | None:
+        """The chain as it is now, with the hub's counts brought up to the same moment. A rotation
+        is a few renames, so a stable listing comes quickly; a hole that stays is taken as it is."""
+        for attempt in range(tries):
+            self._hub.sync()
+            created = self._created()
+            chain = list_chain(self.path, allow_holes=attempt >= (tries - 1 if holes_after is None else holes_after))
+            self._hub.sync()
+            if chain is not None and self._created() == created:
+                if self._file is None:
+                    self._created_base = created
+                return chain
+            if not os.path.isdir(self._directory):
+                return None
+        return None
+
+    def _created(self) -> int:
+        return self._hub.creations(self._directory, self._base)
+
+    # -- what the registry and /status use -------------------------------------------------------
+    @property
+    def inode(self) -> int:
+        return self._file.inode if self._file is not None else 0
+
+    @property
+    def reading_name(self) -> str:
+        """The name the current file had when it was opened."""
+        return self._file.name if self._file is not None else self.path
 
     @property
     def fd(self) -> int:
-        return self._fd
+        return self._file.fd if self._file is not None else -1
+
+    def seek_to(self, offset: int) -> None:
+        """Read on from `offset` of the current file, a record boundary."""
+        assert self._file is not None
+        self.offset = offset
+        if self._file.gunzip is None:
+            os.lseek(self._file.fd, offset, os.SEEK_SET)
+        self.queued_position = FilePosition(self._file.inode, offset, self._file.fingerprint)
+
+    def start_at_end(self) -> int:
+        """First meeting with `start_at: end`: skip what is written already; returns the offset."""
+        self._keep_from(len(self._ahead))
+        offset = end_offset(self.fd, os.fstat(self.fd).st_size)
+        self.seek_to(offset)
+        return offset
+
+    def start_at_time(self, cutoff_ns: int) -> tuple[int, int, int]:
+        """First meeting with a `start_at` window: begin at the first record at or after the cutoff,
+        searching the rotated files too (the newest file that begins before the cutoff holds it;
+        the older ones are dropped, that file is bisected). Returns (offset, file size, bytes read).
+        A `.gz` cannot be bisected: the window then begins at its start (a few lines early)."""
+        files = self._files()
+        chosen = 0
+        for index in range(len(files) - 1, -1, -1):
+            opened = files[index]
+            first = opened.gunzip.first_line() if opened.gunzip is not None else first_line_plain(opened.fd)
+            ts = record_time(first) if first else None
+            if ts is not None and ts < cutoff_ns:
+                chosen = index
+                break
+        self._keep_from(chosen)
+        assert self._file is not None
+        if self._file.gunzip is not None:
+            self.seek_to(0)
+            return 0, self._file.size(), 0
+        size = self._file.size()
+        offset, bytes_read = offset_for_time(self._file.fd, size, cutoff_ns)
+        self.seek_to(offset)
+        return offset, size, bytes_read
+
+    def _files(self) -> list[_LogFile]:
+        assert self._file is not None
+        return [self._file, *self._ahead]
+
+    def _keep_from(self, index: int) -> None:
+        """Close the files older than `index` (0: the current one); read from that one on."""
+        files = self._files()
+        for dropped in files[:index]:
+            dropped.close()
+        self._file, self._ahead = files[index], deque(files[index + 1:])
 
     def drain(self) -> None:
         """The container died: read to the end, deliver unfinished lines, then stop."""
@@ -229,12 +305,17 @@ class FileTailer:
         self.draining = False
 
     def unread_bytes(self) -> int | None:
-        if self._fd < 0:
+        if self._file is None:
             return None
-        return max(0, os.fstat(self._fd).st_size - self.offset)
+        if self._file.gunzip is not None:
+            unread = 0  # the size of its content is not known before it is read
+        else:
+            unread = max(0, self._file.size() - self.offset)
+        return unread + sum(f.size() for f in self._ahead if f.gunzip is None)
 
     def snapshot(self) -> dict[str, object]:
-        return {"path": self.path, "inode": self.inode, "read_offset": self.offset}
+        return {"path": self.path, "inode": self.inode, "read_offset": self.offset,
+                "rotated_files_ahead": len(self._ahead), "rotated_files_lost": self.stats.files_lost}
 
     async def run(self) -> None:
         try:
@@ -243,11 +324,17 @@ class FileTailer:
             self.close()
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._close_files()
         self._hub.unsubscribe(self._directory, self._wake)
 
+    def _close_files(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        while self._ahead:
+            self._ahead.popleft().close()
+
+    # -- reading ---------------------------------------------------------------------------------
     async def _follow(self) -> None:
         rest = b""
         quiet_since: float | None = None
@@ -255,18 +342,31 @@ class FileTailer:
         while True:
             # Clear before reading: a write that lands during the read sets it again.
             self._wake.clear()
-            data = os.read(self._fd, self._settings.read_chunk_bytes)
+            data = await self._read()
             if data:
                 quiet_since = None
                 rest = await self._consume(rest + data if rest else data)
+                await asyncio.sleep(0)  # one chunk per turn: quiet containers and events keep flowing
+                if self._wake.structure:
+                    self._wake.structure = False
+                    self._look_ahead()
+                    self._wake.structure = self._unsettled > 0  # mid-rotation: look again next chunk
                 continue
-            # At EOF of the file we hold. Rotation or truncation is looked for only when the
+            assert self._file is not None
+            if self._ahead:
+                # A newer file exists, so ours is complete: move on (a .gz once it is whole).
+                if self._file.gunzip is None or self._file.gunzip.complete or self._gz_abandoned(loop.time()):
+                    rest = await self._next_file(rest)
+                    continue
+            # At EOF of the live file. Rotation or truncation is looked for only when the
             # directory's files changed or the safety poll fired: plain writes cost no stat calls.
-            if await self._truncated(rest) or self._wake.structure and await self._rotated(rest):
+            elif await self._truncated(rest):
                 rest = b""
                 continue
+            elif self._wake.structure and self._look_ahead():
+                continue  # read ours once more to its end before moving on
             self._wake.structure = False
-            if self.draining:
+            if self.draining and not self._ahead:
                 now = loop.time()
                 quiet_since = quiet_since or now
                 if now - quiet_since >= self._settings.drain_quiet:
@@ -281,6 +381,29 @@ class FileTailer:
             except TimeoutError:
                 self._wake.structure = True  # a missed event must not stall us: look again
 
+    async def _read(self) -> bytes:
+        current = self._file
+        assert current is not None
+        if current.gunzip is None:
+            return os.read(current.fd, self._settings.read_chunk_bytes)
+        # Decompression costs CPU: off the loop.
+        gunzip = current.gunzip
+        if gunzip.offset < self.offset and not await asyncio.to_thread(gunzip.skip, self.offset):
+            return b""  # resuming inside a .gz that is not written that far yet
+        return await asyncio.to_thread(gunzip.read, self._settings.read_chunk_bytes)
+
+    def _gz_abandoned(self, now: float) -> bool:
+        """A .gz that ends early is being written: wait for it, unless it stopped growing long ago."""
+        assert self._file is not None
+        size = self._file.size()
+        if self._gz_waiting is None or self._gz_waiting[1] != size:
+            self._gz_waiting = (now, size)
+            return False
+        if now - self._gz_waiting[0] < _GZ_PATIENCE:
+            return False
+        self._lost(1, None, f"{self._file.name} ends before its end and stopped growing {_GZ_PATIENCE:.0f}s ago")
+        return True
+
     async def _consume(self, data: bytes) -> bytes:
         """Parse the whole records in `data`, queue them, return the unfinished tail."""
         cut = data.rfind(b"\n") + 1
@@ -294,6 +417,9 @@ class FileTailer:
             return data
         whole = data[:cut]
         start = self.offset
+        assert self._file is not None
+        if start == 0 and not self._file.fingerprint:
+            self._file.fingerprint = fingerprint_of(whole)
         parsed = self._parser.stats
         bad_before, truncated_before = parsed.bad_records, parsed.truncated_lines
         entries, resume = self._parser.feed(whole, start)
@@ -311,7 +437,8 @@ class FileTailer:
         # Counted here, not where records are parsed: a final line without newline comes from the
         # parser's flush at EOF, truncation or rotation.
         self.stats.lines += len(entries)
-        position = FilePosition(self.inode, resume)
+        assert self._file is not None
+        position = FilePosition(self._file.inode, resume, self._file.fingerprint)
         if self.processor is not None:
             entries = self.processor.process(entries)  # dropped lines still move the position
         await self._queue.put(Chunk(self.origin, entries, nbytes, position))
@@ -330,46 +457,128 @@ class FileTailer:
 
     async def _truncated(self, rest: bytes) -> bool:
         """At EOF: the file is shorter than what we read (truncate -s0): start again from 0."""
-        if os.fstat(self._fd).st_size >= self.offset:
+        assert self._file is not None
+        if self._file.gunzip is not None or self._file.size() >= self.offset:
             return False
         log.warning("log file truncated, reading from its start", extra={"path": self.path})
         self.stats.truncations += 1
         await self._finish(rest)
+        self._file.fingerprint = 0
         self.seek_to(0)
         return True
 
-    async def _rotated(self, rest: bytes) -> bool:
-        """At EOF, after the directory changed: if our file was rotated, move to the next one.
-
-        Our handle holds a renamed file; the next to read is the one renamed right after it
-        (<name>.k-1), which is the live file unless several rotations passed meanwhile.
-        """
+    # -- rotation --------------------------------------------------------------------------------
+    def _look_ahead(self) -> bool:
+        """After the directory changed: if the newest file we know of (ours, at EOF of the live
+        file; else the last one ahead) is the live file no more, open every file newer than it
+        (read after ours, oldest first). Also done between chunks of a reader that is behind, so
+        Docker deleting a file it has not reached yet loses nothing (up to _MAX_AHEAD files)."""
+        newest = self._ahead[-1] if self._ahead else self._file
+        assert newest is not None
+        if newest.gunzip is not None or len(self._ahead) >= _MAX_AHEAD:
+            return False
         try:
-            if os.stat(self.path).st_ino == self.inode:
+            if os.stat(self.path).st_ino == newest.inode:
+                self._unsettled = 0
                 return False
         except FileNotFoundError:
             return False  # removed (destroy) or mid-rotation: keep our handle, the poll looks again
-        chain = self._chain()
-        successor = self.path
-        for index, name in enumerate(chain[1:], start=1):
+        newer = self._newer_files(newest, holes_after=5 if self._unsettled < 3 else 0)
+        if not newer:
+            self._unsettled += 1
+            return False  # mid-rotation: Docker's creating the live file wakes us, or the poll does
+        self._unsettled = 0
+        self._ahead.extend(newer)
+        return True
+
+    def _newer_files(self, current: _LogFile, holes_after: int) -> list[_LogFile]:
+        chain = self._listed_chain(tries=5, holes_after=holes_after)
+        if chain is None:
+            return []
+        live_seq = self._created() - self._created_base
+        ours = self._find(chain, current)
+        if ours is not None:
+            if current.seq != live_seq - chain[ours].index:
+                # Events were missed (queue overflow, no watch): count on from where we are.
+                current.seq = live_seq - chain[ours].index
+            self._overflows = self._hub.overflows
+            newer = chain[ours + 1:]
+        else:
+            newer = chain
+            self._count_deleted(current, chain[0], live_seq)
+            live_seq = self._created() - self._created_base  # re-anchored if it could not be told
+        opened: list[_LogFile] = []
+        try:
+            for entry in newer:
+                fd = os.open(entry.name, os.O_RDONLY | os.O_CLOEXEC)
+                opened.append(self._wrap(fd, entry.name, live_seq - entry.index, entry.gz))
+        except FileNotFoundError:
+            for made in opened:
+                made.close()
+            return []  # renamed meanwhile: list again at the next wake
+        return opened
+
+    def _find(self, chain: list[Rotated], current: _LogFile) -> int | None:
+        """Where our file is in the chain now: by inode, or as the .gz Docker made of it."""
+        for at, entry in enumerate(chain):
+            if entry.gz:
+                continue
             try:
-                if os.stat(name).st_ino == self.inode:
-                    successor = chain[index - 1]
-                    break
+                if os.stat(entry.name).st_ino == current.inode:
+                    return at
             except FileNotFoundError:
                 continue
+        if current.fingerprint:
+            for at, entry in enumerate(chain):
+                if entry.gz and self._gz_fingerprint(entry.name) == current.fingerprint:
+                    return at
+        return None
+
+    @staticmethod
+    def _gz_fingerprint(name: str) -> int:
         try:
-            fd = os.open(successor, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            return False
-        # Our file is complete: its unfinished lines end here.
-        self.stats.rotations += 1
+            return 0
+        try:
+            return fingerprint_fd(fd, gz=True)
+        finally:
+            os.close(fd)
+
+    def _count_deleted(self, current: _LogFile, oldest: Rotated, live_seq: int) -> None:
+        """Our file is gone from the directory (we read it through our handle): the files between
+        it and the oldest one still there were deleted unread."""
+        if self._hub.overflows != self._overflows or not self._hub.watching(self._directory) or current.seq is None:
+            self._overflows = self._hub.overflows
+            log.warning("rotated files may have been deleted unread; how many cannot be told (inotify events were missed)",
+                        extra={"container_id": self.origin.container_id[:12], "path": self.path})
+            self._created_base = self._created() - (current.seq or 0) - 1 - oldest.index
+            return
+        missing = (live_seq - oldest.index) - current.seq - 1
+        if missing > 0:
+            self._lost(missing, None, "rotated file deleted by Docker before it was read (the reader was behind)")
+
+    def _lost(self, files: int, nbytes: int | None, why: str) -> None:
+        self.stats.files_lost += files
+        self.stats.lost_events += files
+        if nbytes:
+            self.stats.lost_bytes += nbytes
+        for index in range(min(files, _LOST_LOG_LINES)):
+            log.warning("json-file log lost: " + why, extra={
+                "container_id": self.origin.container_id[:12], "path": self.path,
+                "file": index + 1, "files_lost": files, **({"lost_bytes": nbytes} if nbytes else {})})
+
+    async def _next_file(self, rest: bytes) -> bytes:
+        """Ours is read to its end and a newer file exists: its unfinished lines end here."""
         if rest:
             self.stats.errors += 1
             self.stats.last_error = "torn record at end of rotated file"
         entries = self._parser.flush()
-        os.close(self._fd)
-        self._fd, self.inode = fd, os.fstat(fd).st_ino
+        assert self._file is not None
+        self._file.close()
+        self._file = self._ahead.popleft()
+        self._gz_waiting = None
+        self.stats.rotations += 1
         self.seek_to(0)
         await self._put(entries, 0, 0)
-        return True
+        return b""

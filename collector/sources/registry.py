@@ -30,7 +30,6 @@ from collector.sources.apistream import since_param
 from collector.sources.files import FileTailer, InotifyHub, TailerSettings
 from collector.sources.jsonfile import BadTimestamp, JsonFileParser, parse_timestamp
 from collector.sources.lifecycle import Action, Event, Phase, next_step
-from collector.sources.seek import end_offset, offset_for_time
 from collector.sources.source import Source, SourceStats
 from collector.startup_report import routes_facts
 from collector.transform.labeling import Profile, Profiler
@@ -458,8 +457,8 @@ class SourceRegistry:
             file_position,
             tracked.stats,
             fd,
-            # Read from its first byte: begin at the oldest rotated file still there.
-            from_oldest=not first_meeting or self._settings.start_at is None,
+            # Begin at the oldest rotated file still there; a first meeting's start_at moves on from it.
+            from_oldest=True,
         )
         if first_meeting:
             self._seek_first_meeting(tailer, info)
@@ -528,15 +527,14 @@ class SourceRegistry:
         start_at = self._settings.start_at
         if start_at is None:
             return
-        size = os.fstat(tailer.fd).st_size
         if start_at == 0:
-            tailer.seek_to(end_offset(tailer.fd, size))
+            tailer.start_at_end()
             return
         cutoff_ns = time.time_ns() - int(start_at * 1e9)
-        offset, bytes_read = offset_for_time(tailer.fd, size, cutoff_ns)
-        tailer.seek_to(offset)
+        offset, size, bytes_read = tailer.start_at_time(cutoff_ns)
         log.info("first meeting: starting inside the start_at window",
-                 extra={"container_id": info.id[:12], "offset": offset, "file_size": size, "bytes_read": bytes_read})
+                 extra={"container_id": info.id[:12], "offset": offset, "file_size": size, "bytes_read": bytes_read,
+                        "path": os.path.basename(tailer.reading_name)})
 
     def _skip(self, tracked: Tracked, reason: str, detail: str = "", shown: str = "") -> None:
         """Not read: counted by `reason`; `shown` (default: the reason) is what /status says."""
@@ -593,7 +591,8 @@ class SourceRegistry:
                 for t in self.containers.values() if t.phase is Phase.FAILED]
 
 
-_COUNTERS = ("lines", "bytes", "errors", "truncated", "rotations", "truncations", "reconnects", "gaps", "lost_events", "lost_bytes")
+_COUNTERS = ("lines", "bytes", "errors", "truncated", "rotations", "truncations", "reconnects", "gaps", "lost_events", "lost_bytes",
+             "files_lost")
 
 
 def _add_stats(into: SourceStats, stats: SourceStats) -> None:

@@ -99,6 +99,14 @@ def offset_for_time(fd: int, size: int, cutoff_ns: int) -> tuple[int, int]:
     return size, reader.bytes_read
 
 
+def record_time(raw: bytes) -> int | None:
+    """The timestamp of one json-file record (its bytes, with or without the newline); None if unreadable."""
+    try:
+        return parse_timestamp(_decode(raw.rstrip(b"\n")).time)
+    except (msgspec.DecodeError, msgspec.ValidationError, BadTimestamp):
+        return None
+
+
 def end_offset(fd: int, size: int) -> int:
     """The end of the last whole record (a record being written stays to be read)."""
     reader = _Reader(fd, size)

@@ -25,6 +25,7 @@ class SourceStats:
     gaps: int = 0  # stream sources: Docker no longer had the records after the saved position
     lost_events: int = 0  # reads that ended with data left behind (removed before read, stalled drain)
     lost_bytes: int = 0  # of those, the bytes known to be unread
+    files_lost: int = 0  # rotated json-file logs Docker deleted before they were read
     last_entry_ns: int = 0  # Docker's timestamp of the newest entry queued
     last_error: str = ""
 
