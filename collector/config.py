@@ -190,11 +190,15 @@ class LabelsConfig(_Section):
                      f"longer than max_value_length ({self.max_value_length} bytes)")
 
 
-def _check_pattern(key: str, text: str) -> None:
+def _check_regex(key: str, text: str, compile: Any = re.compile) -> None:
     try:
-        compile_pattern(text)
+        compile(text)
     except re.error as err:
         raise ValueError(f"{key} = {text!r}: not a valid regular expression: {err}") from None
+
+
+def _check_pattern(key: str, text: str) -> None:
+    _check_regex(key, text, compile_pattern)
 
 
 class NameFilters(_Section):
@@ -230,10 +234,7 @@ class RelabelRule(_Section):
     replacement: str = "$1"
 
     def __post_init__(self) -> None:
-        try:
-            re.compile(self.regex)
-        except re.error as err:
-            raise ValueError(f"regex = {self.regex!r}: not a valid regular expression: {err}") from None
+        _check_regex("regex", self.regex)
         if self.action == "replace":
             _require(bool(self.target_label), "target_label", self.target_label, "replace needs a target_label")
             if "$" not in self.target_label:
@@ -247,10 +248,7 @@ class RedactRule(_Section):
     replacement: str = "***"
 
     def __post_init__(self) -> None:
-        try:
-            re.compile(self.regex)
-        except re.error as err:
-            raise ValueError(f"regex = {self.regex!r}: not a valid regular expression: {err}") from None
+        _check_regex("regex", self.regex)
 
 
 class RateLimitConfig(_Section):
@@ -281,10 +279,7 @@ class ProcessingConfig(_Section):
     def __post_init__(self) -> None:
         for key in ("drop", "keep"):
             for index, text in enumerate(getattr(self, key)):
-                try:
-                    re.compile(text)
-                except re.error as err:
-                    raise ValueError(f"{key}[{index}] = {text!r}: not a valid regular expression: {err}") from None
+                _check_regex(f"{key}[{index}]", text)
 
 
 class TLSConfig(_Section):
