@@ -207,6 +207,14 @@ async def test_other_4xx_drops_the_batch_counts_it_and_goes_on(receiver: LokiRec
     proc = await CollectorProcess(containers, env={"COLLECTOR_LOKI__URL": receiver.push_url,
                                                    "COLLECTOR_METRICS__LISTEN": "127.0.0.1:0"}).start()
     try:
+        # The next push must be this test's: first let anything other containers had waiting go out.
+        async def quiet() -> bool:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{proc.metrics_url}/status") as response:
+                    status = await response.json()
+            return status["queue_bytes"] == 0 and all(row["unacked_bytes"] == 0 for row in status["containers"])
+
+        await wait_until(quiet, 30, what="nothing in flight before the fault")
         # 422: what Loki answers a push without a valid stream; neither retried nor split.
         receiver.fail_next(1, status=422, body="error at least one valid stream is required for ingestion")
         first, second = f"drop-{time.monotonic_ns()}", f"after-{time.monotonic_ns()}"
@@ -214,9 +222,10 @@ async def test_other_4xx_drops_the_batch_counts_it_and_goes_on(receiver: LokiRec
         await wait_until(lambda: any("Loki refused the push" in line for line in proc.stderr), 30, what="the drop")
         containers.run("echo accepted", name=second)
         assert await wait_lines(receiver, second, 1) == ["accepted"]
+        dropped = [json.loads(line) for line in proc.stderr if "Loki refused the push" in line]
+        assert first in dropped[0]["containers"], dropped  # the log names whose lines were dropped
         assert lines_of(receiver, first) == []  # dropped for good, not retried
         assert receiver.statuses().count(422) == 1
-        dropped = [json.loads(line) for line in proc.stderr if "Loki refused the push" in line]
         assert dropped[0]["reason"] == "http_422" and dropped[0]["answer"].startswith("HTTP 422: error at least one valid stream")
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{proc.metrics_url}/metrics") as response:

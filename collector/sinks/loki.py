@@ -352,7 +352,8 @@ class LokiSink:
                     continue
                 self._set_aside(part, key, verdict)
             elif action is Action.DROP:
-                self._drop(part.entries, verdict.reason, "Loki refused the push; its entries are dropped")
+                self._drop(part.entries, verdict.reason, "Loki refused the push; its entries are dropped",
+                           containers=sorted({part.origins[key].labels.get("container_name", "") for key in part.streams}))
         return duration
 
     async def _push_until_answered(self, push: Push) -> tuple[Verdict, float]:
@@ -458,10 +459,11 @@ class LokiSink:
         first, second = part.halves()
         work.extend((second, first))  # first half goes first: keeps the order of the entries
 
-    def _drop(self, entries: int, reason: str, message: str) -> None:
+    def _drop(self, entries: int, reason: str, message: str, containers: list[str] | None = None) -> None:
         if entries:
             self.stats.dropped[reason] += entries
-            log.error(message, extra={"entries": entries, "reason": reason, "answer": self._last_answer})
+            which = {"containers": containers[:20]} if containers else {}  # whose lines are gone, for the operator
+            log.error(message, extra={"entries": entries, "reason": reason, "answer": self._last_answer, **which})
 
     # -- throttled streams -------------------------------------------------------------------------
     def _set_aside(self, push: Push, key: StreamKey, verdict: Verdict) -> None:
