@@ -4,27 +4,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 
 import yaml
 
-from collector.config import ConfigError, check_positions_writable, load_config, masked
+from collector.config import ConfigError, load_config, masked, stray_env_warnings
+from collector.preflight import preflight
+
+
+CONFIG_HELP = "YAML config file (default: $COLLECTOR_CONFIG, else ./config.yaml if present)"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="collector", description="Docker log collector for Grafana Loki")
-    parser.add_argument(
-        "-c", "--config", default=os.environ.get("COLLECTOR_CONFIG", ""),
-        help="YAML config file (default: $COLLECTOR_CONFIG, else ./config.yaml if present)",
-    )
+    parser.add_argument("-c", "--config", default=os.environ.get("COLLECTOR_CONFIG", ""), help=CONFIG_HELP)
+    # The same option after the subcommand (`collector check-config -c x.yaml`); SUPPRESS keeps a
+    # value given before the subcommand when none is given after it.
+    config_after = argparse.ArgumentParser(add_help=False)
+    config_after.add_argument("-c", "--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("run", help="collect logs (the default)")
-    sub.add_parser("check-config", help="validate and print the effective config (secrets masked)")
-    status = sub.add_parser("status", help="ask the running collector for its per-container status")
+    sub.add_parser("run", parents=[config_after], help="collect logs (the default)")
+    sub.add_parser("check-config", parents=[config_after],
+                   help="run the startup checks; print the effective config (secrets masked); exit 2 on an error")
+    status = sub.add_parser("status", parents=[config_after], help="ask the running collector for its per-container status")
     status.add_argument("--url", default="", help="base URL of the running collector (default: from metrics.listen)")
     status.add_argument("--json", action="store_true", help="print the raw /status JSON")
-    health = sub.add_parser("health", help="exit 0 if the running collector's /healthz answers 200, else 1 (the image's HEALTHCHECK)")
+    health = sub.add_parser("health", parents=[config_after],
+                            help="exit 0 if the running collector's /healthz answers 200, else 1 (the image's HEALTHCHECK)")
     health.add_argument("--url", default="", help="base URL of the running collector (default: from metrics.listen)")
     return parser
 
@@ -37,30 +45,68 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 1 if args.command == "health" else 2  # a HEALTHCHECK knows only 0 and 1
+    env_warnings = stray_env_warnings(os.environ)
     if args.command == "check-config":
-        yaml.safe_dump(masked(config), sys.stdout, sort_keys=False)
+        for warning in env_warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        found = preflight(config)
+        for warning in found.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if found.errors:
+            print("\n".join(found.errors), file=sys.stderr)
+            return 2
+        try:
+            yaml.safe_dump(masked(config), sys.stdout, sort_keys=False)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `collector check-config | head`: the reader has what it wanted
+            _silence_stdout()
         return 0
     if args.command == "status":
         return _status(config.metrics.listen, args.url, args.json)
     if args.command == "health":
         return _health(config.metrics.listen, args.url)
-    try:
-        check_positions_writable(config)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
+    # The same checks as check-config; its warnings the run reports itself (in its log, or by failing to bind).
+    errors = preflight(config).errors
+    if errors:
+        print("\n".join(errors), file=sys.stderr)
         return 2
     from collector.app import Collector, install_signal_handlers
     from collector.logsetup import setup_logging
+    from collector.positions import PositionsLocked, lock_positions
+
+    try:
+        lock = lock_positions(config.positions.path)  # held until the process ends
+    except PositionsLocked as err:
+        print(err, file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"config error: positions.path = {config.positions.path!r}: cannot lock: {err.strerror}", file=sys.stderr)
+        return 2
 
     setup_logging(config.log.level, config.log.format)
+    for warning in env_warnings:
+        logging.getLogger("collector.config").warning(warning)
 
     async def run() -> None:
         stop = asyncio.Event()
         install_signal_handlers(stop)
         await Collector(config, config_path=path).run(stop)
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except ConfigError as err:  # found only once running, e.g. the metrics port is taken
+        print(err, file=sys.stderr)
+        return 2
+    finally:
+        os.close(lock)
     return 0
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so the interpreter's flush of stdout at exit cannot raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _local_url(listen: str) -> str:

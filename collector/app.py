@@ -25,6 +25,7 @@ from collector.sources.registry import RegistrySettings, SourceRegistry
 from collector.sources.stream import StreamSettings
 from collector.startup_report import settings_facts
 from collector.status import build_status
+from collector.transform.labeling import Profiler
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,13 @@ class Collector:
                     max_backoff=config.docker.reconnect_max_backoff,
                 ),
                 max_line_bytes=config.sources.max_line_bytes,
-                static_labels=config.labels.static,
-                host_label=config.labels.host,
                 own_id=self.own_id,
                 start_at=start_at_seconds(config),
                 mode=config.sources.mode,
             ),
             inspect=self.engine.inspect,
             is_running=self.engine.is_running,
+            profiler=Profiler(config),
         )
         self.discovery = Discovery(self.engine, self.registry, config.docker.reconnect_max_backoff, config.docker.relist_interval)
 
@@ -75,10 +75,13 @@ class Collector:
             self.config, self.config_path, self.own_id, self.registry.files_usable, self.registry.files_problem))
         self.positions.load()
         try:
+            if self.config.metrics.listen:
+                await self.observability.start(self.config.metrics.listen)  # a busy port: ConfigError, exit 2
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.hub.run(), name="inotify")
                 writer_task = group.create_task(self.positions.run(), name="positions")
                 sink_task = group.create_task(self.sink.run(self.queue, self._acknowledge), name="sink")
+                sink_task.add_done_callback(lambda _: stop.set())  # a sink that ends early (stdout closed) stops the run
                 registry_task = group.create_task(self.registry.run(), name="sources")
                 await self.registry.running.wait()  # its task group must exist before events arrive
                 discovery_task = group.create_task(self.discovery.run(), name="discovery")

@@ -5,13 +5,17 @@ Every error names the key and the bad value (ConfigError); the CLI turns it into
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
 import yaml
+
+from collector.transform.patterns import compile_pattern
 
 ENV_PREFIX = "COLLECTOR_"
 SECRET_KEYS = frozenset({"password", "bearer_token"})
@@ -143,18 +147,144 @@ class QueueConfig(_Section):
         _require(self.max_bytes >= 64 * 1024, "max_bytes", self.max_bytes, "must be >= 64KiB")
 
 
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# Optional labels from a container's metadata (off by default: each one is a label name in every stream).
+MetadataLabel = Literal["image", "compose_oneoff", "swarm_service", "swarm_task", "swarm_node"]
+
+
+def _check_label_name(key: str, name: str) -> None:
+    _require(bool(LABEL_NAME.match(name)), key, name, "not a valid Loki label name ([a-zA-Z_][a-zA-Z0-9_]*)")
+
+
 class LabelsConfig(_Section):
     # Added to every stream.
     static: dict[str, str] = msgspec.field(default_factory=dict)
     # The Docker host's name (from the engine) as label `host`.
     host: bool = True
+    # Extra labels from metadata, e.g. [image, compose_oneoff, swarm_service, swarm_task, swarm_node].
+    metadata: list[MetadataLabel] = msgspec.field(default_factory=list)
+    # Docker label -> Loki label, e.g. {"com.example.team": "team"}.
+    docker_labels: dict[str, str] = msgspec.field(default_factory=dict)
+    # json-file log attributes (`--log-opt labels=... env=...`) -> Loki label; the others go to
+    # structured metadata.
+    attrs: dict[str, str] = msgspec.field(default_factory=dict)
+    # Loki's limits (its defaults): a rule set that can exceed them is refused at startup; values
+    # only known at run time are trimmed (counted, logged) rather than have Loki refuse the push.
+    max_label_names: int = 15
+    max_name_length: int = 1024
+    max_value_length: int = 2048
 
     def __post_init__(self) -> None:
         for name in self.static:
-            _require(bool(LABEL_NAME.match(name)), "static", name, "not a valid Loki label name")
+            _check_label_name("static", name)
+        for docker_label, name in self.docker_labels.items():
+            _check_label_name(f"docker_labels.{docker_label}", name)
+        for attr, name in self.attrs.items():
+            _check_label_name(f"attrs.{attr}", name)
+        _require(2 <= self.max_label_names <= 1000, "max_label_names", self.max_label_names, "must be 2-1000")
+        _require(self.max_name_length >= 16, "max_name_length", self.max_name_length, "must be >= 16")
+        _require(self.max_value_length >= 16, "max_value_length", self.max_value_length, "must be >= 16")
+        for name, value in self.static.items():
+            _require(len(name) <= self.max_name_length, "static", name, f"longer than max_name_length ({self.max_name_length})")
+            _require(len(value.encode()) <= self.max_value_length, f"static.{name}", value,
+                     f"longer than max_value_length ({self.max_value_length} bytes)")
 
 
-LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+def _check_pattern(key: str, text: str) -> None:
+    try:
+        compile_pattern(text)
+    except re.error as err:
+        raise ValueError(f"{key} = {text!r}: not a valid regular expression: {err}") from None
+
+
+class NameFilters(_Section):
+    # Globs (`web-*`) or regular expressions written /.../, matched against the whole value.
+    names: list[str] = msgspec.field(default_factory=list)
+    images: list[str] = msgspec.field(default_factory=list)
+    compose_projects: list[str] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for key in ("names", "images", "compose_projects"):
+            for index, text in enumerate(getattr(self, key)):
+                _check_pattern(f"{key}[{index}]", text)
+
+    def is_empty(self) -> bool:
+        return not (self.names or self.images or self.compose_projects)
+
+
+class SelectionConfig(_Section):
+    # opt_out: every container unless labelled collector.enable=false; opt_in: only containers
+    # labelled collector.enable=true.
+    mode: Literal["opt_out", "opt_in"] = "opt_out"
+    # When any include pattern is set, only containers matching one of them are collected.
+    include: NameFilters = msgspec.field(default_factory=NameFilters)
+    exclude: NameFilters = msgspec.field(default_factory=NameFilters)
+
+
+class RelabelRule(_Section):
+    action: Literal["replace", "keep", "drop", "labelmap", "labeldrop", "labelkeep"] = "replace"
+    source_labels: list[str] = msgspec.field(default_factory=list)
+    separator: str = ";"
+    target_label: str = ""
+    regex: str = "(.*)"
+    replacement: str = "$1"
+
+    def __post_init__(self) -> None:
+        try:
+            re.compile(self.regex)
+        except re.error as err:
+            raise ValueError(f"regex = {self.regex!r}: not a valid regular expression: {err}") from None
+        if self.action == "replace":
+            _require(bool(self.target_label), "target_label", self.target_label, "replace needs a target_label")
+            if "$" not in self.target_label:
+                _check_label_name("target_label", self.target_label)
+        if self.action in ("keep", "drop"):
+            _require(bool(self.source_labels), "source_labels", self.source_labels, f"{self.action} needs source_labels")
+
+
+class RedactRule(_Section):
+    regex: str
+    replacement: str = "***"
+
+    def __post_init__(self) -> None:
+        try:
+            re.compile(self.regex)
+        except re.error as err:
+            raise ValueError(f"regex = {self.regex!r}: not a valid regular expression: {err}") from None
+
+
+class RateLimitConfig(_Section):
+    # Per container; 0: no limit. The excess is dropped and counted.
+    lines_per_second: float = 0.0
+    bytes_per_second: ByteSize = ByteSize(0)
+    burst: Duration = Duration(1.0)  # seconds' worth of lines and bytes allowed at once
+
+    def __post_init__(self) -> None:
+        _require(self.lines_per_second >= 0, "lines_per_second", self.lines_per_second, "must be >= 0")
+        _require(self.burst > 0, "burst", self.burst, "must be > 0")
+
+
+class ProcessingConfig(_Section):
+    # Regular expressions searched in each line (every container; a container adds its own with
+    # the Docker labels collector.drop / collector.keep).
+    drop: list[str] = msgspec.field(default_factory=list)
+    keep: list[str] = msgspec.field(default_factory=list)  # when set, only matching lines are kept
+    redact: list[RedactRule] = msgspec.field(default_factory=list)  # applied in order
+    # Lines parsed for `fields` (collector.parse per container): none, json or logfmt.
+    parse: Literal["none", "json", "logfmt"] = "none"
+    fields: list[str] = msgspec.field(default_factory=list)  # into structured metadata
+    # A leading timestamp in the line replaces Docker's time: rfc3339 or a strptime format
+    # (collector.timestamp_format per container); "" off. Lines where it does not parse keep Docker's.
+    timestamp_format: str = ""
+    rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
+
+    def __post_init__(self) -> None:
+        for key in ("drop", "keep"):
+            for index, text in enumerate(getattr(self, key)):
+                try:
+                    re.compile(text)
+                except re.error as err:
+                    raise ValueError(f"{key}[{index}] = {text!r}: not a valid regular expression: {err}") from None
 
 
 class TLSConfig(_Section):
@@ -188,6 +318,11 @@ class LokiConfig(_Section):
     limit_retry_max: Duration = Duration(300.0)
     # /ready turns false when no push has succeeded for this long (at once on 401/403/404).
     not_ready_after: Duration = Duration(30.0)
+    # Tenants a container may ask for with its `collector.tenant` Docker label; any other is refused.
+    tenants_allowed: list[str] = msgspec.field(default_factory=list)
+    # A container asking for a tenant outside the list: skip (not collected; logged, counted) or
+    # default (sent to `tenant` above, logged).
+    tenant_refused: Literal["skip", "default"] = "skip"
     # Sent as Loki structured metadata (not labels): container_id, image.
     structured_metadata: list[Literal["container_id", "image"]] = msgspec.field(
         default_factory=lambda: ["container_id", "image"]
@@ -245,12 +380,50 @@ class Config(_Section):
     docker: DockerConfig = msgspec.field(default_factory=DockerConfig)
     sources: SourcesConfig = msgspec.field(default_factory=SourcesConfig)
     queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
+    selection: SelectionConfig = msgspec.field(default_factory=SelectionConfig)
     labels: LabelsConfig = msgspec.field(default_factory=LabelsConfig)
+    # Applied in order to each container's labels when it starts (and on rename).
+    relabel: list[RelabelRule] = msgspec.field(default_factory=list)
+    processing: ProcessingConfig = msgspec.field(default_factory=ProcessingConfig)
     loki: LokiConfig = msgspec.field(default_factory=LokiConfig)
     positions: PositionsConfig = msgspec.field(default_factory=PositionsConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
+
+
+# Variables with our prefix that are not config keys (read by the CLI itself).
+NOT_KEYS = frozenset({"COLLECTOR_CONFIG"})
+
+
+def env_names(section: type[msgspec.Struct] | None = None, path: tuple[str, ...] = ()) -> list[str]:
+    """Every key's variable name: COLLECTOR_LOKI__URL, COLLECTOR_LOKI__TLS__CA_FILE, ..."""
+    names = []
+    for info in msgspec.structs.fields(section or Config):
+        here = (*path, info.name.upper())
+        if isinstance(info.type, type) and issubclass(info.type, msgspec.Struct):
+            names += env_names(info.type, here)
+        else:
+            names.append(ENV_PREFIX + "__".join(here))
+    return names
+
+
+def stray_env_warnings(environ: dict[str, str] | os._Environ[str]) -> list[str]:
+    """A variable that looks meant for the collector but names no key (one underscore, lower case):
+    ignored, so say so, with the closest key; else logs quietly go somewhere else."""
+    known = env_names()
+    warnings = []
+    for name in environ:
+        if not name.upper().startswith(ENV_PREFIX) or name in NOT_KEYS:
+            continue
+        if name.startswith(ENV_PREFIX) and "__" in name:
+            continue  # a key path: an unknown one is an error when the config is validated
+        # Compared without the prefix: every name shares it, which would make anything look close.
+        rest = {known_name[len(ENV_PREFIX):]: known_name for known_name in [*known, *NOT_KEYS]}
+        closest = difflib.get_close_matches(name[len(ENV_PREFIX):].upper(), rest, n=1, cutoff=0.6)
+        hint = f"did you mean {rest[closest[0]]}?" if closest else "keys look like COLLECTOR_LOKI__URL (section, two underscores, key)"
+        warnings.append(f"env {name} names no config key and is ignored; {hint}")
+    return warnings
 
 
 def _env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
@@ -261,12 +434,12 @@ def _env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
         if any(not part for part in path):
-            raise ConfigError(f"env {name}: empty key part")
+            raise ConfigError(f"config error: env {name}: empty key part (keys look like COLLECTOR_LOKI__URL)")
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"env {name}: conflicts with another override")
+                raise ConfigError(f"config error: env {name}: conflicts with another override")
         # Lists and maps are JSON; everything else stays text and is coerced to the key's type.
         value: Any = raw
         if raw.lstrip().startswith(("[", "{")):
@@ -288,16 +461,94 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _steps(dotted: str) -> list[str | int]:
+    """'loki.structured_metadata[1]' -> ['loki', 'structured_metadata', 1] (msgspec's path format)."""
+    return [int(step[1:-1]) if step.startswith("[") else step for step in re.findall(r"\[\d+\]|[^.\[\]]+", dotted)]
+
+
 def _lookup(tree: Any, dotted: str) -> Any:
     node = tree
-    for part in dotted.split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.strip("[]").isdigit():
-            node = node[int(part.strip("[]"))]
+    for step in _steps(dotted):
+        if isinstance(step, int) and isinstance(node, list) and step < len(node):
+            node = node[step]
+        elif isinstance(step, str) and isinstance(node, dict) and step in node:
+            node = node[step]
         else:
             return None
     return node
+
+
+def _key_type(dotted: str) -> Any:
+    """The declared type of a key (Literal[...], bool, a section, ...); None if there is no such key."""
+    kind: Any = Config
+    for step in _steps(dotted):
+        if isinstance(step, int) and typing.get_origin(kind) is list:
+            kind = typing.get_args(kind)[0]
+        elif isinstance(step, str) and isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+            kind = next((f.type for f in msgspec.structs.fields(kind) if f.name == step), None)
+        elif isinstance(step, str) and typing.get_origin(kind) is dict:
+            kind = typing.get_args(kind)[1]
+        else:
+            return None
+    return kind
+
+
+def _explain(message: str, merged: dict[str, Any]) -> str:
+    """msgspec's ValidationError text -> 'config error: <key> = <value>: <why>'. The one place that
+    reads msgspec's wording: tests/test_config.py has a case per message shape, so an upgrade that
+    rewords one fails a test, not a user."""
+    where = re.search(r" - at `\$\.?([^`]*)`$", message)
+    dotted = where.group(1) if where else ""
+    reason = message[: where.start()] if where else message
+    if re.match(r"^[\w.\[\]-]+ = ", reason):
+        # A check in a section's __post_init__ already named its key and value.
+        return f"config error: {dotted}.{reason}" if dotted else f"config error: {reason}"
+    unknown = re.match(r"^Object contains unknown field `([^`]*)`", reason)
+    if unknown:
+        dotted = f"{dotted}.{unknown.group(1)}" if dotted else unknown.group(1)
+        # Compared as whole paths, so loki.tls_ca_file finds loki.tls.ca_file.
+        keys = [name[len(ENV_PREFIX):].lower().replace("__", ".") for name in env_names()]
+        closest = difflib.get_close_matches(dotted, keys, n=1, cutoff=0.75)
+        reason = f"unknown key; did you mean {closest[0]}?" if closest else "unknown key"
+    else:
+        kind = _key_type(dotted)
+        if typing.get_origin(kind) is Literal:
+            reason = f"accepted values: {', '.join(map(str, typing.get_args(kind)))}"
+        elif kind is bool and (reason.startswith("Expected `bool`") or not where):
+            reason = "accepted values: true, false (or 1, 0)"
+    value = _lookup(merged, dotted)
+    shown = MASK if dotted.rsplit(".", 1)[-1] in SECRET_KEYS else repr(value)
+    return f"config error: {dotted} = {shown}: {reason}"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; a config that says a thing twice is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` may be overridden on purpose
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in first_line:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice (first on line {first_line[key] + 1})", key_node.start_mark)
+                first_line[key] = key_node.start_mark.line
+            except TypeError:
+                pass  # an unhashable key: the base class reports it
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_error(path: str, err: yaml.YAMLError) -> str:
+    """'<file>:<line>:<column>: <problem>' rather than PyYAML's '<unicode string>' text."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark = err.problem_mark
+        text = f"config error: {path}:{mark.line + 1}:{mark.column + 1}: {err.problem}"
+        if err.context and err.context_mark is not None:
+            text += f" ({err.context} at line {err.context_mark.line + 1})"
+        return text
+    return f"config error: {path} is not valid YAML: {err}"
 
 
 def _read_secret_file(path: str, key: str) -> str:
@@ -312,11 +563,11 @@ def load_config(path: str | None, environ: dict[str, str] | os._Environ[str] | N
     raw: Any = {}
     if path:
         try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
+            raw = yaml.load(Path(path).read_text(), Loader=_Loader) or {}
         except OSError as err:
             raise ConfigError(f"config error: cannot read {path}: {err.strerror}") from None
         except yaml.YAMLError as err:
-            raise ConfigError(f"config error: {path} is not valid YAML: {err}") from None
+            raise ConfigError(_yaml_error(path, err)) from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config error: {path} must hold a mapping at the top, got {type(raw).__name__}")
     merged = _merge(raw, _env_overrides(environ))
@@ -324,39 +575,15 @@ def load_config(path: str | None, environ: dict[str, str] | os._Environ[str] | N
         # strict=False: env values are text, "5" must fill an int and "true" a bool.
         config = msgspec.convert(merged, Config, dec_hook=_dec_hook, strict=False)
     except msgspec.ValidationError as err:
-        message = str(err)
-        where = re.search(r" - at `\$\.?([^`]*)`$", message)
-        dotted = where.group(1) if where else ""
-        reason = message[: where.start()] if where else message
-        if re.match(r"^\w+ = ", reason):
-            # A check in a section's __post_init__ already named its key and value.
-            raise ConfigError(f"config error: {dotted}.{reason}" if dotted else f"config error: {reason}") from None
-        unknown = re.match(r"^Object contains unknown field `([^`]*)`", reason)
-        if unknown:
-            dotted = f"{dotted}.{unknown.group(1)}" if dotted else unknown.group(1)
-            reason = "unknown key"
-        value = _lookup(merged, dotted)
-        shown = MASK if dotted.rsplit(".", 1)[-1] in SECRET_KEYS else repr(value)
-        raise ConfigError(f"config error: {dotted} = {shown}: {reason}") from None
+        raise ConfigError(_explain(str(err), merged)) from None
+    from collector.transform.labeling import check_label_budget  # it builds on this module's types
+
+    check_label_budget(config)
     if config.loki.password_file:
         config.loki.password = _read_secret_file(config.loki.password_file, "password_file")
     if config.loki.bearer_token_file:
         config.loki.bearer_token = _read_secret_file(config.loki.bearer_token_file, "bearer_token_file")
     return config
-
-
-def check_positions_writable(config: Config) -> None:
-    """Fail at startup, not at the first checkpoint, when positions cannot be written."""
-    path = config.positions.path
-    directory = os.path.dirname(path) or "."
-    try:
-        os.makedirs(directory, exist_ok=True)
-        probe = f"{path}.probe"
-        with open(probe, "wb"):
-            pass
-        os.unlink(probe)
-    except OSError as err:
-        raise ConfigError(f"config error: positions.path = {path!r}: cannot write there: {err.strerror}") from None
 
 
 def masked(config: Config) -> dict[str, Any]:

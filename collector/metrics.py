@@ -9,6 +9,7 @@ fed by the sink.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import time
@@ -19,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from collector.config import ConfigError
 from collector.docker.discovery import Discovery
 from collector.docker.logstream import LogStreamClient
 from collector.pipeline.queue import ChunkQueue
@@ -134,6 +136,15 @@ class _StateCollector:
         yield _by_label(CounterMetricFamily, "collector_containers_skipped", "Containers not read, by reason.", "reason", registry.skipped)
         yield _by_label(CounterMetricFamily, "collector_fallbacks", "json-file containers read through the API stream instead, by reason.",
                         "reason", registry.fallbacks)
+        yield CounterMetricFamily("collector_labels_trimmed", "Labels cut or dropped to stay within Loki's limits.",
+                                  value=registry.labels_trimmed)
+        processing = registry.processing
+        yield _by_label(CounterMetricFamily, "collector_lines_dropped", "Lines dropped by a drop or keep rule, by rule.", "rule",
+                        processing.dropped)
+        yield CounterMetricFamily("collector_lines_rate_limited", "Lines dropped by a container's rate limit.",
+                                  value=processing.rate_limited_lines)
+        yield CounterMetricFamily("collector_line_timestamp_fallbacks", "Lines whose own timestamp did not parse (Docker's time kept).",
+                                  value=processing.timestamp_fallbacks)
         totals = registry.totals()
         yield CounterMetricFamily("collector_stream_reconnects", "API log streams ended and reopened from their position.", value=totals.reconnects)
         yield CounterMetricFamily("collector_stream_gaps", "Times Docker no longer had the records after a stream's saved position.", value=totals.gaps)
@@ -180,9 +191,10 @@ class Observability:
         self.registry.register(_StateCollector(app))  # type: ignore[arg-type]
         self.heartbeat = time.monotonic()
         self.port: int | None = None
+        self._runner: web.AppRunner | None = None  # bound by start()
 
-    async def run(self, listen: str) -> None:
-        """Serve until cancelled; a heartbeat task proves the loop turns."""
+    async def start(self, listen: str) -> None:
+        """Bind now, before any task runs: a busy port ends the startup with a clear error (exit 2)."""
         host, _, port = listen.rpartition(":")
         web_app = web.Application()
         web_app.add_routes([
@@ -196,17 +208,29 @@ class Observability:
         try:
             site = web.TCPSite(runner, host or "0.0.0.0", int(port))
             await site.start()
-            server = site._server
-            sockets = getattr(server, "sockets", None) or []
-            self.port = sockets[0].getsockname()[1] if sockets else int(port)
-            log.info("metrics listening", extra={"host": host, "port": self.port})
+        except OSError as err:
+            await runner.cleanup()
+            why = "address in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
+            raise ConfigError(f"config error: metrics.listen = {listen!r}: cannot listen: {why}") from None
+        self._runner = runner
+        sockets = getattr(site._server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else int(port)
+        log.info("metrics listening", extra={"host": host, "port": self.port})
+
+    async def run(self, listen: str) -> None:
+        """Serve until cancelled; a heartbeat task proves the loop turns."""
+        if self._runner is None:
+            await self.start(listen)
+        assert self._runner is not None
+        try:
             while True:
                 before = time.monotonic()
                 self.heartbeat = before
                 await asyncio.sleep(LAG_PROBE_INTERVAL)
                 self.sink_metrics.loop_lag.observe(max(0.0, time.monotonic() - before - LAG_PROBE_INTERVAL))
         finally:
-            await runner.cleanup()
+            await self._runner.cleanup()
+            self._runner = None
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)

@@ -12,6 +12,7 @@ milliseconds.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import time
@@ -36,6 +37,24 @@ def _fsync_directory(directory: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class PositionsLocked(Exception):
+    """Another process holds the positions file."""
+
+
+def lock_positions(path: str) -> int:
+    """Hold `<path>.lock` until the process ends (the kernel releases it then, even after a crash):
+    two collectors on one positions file would overwrite each other's checkpoints.
+    Returns the open descriptor, which must stay open."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise PositionsLocked(f"another collector holds {path}") from None
+    return fd
 
 
 class _Saved(msgspec.Struct):

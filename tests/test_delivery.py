@@ -96,6 +96,29 @@ async def test_container_running_before_the_collector_starts(containers: DockerE
         assert await proc.stop() == 0
 
 
+async def test_start_at_all_reads_containers_that_exited_before_the_first_run(containers: DockerEngine) -> None:
+    tag = time.monotonic_ns()
+    exited, local = f"exited-{tag}", f"exited-local-{tag}"
+    containers.run("seq 1 300", name=exited)
+    containers.run("seq 1 200", "--log-driver", "local", name=local)
+    for name in (exited, local):
+        await wait_until(lambda name=name: not containers.inspect(name)["State"]["Running"], what=f"{name} exited")
+    default = await CollectorProcess(containers).start()  # start_at 1h: a fresh install skips finished containers
+    try:
+        await wait_until(lambda: any('"containers found"' in line for line in default.stderr), what="the startup report")
+        found = next(json.loads(line) for line in default.stderr if '"containers found"' in line)
+        assert {f"{exited}: stopped", f"{local}: stopped"} <= set(found["read_as"])  # no source, nothing to read
+        assert default.lines_of(exited) == [] and default.lines_of(local) == []
+    finally:
+        assert await default.stop() == 0
+    everything = await CollectorProcess(containers, env={"COLLECTOR_POSITIONS__START_AT": "all"}).start()
+    try:
+        assert await everything.wait_for_lines(exited, 300) == [str(i) for i in range(1, 301)]
+        assert await everything.wait_for_lines(local, 200) == [str(i) for i in range(1, 201)]
+    finally:
+        assert await everything.stop() == 0
+
+
 async def test_own_container_is_never_read(containers: DockerEngine) -> None:
     own, other = f"self-{time.monotonic_ns()}", f"other-{time.monotonic_ns()}"
     own_id = containers.run("for i in 1 2 3; do echo mine $i; sleep 0.2; done; sleep 60", name=own)

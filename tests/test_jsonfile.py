@@ -77,9 +77,10 @@ def test_record_without_newline_that_is_not_a_part_is_a_final_line() -> None:
     assert [e.line for e in parser.flush()] == ["last words"]
 
 
-def test_attrs_are_kept() -> None:
+def test_attrs_are_not_copied_into_every_entry() -> None:
+    """They are the same for every record of a container: the registry takes them from the inspect."""
     entries, _ = JsonFileParser().feed(rec("x\n", attrs={"tag": "web", "env": "prod"}), 0)
-    assert entries == [Entry(T_NS, "x", "stdout", {"tag": "web", "env": "prod"})]
+    assert entries == [Entry(T_NS, "x", "stdout")]
 
 
 def test_bad_json_is_counted_and_the_rest_delivered() -> None:

@@ -127,3 +127,23 @@ def test_varint_fast_paths_match_the_plain_algorithm() -> None:
     values = edges + [0, -1, -(1 << 63)] + [rng.randrange(-(1 << 63), 1 << 63) for _ in range(20000)] + [
         rng.randrange(0, 1 << 36) for _ in range(20000)]
     assert [_varint(v) for v in values if v < (1 << 64)] == [plain(v) for v in values if v < (1 << 64)]
+
+
+def test_per_entry_metadata_is_byte_identical_and_the_streams_wins() -> None:
+    from collector.pipeline.entry import Entry
+
+    stream = PushStream('{a="b"}', [
+        Entry(1_795_351_032_709_634_378, "with fields", "stdout", {"level": "error", "container_id": "ignored"}),
+        Entry(1_795_351_032_709_634_379, "without", "stdout", None),
+    ], (("container_id", "abc123"),), True)
+    request = PushRequest()
+    adapter = request.streams.add(labels=stream.labels)
+    for entry, pairs in zip(stream.entries, ([("container_id", "abc123"), ("level", "error")], [("container_id", "abc123")]), strict=True):
+        message = adapter.entries.add(line=entry.line)
+        message.timestamp.seconds, message.timestamp.nanos = divmod(entry.ts_ns, 10**9)
+        for name, value in pairs:
+            message.structuredMetadata.add(name=name, value=value)
+    assert encode_push_request([stream]) == request.SerializeToString()
+    body = json.loads(encode_json([stream], {stream.labels: {"a": "b"}}))
+    assert [value[2] for value in body["streams"][0]["values"]] == [{"level": "error", "container_id": "abc123"},
+                                                                     {"container_id": "abc123"}]

@@ -16,6 +16,8 @@ from typing import Any
 
 from polling import wait_until
 
+from collector.config import Config
+from collector.transform.labeling import Profiler
 from collector.docker.containers import ContainerInfo
 from collector.docker.discovery import Discovery
 from collector.docker.logstream import LogsUnavailable
@@ -160,9 +162,9 @@ async def test_scripted_lifecycle_start_die_restart_rename_reconnect_destroy(tmp
             containers_dir=str(containers_dir),
             tailer=TailerSettings(read_chunk_bytes=65536, poll_interval=0.5, drain_quiet=2.0),
             stream=StreamSettings(idle_timeout=30, drain_timeout=2, max_line_bytes=65536, max_backoff=0.2),
-            max_line_bytes=65536, static_labels={}, host_label=False, own_id=None, start_at=None,
+            max_line_bytes=65536, own_id=None, start_at=None,
         ),
-        inspect=engine.inspect, is_running=engine.is_running,
+        inspect=engine.inspect, is_running=engine.is_running, profiler=Profiler(Config()),
     )
     discovery = Discovery(engine, registry, max_backoff=0.2, relist_interval=3600)
     delivered: list[tuple[str, str]] = []  # (container_name, line)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ class ContainerInfo:
     tty: bool = False
     running: bool = False
     started_at: str = ""
+    # What Docker's log drivers attach to each record as `attrs` (`--log-opt labels=... env=...`).
+    log_attrs: dict[str, str] = field(default_factory=dict)
 
     @property
     def compose_project(self) -> str:
@@ -31,16 +34,39 @@ class ContainerInfo:
         return self.labels.get(COMPOSE_SERVICE, "")
 
 
+def log_attributes(log_options: dict[str, str], labels: dict[str, str], env: list[str]) -> dict[str, str]:
+    """The `attrs` Docker adds to each record, as its logger.Info.ExtraAttributes computes them:
+    the labels and environment variables named by the `labels`/`env` options or matched by the
+    `labels-regex`/`env-regex` options."""
+    env_values = dict(item.split("=", 1) for item in env if "=" in item)
+    attrs: dict[str, str] = {}
+    for option, source in (("labels", labels), ("env", env_values)):
+        for key in filter(None, (part.strip() for part in log_options.get(option, "").split(","))):
+            if key in source:
+                attrs[key] = source[key]
+        pattern = log_options.get(f"{option}-regex", "")
+        if pattern:
+            try:
+                compiled = re.compile(pattern)
+            except re.error:
+                continue  # Docker refuses such a container at create; nothing to add
+            attrs.update({key: value for key, value in source.items() if compiled.search(key)})
+    return attrs
+
+
 def from_inspect(data: dict[str, Any]) -> ContainerInfo:
     config = data.get("Config") or {}
     host_config = data.get("HostConfig") or {}
     state = data.get("State") or {}
+    log_config = host_config.get("LogConfig") or {}
+    labels = dict(config.get("Labels") or {})
     return ContainerInfo(
         id=data["Id"],
         name=(data.get("Name") or "").lstrip("/"),
         image=config.get("Image") or data.get("Image", ""),
-        labels=dict(config.get("Labels") or {}),
-        log_driver=(host_config.get("LogConfig") or {}).get("Type", "json-file"),
+        labels=labels,
+        log_attrs=log_attributes(log_config.get("Config") or {}, labels, config.get("Env") or []),
+        log_driver=log_config.get("Type", "json-file"),
         log_path=data.get("LogPath") or "",
         tty=bool(config.get("Tty")),
         running=bool(state.get("Running")),

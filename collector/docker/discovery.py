@@ -9,6 +9,7 @@ drops, the events stream is reopened with `since` = the last event seen: dockerd
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from typing import Any, Protocol
@@ -115,9 +116,7 @@ class Discovery:
             tracked = known.get(container_id)
             if tracked is not None and tracked.info.log_driver:
                 # Known: what changed is its name and whether it runs; no inspect needed.
-                info = tracked.info
-                present.append(ContainerInfo(info.id, name or info.name, info.image, info.labels, info.log_driver,
-                                             info.log_path, info.tty, running, info.started_at))
+                present.append(dataclasses.replace(tracked.info, name=name or tracked.info.name, running=running))
                 continue
             info = await self._engine.inspect(container_id)
             if info is not None:

@@ -13,7 +13,7 @@ class Entry(NamedTuple):
     ts_ns: int
     line: str
     stream: str  # "stdout" or "stderr"
-    attrs: dict[str, str] | None = None  # json-file `attrs` (log-opts labels/env)
+    attrs: dict[str, str] | None = None  # this entry's own structured metadata (e.g. fields from the line)
 
 
 class FilePosition(NamedTuple):
@@ -41,6 +41,7 @@ class Origin:
     container_id: str
     labels: dict[str, str]  # without `stream`; the sink adds it per entry
     metadata: dict[str, str] = field(default_factory=dict)  # candidates for structured metadata
+    tenant: str = ""  # Loki tenant (X-Scope-OrgID); "": the sink's default (loki.tenant)
 
 
 @dataclass(eq=False, slots=True)

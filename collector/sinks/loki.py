@@ -128,6 +128,11 @@ class PushObserver(Protocol):
     def pushed(self, entries: int, line_bytes: int, duration: float, entry_times_ns: list[int]) -> None: ...
 
 
+# Structured metadata the sink sends only when `loki.structured_metadata` names it; any other key
+# of an origin's metadata (a container's log attributes) is always sent.
+OPTIONAL_METADATA = frozenset({"container_id", "image"})
+
+
 class LokiSink:
     def __init__(self, config: LokiConfig, observer: PushObserver | None = None,
                  transport: Transport | None = None, clock: Clock | None = None) -> None:
@@ -136,8 +141,8 @@ class LokiSink:
         self.transport: Transport = transport or AiohttpTransport(config)
         self.clock: Clock = clock or RealClock()
         self.stats = PushStats()
-        self.send_metadata = bool(config.structured_metadata)
-        self._metadata_keys = tuple(config.structured_metadata)
+        self.send_metadata = True  # until Loki says it refuses structured metadata
+        self._metadata_keys = frozenset(config.structured_metadata)
         self._pending = 0  # batches closed but not yet acknowledged
         self._acknowledge: Acknowledge = lambda chunks: None
         # Throttled streams, by label string, and the chunks whose acknowledgement waits for them.
@@ -308,10 +313,12 @@ class LokiSink:
             text = label_string(labels)
             labels_of[text] = labels
             metadata = (
-                tuple((name, origin.metadata[name]) for name in self._metadata_keys if origin.metadata.get(name))
+                tuple((name, value) for name, value in origin.metadata.items()
+                      if value and (name in self._metadata_keys or name not in OPTIONAL_METADATA))
                 if self.send_metadata else ()
             )
-            streams.append(PushStream(text, entries, metadata))
+            per_entry = self.send_metadata and any(entry.attrs for entry in entries)
+            streams.append(PushStream(text, entries, metadata, per_entry))
         if self.config.encoding == "json":
             body = encode_json(streams, labels_of)
             headers = {"Content-Type": "application/json"}

@@ -33,6 +33,9 @@ class PushStream(NamedTuple):
     labels: str  # Loki's {k="v", ...} form, see label_string
     entries: Sequence[tuple]  # (ts_ns, line, ...) tuples
     metadata: Metadata = ()  # structured metadata, the same for every entry of this stream
+    # Entries carry their own metadata too (a dict or None as their 4th item, e.g. fields
+    # extracted from the line); the stream's metadata wins for a name in both.
+    per_entry: bool = False
 
 
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -88,6 +91,15 @@ def encode_metadata(metadata: Metadata) -> bytes:
     return b"".join(pairs)
 
 
+# Tables for the hot loop (about 3 MB): each entry is then a few list appends of ready-made bytes.
+_TABLE = 1 << 14
+_ENTRY_HEAD = [b"\x12" + _varint(n) for n in range(_TABLE)]  # EntryAdapter tag and length
+_LINE_HEAD = [b"\x12" + _varint(n) for n in range(_TABLE)]  # line tag and length
+# A 5-byte varint (2^28 <= n < 2^35, most nanosecond fields): its low 14 bits, then the rest.
+_LOW14 = [bytes((n & 0x7F | 0x80, n >> 7 | 0x80)) for n in range(_TABLE)]
+_HIGH_OF_5 = [bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14)) for n in range(1 << 16)]
+
+
 def _stream_parts(stream: PushStream, parts: list[bytes]) -> int:
     """Append a StreamAdapter's body to `parts`; return its length. The hot loop: no per-entry objects
     beyond the bytes themselves, and each entry's length computed rather than measured."""
@@ -97,18 +109,46 @@ def _stream_parts(stream: PushStream, parts: list[bytes]) -> int:
         head = _field(b"\x0a", stream.labels.encode())
         append(head)
         size += len(head)
-    metadata = encode_metadata(stream.metadata)
-    metadata_len = len(metadata)
+    shared = encode_metadata(stream.metadata)
+    shared_names = {name for name, _ in stream.metadata}
+    metadata, metadata_len = shared, len(shared)
+    per_entry = stream.per_entry
+    entry_head, line_head_of, low14, high_of_5 = _ENTRY_HEAD, _LINE_HEAD, _LOW14, _HIGH_OF_5
     last_seconds = -1
     seconds_field = b""
+    ts_head = b""  # timestamp tag, its length and the seconds field, for a 5-byte nanos field
+    ts_head_len = 0
     for entry in stream.entries:
-        seconds, nanos = divmod(entry[0], 1_000_000_000)
+        ts = entry[0]
+        seconds = ts // 1_000_000_000
+        nanos = ts - seconds * 1_000_000_000
         if seconds != last_seconds:  # lines of one second share this
             last_seconds = seconds
             seconds_field = b"\x08" + _varint(seconds) if seconds else b""
-        timestamp = seconds_field + b"\x10" + _varint(nanos) if nanos else seconds_field
+            ts_head = b"\x0a" + _SMALL[len(seconds_field) + 6] + seconds_field + b"\x10"
+            ts_head_len = len(ts_head)
         raw = entry[1].encode()
         length = len(raw)
+        if per_entry:
+            own = entry[3]
+            metadata = shared + encode_metadata([(k, v) for k, v in own.items() if k not in shared_names]) if own else shared
+            metadata_len = len(metadata)
+        if nanos >= 0x10000000 and 0 < length < _TABLE:
+            # The usual entry: ready-made pieces only.
+            body_len = ts_head_len + 5 + 1 + (1 if length < 0x80 else 2) + length + metadata_len
+            if body_len < _TABLE:
+                head = entry_head[body_len]
+                append(head)
+                append(ts_head)
+                append(low14[nanos & 0x3FFF])
+                append(high_of_5[nanos >> 14])
+                append(line_head_of[length])
+                append(raw)
+                if metadata_len:
+                    append(metadata)
+                size += len(head) + body_len
+                continue
+        timestamp = seconds_field + b"\x10" + _varint(nanos) if nanos else seconds_field
         if length:
             line_head = b"\x12" + (_SMALL[length] if length < 0x80 else _varint(length))
             body_len = 2 + len(timestamp) + len(line_head) + length + metadata_len
@@ -145,7 +185,11 @@ def encode_json(streams: Iterable[PushStream], labels_of: dict[str, dict[str, st
     """Loki's JSON push body; `labels_of` maps each stream's label string to its label map."""
     payload = []
     for stream in streams:
-        if stream.metadata:
+        if stream.per_entry:
+            shared = dict(stream.metadata)
+            values = [[str(entry[0]), entry[1], {**entry[3], **shared} if entry[3] else shared] if entry[3] or shared
+                      else [str(entry[0]), entry[1]] for entry in stream.entries]
+        elif stream.metadata:
             metadata = dict(stream.metadata)
             values = [[str(entry[0]), entry[1], metadata] for entry in stream.entries]
         else:

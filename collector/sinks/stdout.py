@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sys
 from typing import BinaryIO
 
@@ -13,6 +15,8 @@ from collector.pipeline.queue import ChunkQueue, QueueClosed
 from collector.sinks.base import Acknowledge
 from collector.timefmt import rfc3339_nano
 
+log = logging.getLogger(__name__)
+
 
 class StdoutSink:
     def __init__(self, out: BinaryIO | None = None) -> None:
@@ -20,6 +24,8 @@ class StdoutSink:
         self._encode = msgspec.json.Encoder().encode
 
     async def run(self, queue: ChunkQueue, acknowledge: Acknowledge) -> None:
+        """Print until the queue is closed, or until stdout's reader has gone (`collector | head`):
+        then return early; the supervisor takes that as a stop."""
         while True:
             try:
                 chunks = [await queue.get()]
@@ -29,13 +35,19 @@ class StdoutSink:
                 chunks.append(more)
             # In a thread: a slow reader of stdout must not stall the loop (sources keep reading
             # into the queue, and a removed container's stream is read before Docker ends it).
-            await asyncio.to_thread(self._write, chunks)
-            acknowledge(chunks)
+            written = await asyncio.to_thread(self._write, chunks)
+            acknowledge(chunks[:written])
+            if written < len(chunks):
+                log.warning("stdout was closed by its reader; stopping (positions stay at what was written)",
+                            extra={"unwritten_chunks": len(chunks) - written})
+                self._silence_stdout()
+                return
 
-    def _write(self, chunks: list[Chunk]) -> None:
+    def _write(self, chunks: list[Chunk]) -> int:
+        """Write chunk by chunk; how many were written whole before the reader went away."""
         encode = self._encode
-        lines: list[bytes] = []
-        for chunk in chunks:
+        for done, chunk in enumerate(chunks):
+            lines: list[bytes] = []
             per_stream: dict[str, dict[str, str]] = {}
             for entry in chunk.entries:
                 labels = per_stream.get(entry.stream)
@@ -43,9 +55,22 @@ class StdoutSink:
                     labels = per_stream[entry.stream] = {**chunk.origin.labels, "stream": entry.stream}
                 record = {"labels": labels, "ts_ns": entry.ts_ns, "time": rfc3339_nano(entry.ts_ns), "line": entry.line}
                 if entry.attrs:
-                    record["attrs"] = entry.attrs
+                    record["metadata"] = entry.attrs
                 lines.append(encode(record))
-        if lines:
+            if not lines:
+                continue
             lines.append(b"")
-            self._out.write(b"\n".join(lines))
-            self._out.flush()
+            try:
+                self._out.write(b"\n".join(lines))
+                self._out.flush()
+            except BrokenPipeError:
+                return done
+        return len(chunks)
+
+    def _silence_stdout(self) -> None:
+        """Point fd 1 at /dev/null, so the interpreter's own flush of stdout at exit cannot raise
+        BrokenPipeError again (Python's documented remedy for SIGPIPE)."""
+        if self._out is sys.stdout.buffer:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)

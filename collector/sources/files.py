@@ -19,6 +19,7 @@ from collector.pipeline.entry import Chunk, Entry, FilePosition, Origin
 from collector.pipeline.queue import ChunkQueue
 from collector.sources.jsonfile import JsonFileParser
 from collector.sources.source import SourceStats
+from collector.transform.lines import LineProcessor
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class FileTailer:
     """
 
     kind = "file"
+    processor: LineProcessor | None = None  # per-line rules, set by the registry
 
     def __init__(
         self,
@@ -297,7 +299,6 @@ class FileTailer:
         entries, resume = self._parser.feed(whole, start)
         self.offset = start + cut
         self.stats.bytes += cut
-        self.stats.lines += len(entries)
         if parsed.bad_records != bad_before:
             self.stats.errors += parsed.bad_records - bad_before
             self.stats.last_error = parsed.last_error
@@ -307,7 +308,12 @@ class FileTailer:
         return data[cut:]
 
     async def _put(self, entries: list[Entry], nbytes: int, resume: int) -> None:
+        # Counted here, not where records are parsed: a final line without newline comes from the
+        # parser's flush at EOF, truncation or rotation.
+        self.stats.lines += len(entries)
         position = FilePosition(self.inode, resume)
+        if self.processor is not None:
+            entries = self.processor.process(entries)  # dropped lines still move the position
         await self._queue.put(Chunk(self.origin, entries, nbytes, position))
         if entries:
             self.stats.last_entry_ns = entries[-1].ts_ns

@@ -18,12 +18,15 @@ import msgspec
 
 from collector.pipeline.entry import Entry
 
+# Entry(...) at C speed: a NamedTuple's own constructor is a Python function, and the parser makes
+# one entry per log line (about 0.14 µs saved per line).
+_new_tuple = tuple.__new__
+
 
 class Record(msgspec.Struct):
     log: str = ""
     stream: str = "stdout"
-    time: str = ""
-    attrs: dict[str, str] | None = None
+    time: str = ""  # `attrs` is not decoded: the same for every record, the registry takes it from the inspect
 
 
 _decode_one = msgspec.json.Decoder(Record).decode
@@ -82,7 +85,6 @@ class _Pending:
     parts: list[str]
     size: int
     start_offset: int  # where its first record starts in the file: the resume point while it is open
-    attrs: dict[str, str] | None
     truncated: bool = False
 
 
@@ -166,7 +168,7 @@ class JsonFileParser:
             self._emit_pending(stream, entries)
         if not complete:
             self._pending[stream] = _Pending(
-                record.time, [], 0, start_offset + _offset_of_record(data, index), record.attrs
+                record.time, [], 0, start_offset + _offset_of_record(data, index)
             )
             self._append_part(self._pending[stream], log)
             return
@@ -177,7 +179,7 @@ class JsonFileParser:
             return
         if len(log) * 4 > self.max_line_bytes:
             log = self._limit(log)
-        entries.append(Entry(ts_ns, log, stream, record.attrs))
+        entries.append(_new_tuple(Entry, (ts_ns, log, stream, None)))  # attrs: the same for every record, from the inspect
 
     def _append_part(self, pending: _Pending, log: str) -> None:
         if pending.truncated:
@@ -199,7 +201,7 @@ class JsonFileParser:
         line = "".join(pending.parts)
         if not pending.truncated and len(line) * 4 > self.max_line_bytes:
             line = self._limit(line)
-        entries.append(Entry(ts_ns, line, stream, pending.attrs))
+        entries.append(_new_tuple(Entry, (ts_ns, line, stream, None)))
 
     def _limit(self, line: str) -> str:
         raw = line.encode()

@@ -9,6 +9,7 @@ container is read is decided in `_route`; what an event does to a container is `
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import os
@@ -24,6 +25,7 @@ from collector.docker.logstream import LogStreamClient, LogsUnavailable
 from collector.pipeline.entry import FilePosition, Origin, Position, StreamPosition
 from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
+from collector.preflight import CONTAINERS_DIR_FALLBACK, containers_dir_problem
 from collector.sources.apistream import since_param
 from collector.sources.files import FileTailer, InotifyHub, TailerSettings
 from collector.sources.jsonfile import BadTimestamp, JsonFileParser, parse_timestamp
@@ -31,6 +33,8 @@ from collector.sources.lifecycle import Action, Event, Phase, next_step
 from collector.sources.seek import end_offset, offset_for_time
 from collector.sources.source import Source, SourceStats
 from collector.startup_report import routes_facts
+from collector.transform.labeling import Profile, Profiler
+from collector.transform.lines import ProcessingStats
 from collector.sources.stream import StreamSettings, StreamSource
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,7 @@ class Tracked:
     source: Source | None = None
     task: asyncio.Task[None] | None = None
     reason: str = ""  # why skipped, why it fell back to the stream, or why it cannot be read
+    profile: Profile | None = None  # labels and settings, made at start and on rename
     destroyed: bool = False
     found_at_startup: bool = False  # met in the first listing, not through a start event
 
@@ -64,7 +69,8 @@ class Tracked:
     @property
     def mode_reason(self) -> str:
         """The reason shown beside the mode: why skipped or failed, or which fallback."""
-        return f"fallback: {self.reason}" if self.mode == "stream" and self.reason else self.reason
+        fallback = self.mode == "stream" and self.reason and not self.reason.startswith("label ")
+        return f"fallback: {self.reason}" if fallback else self.reason
 
 
 @dataclass(slots=True)
@@ -73,8 +79,6 @@ class RegistrySettings:
     tailer: TailerSettings
     stream: StreamSettings
     max_line_bytes: int
-    static_labels: dict[str, str]
-    host_label: bool
     own_id: str | None
     start_at: float | None  # first meeting: None = all, 0 = end, else a window in seconds
     mode: str = "auto"  # auto: json-file from files, the rest from the API; stream: all from the API
@@ -91,7 +95,9 @@ class SourceRegistry:
         settings: RegistrySettings,
         inspect: Inspect,
         is_running: IsRunning,
+        profiler: Profiler,
     ) -> None:
+        self._profiler = profiler
         self._queue = queue
         self._hub = hub
         self._streams = streams
@@ -109,6 +115,7 @@ class SourceRegistry:
         self.skipped = Counter[str]()
         self.fallbacks = Counter[str]()
         self.lost_bytes = Counter[str]()
+        self.labels_trimmed = 0  # labels cut or dropped to stay within Loki's limits
         self.retired = SourceStats()  # counters of removed containers, so totals never go back
         self.first_reconcile_done = False
         self.files_usable, self.files_problem = self._check_containers_dir()
@@ -152,16 +159,10 @@ class SourceRegistry:
     def _check_containers_dir(self) -> tuple[bool, str]:
         if self._settings.mode == "stream":
             return False, "sources.mode is stream"
-        directory = self._settings.containers_dir
-        try:
-            os.listdir(directory)
-            return True, ""
-        except FileNotFoundError:
-            problem = f"containers dir {directory} does not exist"
-        except OSError as err:
-            problem = f"containers dir {directory} is not readable (uid {os.getuid()}: {err.strerror})"
-        log.warning(f"{problem}: every container is read through the Docker API log stream")
-        return False, problem
+        problem = containers_dir_problem(self._settings.containers_dir, self._settings.mode)
+        if problem:
+            log.warning(f"{problem}: {CONTAINERS_DIR_FALLBACK}")
+        return not problem, problem
 
     # -- events (never await: the next event must be handled at once) --------------------------
     def set_host(self, name: str) -> None:
@@ -201,8 +202,16 @@ class SourceRegistry:
         if tracked is None or not new_name:
             return
         tracked.info.name = new_name
+        if tracked.profile is None or tracked.profile.excluded_by:
+            return
+        profile = self._make_profile(tracked.info)
+        if profile.excluded_by:
+            log.warning("renamed container now matches an exclusion; it applies from its next start",
+                        extra={"container_id": container_id[:12], "container_name": new_name, "rule": profile.excluded_by})
+            return
+        tracked.profile = profile
         if tracked.source is not None:
-            tracked.source.origin = self._origin(tracked.info)
+            tracked.source.origin = self._origin(tracked)  # from the next chunk on: at a line boundary
 
     def reconcile(self, present: list[ContainerInfo]) -> None:
         """After (re)connecting, and periodically: apply what changed while we were not told."""
@@ -266,7 +275,10 @@ class SourceRegistry:
         """Open a json-file log now, inspect in a task (unless `event_info` came from one), then route."""
         assert self._group is not None, "registry is not running"
         container_id = tracked.info.id
-        fd = None if catch_up else self._preopen(tracked.info if tracked.info.log_path else event_info)
+        known = tracked.info if tracked.info.log_path else event_info
+        if self._excluded(tracked, known):
+            return  # costs nothing: no file opened, no stream, no task
+        fd = None if catch_up else self._preopen(known)
         task = self._group.create_task(self._inspect_and_route(tracked, event_info, fd, inspected),
                                        name=f"resolve:{container_id[:12]}")
         self._resolving[container_id] = task
@@ -335,9 +347,14 @@ class SourceRegistry:
             return self._skip(tracked, "self")
         if info.log_driver == "none":
             return self._skip(tracked, "driver_none")
+        if self._excluded(tracked, info):
+            return None
+        assert tracked.profile is not None
         reason = ""
         source: Source | None = None
-        if info.log_driver in FILE_DRIVERS:
+        if tracked.profile.mode == "stream":
+            reason = "label collector.mode=stream"
+        elif info.log_driver in FILE_DRIVERS:
             if self.files_usable:
                 try:
                     source: Source = self._file_source(tracked, fd)
@@ -353,7 +370,7 @@ class SourceRegistry:
         if fd is not None:
             os.close(fd)
         if source is None:
-            if reason:
+            if reason and not reason.startswith("label "):
                 self.fallbacks[reason] += 1
             source = self._stream_source(tracked, opened)
         tracked.reason = reason
@@ -361,6 +378,12 @@ class SourceRegistry:
 
     def _launch(self, tracked: Tracked, source: Source) -> None:
         assert self._group is not None
+        problems: list[str] = []
+        source.processor = self._profiler.processor(tracked.info, problems)
+        if problems:
+            self._profiler.processing_stats.problems += len(problems)
+            log.warning("collector.* labels ignored", extra={"container_id": tracked.info.id[:12],
+                                                              "container_name": tracked.info.name, "problems": problems})
         tracked.source = source
         self._positions.ensure(tracked.info.id, source.queued_position)
         if tracked.info.running:
@@ -425,11 +448,11 @@ class SourceRegistry:
         file_position = position if isinstance(position, FilePosition) else None
         tailer = FileTailer(
             local_log_path(self._settings.containers_dir, info),
-            self._origin(info),
+            self._origin(tracked),
             self._queue,
             self._hub,
             self._settings.tailer,
-            JsonFileParser(self._settings.max_line_bytes),
+            JsonFileParser(self._max_line_bytes(tracked)),
             file_position,
             tracked.stats,
             fd,
@@ -456,7 +479,8 @@ class SourceRegistry:
         info = tracked.info
         container_id = info.id
         return StreamSource(
-            container_id, info.tty, self._origin(info), self._queue, self._streams, self._settings.stream,
+            container_id, info.tty, self._origin(tracked), self._queue, self._streams,
+            dataclasses.replace(self._settings.stream, max_line_bytes=self._max_line_bytes(tracked)),
             self._stream_start(tracked), tracked.stats, lambda: self._is_running(container_id), opened,
         )
 
@@ -487,7 +511,8 @@ class SourceRegistry:
             return False
         position = self._positions.get(info.id)
         if position is None:
-            return self._started_since_checkpoint(info)
+            # Never read: new since the last checkpoint, or `start_at: all` asks for everything on disk.
+            return self._started_since_checkpoint(info) or self._settings.start_at is None
         if isinstance(position, StreamPosition) or info.log_driver not in FILE_DRIVERS or not self.files_usable:
             return True  # a short catch-up pass of the stream tells
         try:
@@ -510,30 +535,48 @@ class SourceRegistry:
         log.info("first meeting: starting inside the start_at window",
                  extra={"container_id": info.id[:12], "offset": offset, "file_size": size, "bytes_read": bytes_read})
 
-    def _skip(self, tracked: Tracked, reason: str, detail: str = "") -> None:
-        if tracked.phase is not Phase.SKIPPED or tracked.reason != reason:
+    def _skip(self, tracked: Tracked, reason: str, detail: str = "", shown: str = "") -> None:
+        """Not read: counted by `reason`; `shown` (default: the reason) is what /status says."""
+        shown = shown or reason
+        if tracked.phase is not Phase.SKIPPED or tracked.reason != shown:
             self.skipped[reason] += 1
             log.info("container skipped", extra={"container_id": tracked.info.id[:12], "container_name": tracked.info.name,
-                                                 "reason": reason, **({"detail": detail} if detail else {})})
+                                                 "reason": shown, **({"detail": detail} if detail else {})})
         tracked.phase = Phase.SKIPPED
-        tracked.reason = reason
+        tracked.reason = shown
 
-    def _origin(self, info: ContainerInfo) -> Origin:
-        labels = {
-            "container_name": info.name,
-            "compose_project": info.compose_project,
-            "compose_service": info.compose_service,
-        }
-        if self._settings.host_label and self.host:
-            labels["host"] = self.host
-        labels.update(self._settings.static_labels)
-        return Origin(
-            container_id=info.id,
-            labels={key: value for key, value in labels.items() if value},
-            metadata={"container_id": info.id, "image": info.image},
-        )
+    def _excluded(self, tracked: Tracked, info: ContainerInfo) -> bool:
+        """Make the container's profile from what is known of it; skip it when a rule excludes it."""
+        tracked.profile = self._make_profile(info)
+        if tracked.profile.excluded_by:
+            self._skip(tracked, tracked.profile.skip_reason, shown=f"excluded by {tracked.profile.excluded_by}")
+            return True
+        return False
+
+    def _make_profile(self, info: ContainerInfo) -> Profile:
+        profile = self._profiler.profile(info, self.host)
+        where = {"container_id": info.id[:12], "container_name": info.name}
+        if profile.trimmed:
+            self.labels_trimmed += len(profile.trimmed)
+            log.warning("labels trimmed to Loki's limits", extra={**where, "trimmed": profile.trimmed})
+        if profile.problems:
+            log.warning("collector.* labels ignored", extra={**where, "problems": profile.problems})
+        return profile
+
+    def _origin(self, tracked: Tracked) -> Origin:
+        info, profile = tracked.info, tracked.profile or self._make_profile(tracked.info)
+        return Origin(container_id=info.id, labels=dict(profile.labels),
+                      metadata={"container_id": info.id, "image": info.image, **profile.metadata}, tenant=profile.tenant)
+
+    def _max_line_bytes(self, tracked: Tracked) -> int:
+        profile = tracked.profile
+        return profile.max_line_bytes if profile and profile.max_line_bytes else self._settings.max_line_bytes
 
     # -- what /status and /metrics read -----------------------------------------------------------
+    @property
+    def processing(self) -> ProcessingStats:
+        return self._profiler.processing_stats
+
     def totals(self) -> SourceStats:
         total = SourceStats()
         _add_stats(total, self.retired)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from collector.pipeline.entry import Origin, Position
+
+if TYPE_CHECKING:
+    from collector.transform.lines import LineProcessor
 
 
 @dataclass(slots=True)
@@ -31,6 +34,7 @@ class Source(Protocol):
     run (start) -> drain (die/destroy) -> [resume (started again)] -> run returns; cancel on shutdown."""
 
     kind: str  # "file" or "stream"
+    processor: LineProcessor | None  # per-line rules applied before queueing
     origin: Origin  # replaced on rename: later chunks carry the new labels
     stats: SourceStats
     draining: bool

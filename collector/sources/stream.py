@@ -22,6 +22,7 @@ from collector.pipeline.entry import Chunk, Entry, Origin, StreamPosition
 from collector.pipeline.queue import ChunkQueue
 from collector.sources.apistream import StreamDecoder, since_param
 from collector.sources.source import SourceStats
+from collector.transform.lines import LineProcessor
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ IsRunning = Callable[[], Awaitable[bool | None]]  # None: Docker could not be as
 
 class StreamSource:
     kind = "stream"
+    processor: LineProcessor | None = None  # per-line rules, set by the registry
 
     def __init__(
         self,
@@ -212,6 +214,8 @@ class StreamSource:
         if not entries and position == self.queued_position:
             return  # only part of a split line so far
         self.stats.lines += len(entries)
+        if self.processor is not None:
+            entries = self.processor.process(entries)  # dropped lines still move the position
         self.waiting_for_room = True
         try:
             await self._queue.put(Chunk(self.origin, entries, nbytes, position))

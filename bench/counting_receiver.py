@@ -1,0 +1,100 @@
+"""A fast Loki push endpoint for the CPU benchmarks: decompress and count, nothing else.
+
+    python bench/counting_receiver.py
+
+Prints one JSON line once listening: {"push_url": ..., "stats_url": ...}. Every push is answered
+204 after its body is decompressed (snappy for protobuf, gzip when so encoded) and its entries are
+counted (a walk over the protobuf fields, or a JSON decode); GET /stats returns the counts. It runs
+in a process of its own, so none of this is charged to the collector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import signal
+
+import cramjam
+import msgspec
+from aiohttp import web
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def count_protobuf_entries(body: bytes) -> int:
+    """PushRequest.streams (1) -> StreamAdapter.entries (2): count without decoding them."""
+    entries = 0
+    pos, end = 0, len(body)
+    while pos < end:
+        _, pos = _varint(body, pos)  # tag 0x0a: a stream
+        length, pos = _varint(body, pos)
+        stream_end = pos + length
+        while pos < stream_end:
+            tag, pos = _varint(body, pos)
+            if tag & 7 == 2:
+                size, pos = _varint(body, pos)
+                if tag >> 3 == 2:
+                    entries += 1
+                pos += size
+            else:
+                _, pos = _varint(body, pos)
+    return entries
+
+
+class Counts:
+    def __init__(self) -> None:
+        self.pushes = 0
+        self.entries = 0
+        self.wire_bytes = 0
+        self.raw_bytes = 0
+
+
+async def main() -> None:
+    counts = Counts()
+
+    async def push(request: web.Request) -> web.Response:
+        body = await request.read()
+        counts.wire_bytes += len(body)
+        if request.content_type == "application/x-protobuf":
+            raw = bytes(cramjam.snappy.decompress_raw(body))
+            counts.entries += count_protobuf_entries(raw)
+        else:
+            raw = gzip.decompress(body) if request.headers.get("Content-Encoding") == "gzip" else body
+            counts.entries += sum(len(stream["values"]) for stream in msgspec.json.decode(raw)["streams"])
+        counts.raw_bytes += len(raw)
+        counts.pushes += 1
+        return web.Response(status=204)
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response(vars(counts))
+
+    app = web.Application(client_max_size=256 * 1024 * 1024)
+    app.router.add_post("/loki/api/v1/push", push)
+    app.router.add_get("/stats", stats)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    print(json.dumps({"push_url": f"http://127.0.0.1:{port}/loki/api/v1/push", "stats_url": f"http://127.0.0.1:{port}/stats"}),
+          flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
