@@ -308,16 +308,16 @@ class LokiConfig(_Section):
     timeout: Duration = Duration(10.0)
     min_backoff: Duration = Duration(0.5)
     max_backoff: Duration = Duration(30.0)
-    # Tenants a container may ask for with its `collector.tenant` Docker label; any other is refused.
-    tenants_allowed: list[str] = msgspec.field(default_factory=list)
-    # A container asking for a tenant outside the list: skip (not collected; logged, counted) or
-    # default (sent to `tenant` above, logged).
-    tenant_refused: Literal["skip", "default"] = "skip"
     # A stream Loki keeps throttling (per-stream rate limit, active stream limit) is given up after
     # this long: its entries are dropped and counted, so it cannot hold back its container forever.
     limit_retry_max: Duration = Duration(300.0)
     # /ready turns false when no push has succeeded for this long (at once on 401/403/404).
     not_ready_after: Duration = Duration(30.0)
+    # Tenants a container may ask for with its `collector.tenant` Docker label; any other is refused.
+    tenants_allowed: list[str] = msgspec.field(default_factory=list)
+    # A container asking for a tenant outside the list: skip (not collected; logged, counted) or
+    # default (sent to `tenant` above, logged).
+    tenant_refused: Literal["skip", "default"] = "skip"
     # Sent as Loki structured metadata (not labels): container_id, image.
     structured_metadata: list[Literal["container_id", "image"]] = msgspec.field(
         default_factory=lambda: ["container_id", "image"]
