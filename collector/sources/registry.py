@@ -381,6 +381,9 @@ class SourceRegistry:
         assert self._group is not None
         problems: list[str] = []
         source.processor = self._profiler.processor(tracked.info, problems)
+        joiner = self._profiler.joiner(tracked.info, self._max_line_bytes(tracked), problems)
+        if joiner is not None:
+            source.join_lines(joiner)
         if problems:
             self._profiler.processing_stats.problems += len(problems)
             log.warning("collector.* labels ignored", extra={"container_id": tracked.info.id[:12],
