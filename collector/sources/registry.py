@@ -55,6 +55,7 @@ class Tracked:
     task: asyncio.Task[None] | None = None
     reason: str = ""  # why skipped, why it fell back to the stream, or why it cannot be read
     profile: Profile | None = None  # labels and settings, made at start and on rename
+    read_as: str = ""  # the kind of its last source: its metrics keep one series after it stops
     destroyed: bool = False
     found_at_startup: bool = False  # met in the first listing, not through a start event
 
@@ -389,6 +390,7 @@ class SourceRegistry:
             log.warning("collector.* labels ignored", extra={"container_id": tracked.info.id[:12],
                                                               "container_name": tracked.info.name, "problems": problems})
         tracked.source = source
+        tracked.read_as = source.kind
         self._positions.ensure(tracked.info.id, source.queued_position)
         if tracked.info.running:
             tracked.phase = Phase.READING
