@@ -192,11 +192,13 @@ class SourceRegistry:
         if tracked is not None:
             tracked.info.running = False
             tracked.destroyed = True
-            if getattr(tracked.source, "waiting_for_room", False):
+            source = tracked.source
+            if getattr(source, "waiting_for_room", False) or (getattr(source, "connected", False) and getattr(source, "behind", False)):
                 # Docker ends the stream of a removed container when its log goes, read or not.
                 tracked.stats.lost_events += 1
-                log.warning("container removed while its log stream waited for queue room: Docker may end the "
-                            "stream before the rest is read", extra={"container_id": container_id[:12]})
+                log.warning("container removed while its log stream was behind (waiting for queue room, or Docker "
+                            "still sending): Docker ends the stream when it deletes the log, so its last lines may be lost",
+                            extra={"container_id": container_id[:12]})
             self._apply(tracked, Event.DESTROY)
 
     def renamed(self, container_id: str, new_name: str) -> None:

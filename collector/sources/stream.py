@@ -80,6 +80,7 @@ class StreamSource:
         self.draining = False
         self.connected = False
         self.waiting_for_room = False  # blocked on a full queue: Docker holds what is not read yet
+        self.behind = False  # the last read filled the buffer: Docker likely has more to send
         self.refused = ""  # set when Docker will not give these logs (e.g. 501)
         self.queued_position = start
         self._queue = queue
@@ -185,6 +186,7 @@ class StreamSource:
                         return _End.STALLED if self.draining else _End.IDLE
                     if not data:
                         break
+                    self.behind = len(data) >= _READ_BYTES
                     await self._put(decoder.feed(data), len(data), decoder)
                 # The stream ended: the container stopped, or the connection was cut (then the
                 # next pass continues from our position).
