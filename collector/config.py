@@ -275,8 +275,15 @@ class ProcessingConfig(_Section):
     # (collector.timestamp_format per container); "" off. Lines where it does not parse keep Docker's.
     timestamp_format: str = ""
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
+    # Multiline joining for every container (collector.multiline per container): a preset (java,
+    # python, go) or a first-line regular expression, e.g. '^\\S' or '^\\d{4}-'; "" off.
+    multiline: str = ""
+    multiline_timeout: Duration = Duration(1.0)  # an open entry is emitted after this long without a continuation
 
     def __post_init__(self) -> None:
+        if self.multiline and self.multiline not in ("java", "python", "go"):
+            _check_regex("multiline", self.multiline)
+        _require(self.multiline_timeout > 0, "multiline_timeout", self.multiline_timeout, "must be > 0")
         for key in ("drop", "keep"):
             for index, text in enumerate(getattr(self, key)):
                 _check_regex(f"{key}[{index}]", text)

@@ -124,7 +124,7 @@ class _StateCollector:
             modes[tracked.mode] = modes.get(tracked.mode, 0) + 1
             stats = tracked.stats
             name = tracked.info.name
-            kind = tracked.source.kind if tracked.source is not None else tracked.mode
+            kind = tracked.source.kind if tracked.source is not None else (tracked.read_as or tracked.mode)
             lines.add_metric([kind, name], stats.lines)
             read_bytes.add_metric([kind, name], stats.bytes)
             errors.add_metric([name], stats.errors)

@@ -14,7 +14,7 @@ from dockerengine import DockerEngine
 from harness import REPO, CollectorProcess
 from loki_receiver import LokiReceiver
 from polling import wait_until
-from scrape import get
+from scrape import get, scrape, value
 
 pytestmark = pytest.mark.docker
 
@@ -45,6 +45,7 @@ async def test_startup_log_names_config_sink_containers_dir_and_each_route(conta
             assert starting["sink"].startswith(f"loki {receiver.push_url.replace('http://', 'http://ops:***@')}")
             assert "s3cret" not in "\n".join(proc.stderr)
             assert starting["containers_dir"] == containers.containers_dir and starting["containers_dir_readable"] is True
+            assert starting["docker_host"] == containers.host  # from DOCKER_HOST when docker.host is empty
             assert starting["own_container"].startswith("none detected")  # the test runs it outside a container
             found = logged(proc, "containers found")
             assert found is not None
@@ -119,5 +120,9 @@ async def test_status_shows_state_unacknowledged_bytes_and_delivery_lag(containe
                         and now[exited]["unacked_bytes"] == 0)
 
             await wait_until(settled, 60, what="nothing in flight after Loki is back")
+            # The exited container's source has ended; its series keeps its label (no new series for rate()).
+            samples = await scrape(proc.metrics_url)
+            assert value(samples, "collector_lines_read_total", source="file", container_name=exited) == 1
+            assert value(samples, "collector_lines_read_total", source="stopped", container_name=exited) is None
         finally:
             assert await proc.stop() == 0

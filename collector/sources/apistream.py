@@ -76,6 +76,9 @@ class StreamDecoder:
     _to_skip: int = 0
     _first: bool = True
     _tty_continues: bool = False  # TTY: the previous record was a 16 KiB part
+    # Where each entry's first record starts, parallel to the entries of the last feed/finish;
+    # kept only for multiline joining (None: off).
+    starts: list[StreamPosition] | None = None
 
     def __post_init__(self) -> None:
         self._ts, self._count = self.resume_from.ts_ns, 0
@@ -95,6 +98,8 @@ class StreamDecoder:
     def feed(self, data: bytes) -> list[Entry]:
         self._buffer += data
         entries: list[Entry] = []
+        if self.starts is not None:
+            self.starts = []
         if self.tty:
             self._feed_tty(entries, final=False)
         else:
@@ -104,6 +109,8 @@ class StreamDecoder:
     def finish(self) -> list[Entry]:
         """The stream ended: a TTY tail without newline is a record; unfinished lines are final."""
         entries: list[Entry] = []
+        if self.starts is not None:
+            self.starts = []
         if self.tty:
             self._feed_tty(entries, final=True)
         self._buffer.clear()
@@ -190,6 +197,8 @@ class StreamDecoder:
             self._append_part(pending, text)
             return
         entries.append(_new_tuple(Entry, (ts_ns, self._line(text), stream, None)))
+        if self.starts is not None:
+            self.starts.append(before)
 
     def _skip(self, ts_ns: int) -> bool:
         """Records the previous connection delivered already (`since` is inclusive)."""
@@ -223,8 +232,10 @@ class StreamDecoder:
         if pending.truncated:
             self.stats.truncated_lines += 1
             entries.append(Entry(pending.ts_ns, _strip(pending.parts[0]).decode(errors="ignore"), stream))
-            return
-        entries.append(Entry(pending.ts_ns, self._line(b"".join(pending.parts)), stream))
+        else:
+            entries.append(Entry(pending.ts_ns, self._line(b"".join(pending.parts)), stream))
+        if self.starts is not None:
+            self.starts.append(pending.start)
 
     def _line(self, text: bytes) -> str:
         text = _strip(text)

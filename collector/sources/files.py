@@ -23,6 +23,7 @@ from collector.sources.logchain import Gunzip, Rotated, fingerprint_fd, fingerpr
 from collector.sources.seek import end_offset, offset_for_time, record_time
 from collector.sources.source import SourceStats
 from collector.transform.lines import LineProcessor
+from collector.transform.multiline import Joiner
 
 __all__ = ["FileTailer", "InotifyHub", "TailerSettings", "Wakeup", "fingerprint_of"]
 
@@ -74,6 +75,7 @@ class FileTailer:
 
     kind = "file"
     processor: LineProcessor | None = None  # per-line rules, set by the registry
+    joiner: Joiner | None = None  # multiline joining, set by the registry through join_lines()
 
     def __init__(
         self,
@@ -375,10 +377,14 @@ class FileTailer:
                 timeout = self._settings.drain_quiet
             else:
                 timeout = self._settings.poll_interval
+            joining = self.joiner.time_left() if self.joiner is not None else None
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(timeout if joining is None else min(timeout, joining)):
                     await self._wake.wait()
             except TimeoutError:
+                if joining is not None and joining < timeout:
+                    await self._put([], 0, self._parser.resume_offset(self.offset))  # a joined entry's time is up
+                    continue
                 self._wake.structure = True  # a missed event must not stall us: look again
 
     async def _read(self) -> bytes:
@@ -433,10 +439,20 @@ class FileTailer:
         await self._put(entries, cut, resume)
         return data[cut:]
 
-    async def _put(self, entries: list[Entry], nbytes: int, resume: int) -> None:
+    def join_lines(self, joiner: Joiner) -> None:
+        self.joiner = joiner
+        self._parser.starts = []  # the parser now says where each entry starts
+
+    async def _put(self, entries: list[Entry], nbytes: int, resume: int, final: bool = False) -> None:
         # Counted here, not where records are parsed: a final line without newline comes from the
         # parser's flush at EOF, truncation or rotation.
         self.stats.lines += len(entries)
+        if self.joiner is not None:
+            entries = self.joiner.add(entries, self._parser.starts if entries else [])
+            entries += self.joiner.flush(only_due=not final)
+            held = self.joiner.held
+            if held is not None and held < resume:
+                resume = held  # never past the start of an entry still being joined
         assert self._file is not None
         position = FilePosition(self._file.inode, resume, self._file.fingerprint)
         if self.processor is not None:
@@ -453,7 +469,7 @@ class FileTailer:
             self.stats.errors += 1
             self.stats.last_error = "torn record at end of file"
         entries = self._parser.flush()
-        await self._put(entries, 0, self.offset)
+        await self._put(entries, 0, self.offset, final=True)
 
     async def _truncated(self, rest: bytes) -> bool:
         """At EOF: the file is shorter than what we read (truncate -s0): start again from 0."""
@@ -580,5 +596,5 @@ class FileTailer:
         self._gz_waiting = None
         self.stats.rotations += 1
         self.seek_to(0)
-        await self._put(entries, 0, 0)
+        await self._put(entries, 0, 0, final=True)  # a joined entry does not span two files
         return b""

@@ -55,6 +55,7 @@ class Tracked:
     task: asyncio.Task[None] | None = None
     reason: str = ""  # why skipped, why it fell back to the stream, or why it cannot be read
     profile: Profile | None = None  # labels and settings, made at start and on rename
+    read_as: str = ""  # the kind of its last source: its metrics keep one series after it stops
     destroyed: bool = False
     found_at_startup: bool = False  # met in the first listing, not through a start event
 
@@ -191,11 +192,13 @@ class SourceRegistry:
         if tracked is not None:
             tracked.info.running = False
             tracked.destroyed = True
-            if getattr(tracked.source, "waiting_for_room", False):
+            source = tracked.source
+            if getattr(source, "waiting_for_room", False) or (getattr(source, "connected", False) and getattr(source, "behind", False)):
                 # Docker ends the stream of a removed container when its log goes, read or not.
                 tracked.stats.lost_events += 1
-                log.warning("container removed while its log stream waited for queue room: Docker may end the "
-                            "stream before the rest is read", extra={"container_id": container_id[:12]})
+                log.warning("container removed while its log stream was behind (waiting for queue room, or Docker "
+                            "still sending): Docker ends the stream when it deletes the log, so its last lines may be lost",
+                            extra={"container_id": container_id[:12]})
             self._apply(tracked, Event.DESTROY)
 
     def renamed(self, container_id: str, new_name: str) -> None:
@@ -381,11 +384,15 @@ class SourceRegistry:
         assert self._group is not None
         problems: list[str] = []
         source.processor = self._profiler.processor(tracked.info, problems)
+        joiner = self._profiler.joiner(tracked.info, self._max_line_bytes(tracked), problems)
+        if joiner is not None:
+            source.join_lines(joiner)
         if problems:
             self._profiler.processing_stats.problems += len(problems)
             log.warning("collector.* labels ignored", extra={"container_id": tracked.info.id[:12],
                                                               "container_name": tracked.info.name, "problems": problems})
         tracked.source = source
+        tracked.read_as = source.kind
         self._positions.ensure(tracked.info.id, source.queued_position)
         if tracked.info.running:
             tracked.phase = Phase.READING

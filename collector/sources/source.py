@@ -9,6 +9,7 @@ from collector.pipeline.entry import Origin, Position
 
 if TYPE_CHECKING:
     from collector.transform.lines import LineProcessor
+    from collector.transform.multiline import Joiner
 
 
 @dataclass(slots=True)
@@ -36,6 +37,7 @@ class Source(Protocol):
 
     kind: str  # "file" or "stream"
     processor: LineProcessor | None  # per-line rules applied before queueing
+    joiner: Joiner | None  # multiline joining, before the per-line rules
     origin: Origin  # replaced on rename: later chunks carry the new labels
     stats: SourceStats
     draining: bool
@@ -46,6 +48,9 @@ class Source(Protocol):
 
     async def run(self) -> None:
         """Read until drained or cancelled; release every handle on the way out."""
+
+    def join_lines(self, joiner: Joiner) -> None:
+        """Join continuation lines (stack traces) into one entry from now on."""
 
     def drain(self) -> None:
         """The container died: deliver what is left, then let run() return."""

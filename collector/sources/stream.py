@@ -23,6 +23,7 @@ from collector.pipeline.queue import ChunkQueue
 from collector.sources.apistream import StreamDecoder, since_param
 from collector.sources.source import SourceStats
 from collector.transform.lines import LineProcessor
+from collector.transform.multiline import Joiner
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ IsRunning = Callable[[], Awaitable[bool | None]]  # None: Docker could not be as
 class StreamSource:
     kind = "stream"
     processor: LineProcessor | None = None  # per-line rules, set by the registry
+    joiner: Joiner | None = None  # multiline joining, set by the registry through join_lines()
 
     def __init__(
         self,
@@ -78,6 +80,7 @@ class StreamSource:
         self.draining = False
         self.connected = False
         self.waiting_for_room = False  # blocked on a full queue: Docker holds what is not read yet
+        self.behind = False  # the last read filled the buffer: Docker likely has more to send
         self.refused = ""  # set when Docker will not give these logs (e.g. 501)
         self.queued_position = start
         self._queue = queue
@@ -163,25 +166,35 @@ class StreamSource:
     async def _pass(self, follow: bool) -> _End:
         settings = self._settings
         decoder = StreamDecoder(self.tty, settings.max_line_bytes, resume_from=self.queued_position)
+        if self.joiner is not None:
+            decoder.starts = []  # where each entry starts, for the joiner
+            self.joiner.discard()  # open entries begin after our position: this pass reads them again
         try:
             opened, self._opened = self._opened, None
             async with self._client.open(self.container_id, since_param(self.queued_position), follow, opened) as body:
                 self.connected = True
                 while True:
+                    limit = settings.drain_timeout if self.draining else settings.idle_timeout
+                    joining = self.joiner.time_left() if self.joiner is not None else None
                     try:
-                        async with asyncio.timeout(settings.drain_timeout if self.draining else settings.idle_timeout):
+                        async with asyncio.timeout(limit if joining is None else min(limit, joining)):
                             data = await body.read(_READ_BYTES)
                     except TimeoutError:
+                        if joining is not None and joining < limit:
+                            await self._put([], 0, decoder)  # a joined entry's time is up
+                            continue
                         return _End.STALLED if self.draining else _End.IDLE
                     if not data:
                         break
+                    self.behind = len(data) >= _READ_BYTES
                     await self._put(decoder.feed(data), len(data), decoder)
                 # The stream ended: the container stopped, or the connection was cut (then the
                 # next pass continues from our position).
                 if not follow:
-                    await self._put(decoder.finish(), 0, decoder)
+                    await self._put(decoder.finish(), 0, decoder, final=True)
                     return _End.DONE
                 if self.draining or await self._is_running() is False:
+                    await self._put([], 0, decoder, final=True)  # joined entries end with the container's output
                     return _End.STOPPED
                 return _End.RECONNECT
         except LogsUnavailable as err:
@@ -203,7 +216,10 @@ class StreamSource:
             self.connected = False
             self._account(decoder)
 
-    async def _put(self, entries: list[Entry], nbytes: int, decoder: StreamDecoder) -> None:
+    def join_lines(self, joiner: Joiner) -> None:
+        self.joiner = joiner
+
+    async def _put(self, entries: list[Entry], nbytes: int, decoder: StreamDecoder, final: bool = False) -> None:
         if decoder.gap:
             decoder.gap = False
             self.stats.gaps += 1
@@ -211,9 +227,16 @@ class StreamSource:
                         extra={"container_id": self.container_id[:12], "since": since_param(self.queued_position)})
         self.stats.bytes += nbytes
         position = decoder.position
+        lines = len(entries)
+        if self.joiner is not None:
+            entries = self.joiner.add(entries, decoder.starts if entries else [])
+            entries += self.joiner.flush(only_due=not final)
+            held = self.joiner.held
+            if held is not None and held < position:
+                position = held  # never past the start of an entry still being joined
+        self.stats.lines += lines
         if not entries and position == self.queued_position:
-            return  # only part of a split line so far
-        self.stats.lines += len(entries)
+            return  # only part of a split line (or of a joined entry) so far
         if self.processor is not None:
             entries = self.processor.process(entries)  # dropped lines still move the position
         self.waiting_for_room = True

@@ -16,12 +16,14 @@ from collector.config import Config, ConfigError, RelabelRule, parse_size
 from collector.docker.containers import ContainerInfo
 from collector.transform import relabel
 from collector.transform.lines import LineProcessor, ProcessingStats, build_processor
+from collector.transform.multiline import Joiner, continuation_matcher
 from collector.transform.selection import Selector
 
 LABEL_PREFIX = "collector.label."
 MODE_LABEL = "collector.mode"
 MAX_LINE_LABEL = "collector.max_line_bytes"
 TENANT_LABEL = "collector.tenant"
+MULTILINE_LABEL = "collector.multiline"
 # The sink adds `stream` to every entry: one label name of Loki's budget is always taken.
 SINK_LABELS = ("stream",)
 DEFAULT_LABELS = ("container_name", "compose_project", "compose_service", "host")
@@ -90,6 +92,18 @@ class Profiler:
                 profile.problems.append(f"{refused}: sent to the default tenant (loki.tenant_refused: default)")
                 profile.tenant = ""
         return profile
+
+    def joiner(self, info: ContainerInfo, max_bytes: int, problems: list[str]) -> Joiner | None:
+        """Multiline joining for a source of this container, or None."""
+        spec = info.labels.get(MULTILINE_LABEL, self._processing.multiline).strip()
+        if not spec:
+            return None
+        try:
+            continues = continuation_matcher(spec)
+        except re.error as err:
+            problems.append(f"{MULTILINE_LABEL}={spec!r}: not a preset (java, python, go) or a valid regular expression ({err}); ignored")
+            return None
+        return Joiner(continues, max_bytes, float(self._processing.multiline_timeout))
 
     def processor(self, info: ContainerInfo, problems: list[str]) -> LineProcessor | None:
         """A new per-line processor for a source of this container (None: nothing to do per line)."""
