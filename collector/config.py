@@ -173,6 +173,11 @@ class LabelsConfig(_Section):
     max_label_names: int = 15
     max_name_length: int = 1024
     max_value_length: int = 2048
+    # Cardinality guard, per tenant: at most this many label sets active (a line within
+    # `active_window`); beyond it the foldable labels (mapped Docker labels, labels from fields,
+    # a compose one-off container's name) of a new label set become `_other` (counted). 0: off.
+    max_active_streams: int = 1000
+    active_window: Duration = Duration(3600.0)
 
     def __post_init__(self) -> None:
         for name in self.static:
@@ -271,6 +276,8 @@ class ProcessingConfig(_Section):
     # Lines parsed for `fields` (collector.parse per container): none, json or logfmt.
     parse: Literal["none", "json", "logfmt"] = "none"
     fields: list[str] = msgspec.field(default_factory=list)  # into structured metadata
+    # Fields sent as labels instead (low-cardinality ones only, e.g. level); parsed like `fields`.
+    field_labels: list[str] = msgspec.field(default_factory=list)
     # A leading timestamp in the line replaces Docker's time: rfc3339 or a strptime format
     # (collector.timestamp_format per container); "" off. Lines where it does not parse keep Docker's.
     timestamp_format: str = ""
@@ -281,6 +288,8 @@ class ProcessingConfig(_Section):
     multiline_timeout: Duration = Duration(1.0)  # an open entry is emitted after this long without a continuation
 
     def __post_init__(self) -> None:
+        for index, name in enumerate(self.field_labels):
+            _check_label_name(f"field_labels[{index}]", name)
         if self.multiline and self.multiline not in ("java", "python", "go"):
             _check_regex("multiline", self.multiline)
         _require(self.multiline_timeout > 0, "multiline_timeout", self.multiline_timeout, "must be > 0")

@@ -139,6 +139,8 @@ class _StateCollector:
         yield CounterMetricFamily("collector_labels_trimmed", "Labels cut or dropped to stay within Loki's limits.",
                                   value=registry.labels_trimmed)
         processing = registry.processing
+        yield CounterMetricFamily("collector_streams_folded", "New label sets whose foldable labels became _other (cardinality guard).",
+                                  value=registry.streams_folded)
         yield _by_label(CounterMetricFamily, "collector_lines_dropped", "Lines dropped by a drop or keep rule, by rule.", "rule",
                         processing.dropped)
         yield CounterMetricFamily("collector_lines_rate_limited", "Lines dropped by a container's rate limit.",

@@ -81,3 +81,37 @@ async def test_redact_drop_fields_timestamps_and_rate_limit(containers: DockerEn
             await wait_until(acknowledged_to_the_end, 30, what="the dropped lines acknowledged too")
         finally:
             assert await proc.stop() == 0
+
+
+async def test_field_labels_and_the_cardinality_guard(containers: DockerEngine, tmp_path) -> None:
+    tag = time.monotonic_ns()
+    app = f"fl-app-{tag}"
+    async with LokiReceiver() as receiver:
+        config = tmp_path / "config.yaml"
+        config.write_text(f"loki:\n  url: {receiver.push_url}\nlabels:\n  max_active_streams: 10\n"
+                          "processing:\n  parse: json\n  field_labels: [level]\n  fields: [trace_id]\n")
+        proc = await CollectorProcess(containers, config_path=str(config), env={"COLLECTOR_METRICS__LISTEN": "127.0.0.1:0"}).start()
+        try:
+            containers.run("echo '{\"level\":\"info\",\"trace_id\":\"a\"}'; echo '{\"level\":\"error\"}'; echo plain; sleep 300",
+                           name=app)
+            await receiver.wait_for(lambda: len(receiver.lines({"container_name": app})) == 3)
+            by_line = {e.line: e for e in receiver.entries({"container_name": app})}
+            assert by_line['{"level":"info","trace_id":"a"}'].labels["level"] == "info"
+            assert by_line['{"level":"info","trace_id":"a"}'].metadata.get("trace_id") == "a"
+            assert "level" not in by_line['{"level":"info","trace_id":"a"}'].metadata
+            assert by_line['{"level":"error"}'].labels["level"] == "error" and "level" not in by_line["plain"].labels
+
+            # `docker compose run` containers: a new container_name each; only 10 label sets may be active.
+            oneoff = [f"fl-run-{tag}-{i}" for i in range(12)]
+            for name in oneoff:
+                containers.run("echo job; sleep 300", "--label", "com.docker.compose.oneoff=True",
+                               "--label", "com.docker.compose.project=shop", "--label", "com.docker.compose.service=job", name=name)
+            await receiver.wait_for(lambda: len(receiver.lines({"compose_service": "job"})) == 12)
+            label_sets = {tuple(sorted((k, v) for k, v in e.labels.items() if k != "stream")) for e in receiver.received}
+            assert len(label_sets) <= 10, label_sets  # the app's three and the jobs': never more than the limit
+            assert len(receiver.lines({"compose_service": "job", "container_name": "_other"})) >= 1
+            samples = await scrape(proc.metrics_url)
+            assert value(samples, "collector_streams_folded_total") >= 1
+            assert any("foldable label values become _other" in line for line in proc.stderr)
+        finally:
+            assert await proc.stop() == 0

@@ -24,6 +24,7 @@ from collector.sources.seek import end_offset, offset_for_time, record_time
 from collector.sources.source import SourceStats
 from collector.transform.lines import LineProcessor
 from collector.transform.multiline import Joiner
+from collector.transform.routing import StreamLabeler
 
 __all__ = ["FileTailer", "InotifyHub", "TailerSettings", "Wakeup", "fingerprint_of"]
 
@@ -76,6 +77,7 @@ class FileTailer:
     kind = "file"
     processor: LineProcessor | None = None  # per-line rules, set by the registry
     joiner: Joiner | None = None  # multiline joining, set by the registry through join_lines()
+    labeler: StreamLabeler | None = None  # labels from fields and the cardinality guard, set by the registry
 
     def __init__(
         self,
@@ -457,7 +459,11 @@ class FileTailer:
         position = FilePosition(self._file.inode, resume, self._file.fingerprint)
         if self.processor is not None:
             entries = self.processor.process(entries)  # dropped lines still move the position
-        await self._queue.put(Chunk(self.origin, entries, nbytes, position))
+        if self.labeler is None:
+            await self._queue.put(Chunk(self.origin, entries, nbytes, position))
+        else:  # labels from fields, the cardinality guard: maybe several chunks, the last one with the position
+            for chunk in self.labeler.chunks(self.origin, entries, nbytes, position):
+                await self._queue.put(chunk)
         if entries:
             self.stats.last_entry_ns = entries[-1].ts_ns
         # Where a new run of this container continues if this one ends now.

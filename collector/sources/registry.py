@@ -384,6 +384,7 @@ class SourceRegistry:
         assert self._group is not None
         problems: list[str] = []
         source.processor = self._profiler.processor(tracked.info, problems)
+        source.labeler = self._profiler.labeler(tracked.info, tracked.profile.tenant if tracked.profile else "")
         joiner = self._profiler.joiner(tracked.info, self._max_line_bytes(tracked), problems)
         if joiner is not None:
             source.join_lines(joiner)
@@ -584,6 +585,10 @@ class SourceRegistry:
     @property
     def processing(self) -> ProcessingStats:
         return self._profiler.processing_stats
+
+    @property
+    def streams_folded(self) -> int:
+        return self._profiler.guard.folded
 
     def totals(self) -> SourceStats:
         total = SourceStats()

@@ -10,6 +10,7 @@ from collector.pipeline.entry import Origin, Position
 if TYPE_CHECKING:
     from collector.transform.lines import LineProcessor
     from collector.transform.multiline import Joiner
+    from collector.transform.routing import StreamLabeler
 
 
 @dataclass(slots=True)
@@ -38,6 +39,7 @@ class Source(Protocol):
     kind: str  # "file" or "stream"
     processor: LineProcessor | None  # per-line rules applied before queueing
     joiner: Joiner | None  # multiline joining, before the per-line rules
+    labeler: StreamLabeler | None  # the stream each entry goes to: labels from fields, cardinality guard
     origin: Origin  # replaced on rename: later chunks carry the new labels
     stats: SourceStats
     draining: bool

@@ -24,6 +24,7 @@ from collector.sources.apistream import StreamDecoder, since_param
 from collector.sources.source import SourceStats
 from collector.transform.lines import LineProcessor
 from collector.transform.multiline import Joiner
+from collector.transform.routing import StreamLabeler
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class StreamSource:
     kind = "stream"
     processor: LineProcessor | None = None  # per-line rules, set by the registry
     joiner: Joiner | None = None  # multiline joining, set by the registry through join_lines()
+    labeler: StreamLabeler | None = None  # labels from fields and the cardinality guard, set by the registry
 
     def __init__(
         self,
@@ -241,7 +243,11 @@ class StreamSource:
             entries = self.processor.process(entries)  # dropped lines still move the position
         self.waiting_for_room = True
         try:
-            await self._queue.put(Chunk(self.origin, entries, nbytes, position))
+            if self.labeler is None:
+                await self._queue.put(Chunk(self.origin, entries, nbytes, position))
+            else:  # labels from fields, the cardinality guard: maybe several chunks, the last one with the position
+                for chunk in self.labeler.chunks(self.origin, entries, nbytes, position):
+                    await self._queue.put(chunk)
         finally:
             self.waiting_for_room = False
         if entries:

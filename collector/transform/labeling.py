@@ -16,7 +16,9 @@ from collector.config import Config, ConfigError, RelabelRule, parse_size
 from collector.docker.containers import ContainerInfo
 from collector.transform import relabel
 from collector.transform.lines import LineProcessor, ProcessingStats, build_processor
+from collector.transform.guard import StreamGuard
 from collector.transform.multiline import Joiner, continuation_matcher
+from collector.transform.routing import StreamLabeler
 from collector.transform.selection import Selector
 
 LABEL_PREFIX = "collector.label."
@@ -69,6 +71,8 @@ class Profiler:
         self._tenants_allowed = frozenset(config.loki.tenants_allowed)
         self._processing = config.processing
         self.processing_stats = ProcessingStats()
+        self.guard = StreamGuard(config.labels.max_active_streams, float(config.labels.active_window))
+        self._mapped = frozenset(config.labels.docker_labels.values()) | frozenset(config.labels.attrs.values())
         self._tenant_refused = config.loki.tenant_refused
 
     def profile(self, info: ContainerInfo, host: str) -> Profile:
@@ -104,6 +108,17 @@ class Profiler:
             problems.append(f"{MULTILINE_LABEL}={spec!r}: not a preset (java, python, go) or a valid regular expression ({err}); ignored")
             return None
         return Joiner(continues, max_bytes, float(self._processing.multiline_timeout))
+
+    def labeler(self, info: ContainerInfo, tenant: str) -> StreamLabeler | None:
+        """The stream each entry goes to, for a source of this container (None: guard off, no field labels)."""
+        field_labels = tuple(self._processing.field_labels)
+        if self.guard.max_streams <= 0 and not field_labels:
+            return None
+        foldable = set(self._mapped) | set(field_labels)
+        foldable |= {sanitize(name[len(LABEL_PREFIX):]) for name in info.labels if name.startswith(LABEL_PREFIX)}
+        if info.labels.get("com.docker.compose.oneoff", "").lower() == "true":
+            foldable.add("container_name")  # `docker compose run` names grow without bound
+        return StreamLabeler(self.guard, tenant, frozenset(foldable), field_labels)
 
     def processor(self, info: ContainerInfo, problems: list[str]) -> LineProcessor | None:
         """A new per-line processor for a source of this container (None: nothing to do per line)."""

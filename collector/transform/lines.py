@@ -195,7 +195,7 @@ def build_processor(config: ProcessingConfig, docker_labels: dict[str, str], sta
     rate = None
     if lines_per_second > 0 or config.rate_limit.bytes_per_second > 0:
         rate = TokenBucket(lines_per_second, float(config.rate_limit.bytes_per_second), float(config.rate_limit.burst))
-    fields = frozenset(config.fields) if parse != "none" else frozenset()
+    fields = frozenset(config.fields) | frozenset(config.field_labels) if parse != "none" else frozenset()
     if not (drop or keep or redact or fields or fmt or rate):
         return None
     return LineProcessor(drop=drop, keep=keep, redact=redact, parse=parse, fields=fields,
