@@ -9,8 +9,10 @@ an idle stream, dockerd restarting, or the collector itself restarting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -38,6 +40,9 @@ class StreamSettings:
     drain_timeout: float  # after die: no progress (and not waiting for queue room) for this long ends it
     max_line_bytes: int
     max_backoff: float = 10.0
+
+
+_REMOVAL_EVENT_WAIT = 2.0  # seconds to wait for the destroy event after a 404
 
 
 class _End(Enum):
@@ -82,7 +87,9 @@ class StreamSource:
         self.draining = False
         self.connected = False
         self.waiting_for_room = False  # blocked on a full queue: Docker holds what is not read yet
-        self.behind = False  # the last read filled the buffer: Docker likely has more to send
+        self._removed = asyncio.Event()  # Docker removed the container (its destroy event)
+        self.removed_at_ns = 0
+        self._follow_ended_ns = 0  # when the last follow stream ended (wall clock, like Docker's event times)
         self.refused = ""  # set when Docker will not give these logs (e.g. 501)
         self.queued_position = start
         self._queue = queue
@@ -136,7 +143,8 @@ class StreamSource:
                 continue
             if end is _End.GONE:
                 if not follow:
-                    return  # the follow stream ended cleanly; a --rm container is gone by the last read
+                    await self._check_cut(short)  # gone by the last read: did its removal end the stream?
+                    return
                 if not self.draining or self.stats.lines == delivered_before:
                     # Removed before (or while) we read it: whatever it wrote after our position is gone.
                     self.stats.lost_events += 1
@@ -188,10 +196,11 @@ class StreamSource:
                         return _End.STALLED if self.draining else _End.IDLE
                     if not data:
                         break
-                    self.behind = len(data) >= _READ_BYTES
                     await self._put(decoder.feed(data), len(data), decoder)
                 # The stream ended: the container stopped, or the connection was cut (then the
                 # next pass continues from our position).
+                if follow:
+                    self._follow_ended_ns = time.time_ns()
                 if not follow:
                     await self._put(decoder.finish(), 0, decoder, final=True)
                     return _End.DONE
@@ -217,6 +226,24 @@ class StreamSource:
         finally:
             self.connected = False
             self._account(decoder)
+
+    def removed(self, at_ns: int) -> None:
+        self.removed_at_ns = at_ns
+        self._removed.set()
+
+    async def _check_cut(self, short: str) -> None:
+        """The follow stream ended and the container is gone. Docker ends a stream when it removes
+        the container, sent or not: a stream that ended after the removal may have been cut (we
+        were behind), one that ended before it delivered everything."""
+        if not self._removed.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_REMOVAL_EVENT_WAIT):  # the 404 says the destroy event is on its way
+                    await self._removed.wait()
+        if self.removed_at_ns and self._follow_ended_ns >= self.removed_at_ns:
+            self.stats.lost_events += 1
+            log.warning("container removed while its log stream was still being read: Docker ends the stream when it "
+                        "removes the container, so lines after this point may be lost",
+                        extra={"container_id": short, "since": since_param(self.queued_position)})
 
     def join_lines(self, joiner: Joiner) -> None:
         self.joiner = joiner
