@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 _BLOCK = 64 * 1024
@@ -72,11 +73,12 @@ def list_chain(path: str, allow_holes: bool = False) -> list[Rotated] | None:
     return [found[index] for index in sorted(found, reverse=True)] + [Rotated(0, path, False)]
 
 
-def first_line_plain(fd: int) -> bytes:
-    """The file's first record with its newline, or b"" while it is not complete."""
+def _first_record(read_next: Callable[[int], bytes]) -> bytes:
+    """The first record (with its newline) of what `read_next(bytes so far)` returns piece by
+    piece, or b"" while it is not complete."""
     data = b""
     while len(data) < _FIRST_LINE_MAX:
-        block = os.pread(fd, _BLOCK, len(data))
+        block = read_next(len(data))
         if not block:
             return b""
         data += block
@@ -84,6 +86,11 @@ def first_line_plain(fd: int) -> bytes:
         if end >= 0:
             return data[: end + 1]
     return b""
+
+
+def first_line_plain(fd: int) -> bytes:
+    """The file's first record with its newline, or b"" while it is not complete."""
+    return _first_record(lambda offset: os.pread(fd, _BLOCK, offset))
 
 
 class Gunzip:
@@ -129,16 +136,7 @@ class Gunzip:
     def first_line(self) -> bytes:
         """The first record of the decompressed file (a fresh reader over the same descriptor)."""
         reader = Gunzip(self.fd)
-        data = b""
-        while len(data) < _FIRST_LINE_MAX:
-            block = reader.read(_BLOCK)
-            if not block:
-                return b""
-            data += block
-            end = data.find(b"\n")
-            if end >= 0:
-                return data[: end + 1]
-        return b""
+        return _first_record(lambda offset: reader.read(_BLOCK))
 
 
 def fingerprint_fd(fd: int, gz: bool) -> int:
