@@ -69,7 +69,8 @@ async def main() -> None:
             raw = bytes(cramjam.snappy.decompress_raw(body))
             counts.entries += count_protobuf_entries(raw)
         else:
-            raw = gzip.decompress(body) if request.headers.get("Content-Encoding") == "gzip" else body
+            # aiohttp already inflates a gzip request body; inflate here only if it did not.
+            raw = gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
             counts.entries += sum(len(stream["values"]) for stream in msgspec.json.decode(raw)["streams"])
         counts.raw_bytes += len(raw)
         counts.pushes += 1
