@@ -15,7 +15,6 @@ from collector.docker.self_id import own_container_id
 from collector.metrics import Observability
 from collector.pipeline.entry import Chunk
 from collector.pipeline.inflight import InFlight
-from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
 from collector.sinks.base import Sink
 from collector.sinks.lanes import make_lanes, merged_stats

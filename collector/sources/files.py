@@ -15,7 +15,7 @@ import os
 from collections import deque
 from dataclasses import dataclass
 
-from collector.pipeline.entry import Chunk, Entry, FilePosition, Origin
+from collector.pipeline.entry import Entry, FilePosition, Origin
 from collector.pipeline.queue import ChunkQueue
 from collector.sources.inotify import InotifyHub, Wakeup
 from collector.sources.jsonfile import JsonFileParser
@@ -24,7 +24,7 @@ from collector.sources.seek import end_offset, offset_for_time, record_time
 from collector.sources.source import SourceStats
 from collector.transform.lines import LineProcessor
 from collector.transform.multiline import Joiner
-from collector.transform.routing import StreamLabeler
+from collector.transform.routing import StreamLabeler, chunks_of
 
 __all__ = ["FileTailer", "InotifyHub", "TailerSettings", "Wakeup", "fingerprint_of"]
 
@@ -450,20 +450,13 @@ class FileTailer:
         # parser's flush at EOF, truncation or rotation.
         self.stats.lines += len(entries)
         if self.joiner is not None:
-            entries = self.joiner.add(entries, self._parser.starts if entries else [])
-            entries += self.joiner.flush(only_due=not final)
-            held = self.joiner.held
-            if held is not None and held < resume:
-                resume = held  # never past the start of an entry still being joined
+            entries, resume = self.joiner.take(entries, self._parser.starts if entries else [], resume, final)
         assert self._file is not None
         position = FilePosition(self._file.inode, resume, self._file.fingerprint)
         if self.processor is not None:
             entries = self.processor.process(entries)  # dropped lines still move the position
-        if self.labeler is None:
-            await self._queue.put(Chunk(self.origin, entries, nbytes, position))
-        else:  # labels from fields, the cardinality guard: maybe several chunks, the last one with the position
-            for chunk in self.labeler.chunks(self.origin, entries, nbytes, position):
-                await self._queue.put(chunk)
+        for chunk in chunks_of(self.origin, entries, nbytes, position, self.labeler):
+            await self._queue.put(chunk)
         if entries:
             self.stats.last_entry_ns = entries[-1].ts_ns
         # Where a new run of this container continues if this one ends now.

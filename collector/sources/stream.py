@@ -20,13 +20,13 @@ from enum import Enum
 import aiohttp
 
 from collector.docker.logstream import LogStreamClient, LogsUnavailable
-from collector.pipeline.entry import Chunk, Entry, Origin, StreamPosition
+from collector.pipeline.entry import Entry, Origin, StreamPosition
 from collector.pipeline.queue import ChunkQueue
 from collector.sources.apistream import StreamDecoder, since_param
 from collector.sources.source import SourceStats
 from collector.transform.lines import LineProcessor
 from collector.transform.multiline import Joiner
-from collector.transform.routing import StreamLabeler
+from collector.transform.routing import StreamLabeler, chunks_of
 
 log = logging.getLogger(__name__)
 
@@ -258,11 +258,7 @@ class StreamSource:
         position = decoder.position
         lines = len(entries)
         if self.joiner is not None:
-            entries = self.joiner.add(entries, decoder.starts if entries else [])
-            entries += self.joiner.flush(only_due=not final)
-            held = self.joiner.held
-            if held is not None and held < position:
-                position = held  # never past the start of an entry still being joined
+            entries, position = self.joiner.take(entries, decoder.starts if entries else [], position, final)
         self.stats.lines += lines
         if not entries and position == self.queued_position:
             return  # only part of a split line (or of a joined entry) so far
@@ -270,11 +266,8 @@ class StreamSource:
             entries = self.processor.process(entries)  # dropped lines still move the position
         self.waiting_for_room = True
         try:
-            if self.labeler is None:
-                await self._queue.put(Chunk(self.origin, entries, nbytes, position))
-            else:  # labels from fields, the cardinality guard: maybe several chunks, the last one with the position
-                for chunk in self.labeler.chunks(self.origin, entries, nbytes, position):
-                    await self._queue.put(chunk)
+            for chunk in chunks_of(self.origin, entries, nbytes, position, self.labeler):
+                await self._queue.put(chunk)
         finally:
             self.waiting_for_room = False
         if entries:

@@ -77,6 +77,14 @@ class Joiner:
             self._open[stream] = _Open(entry[0], [line], len(line), start, now, entry[3])
         return out
 
+    def take(self, entries: list[Entry], starts: list[Any], position: Any, final: bool) -> tuple[list[Entry], Any]:
+        """A source's chunk through the joiner: the entries complete now (all of them when `final`,
+        the end of the output or of a file) and the position to queue them with, which never
+        passes the start of an entry still open."""
+        done = self.add(entries, starts) + self.flush(only_due=not final)
+        held = self.held
+        return done, held if held is not None and held < position else position
+
     @property
     def held(self) -> Any:
         """Where the oldest open entry starts (a position to not move past), or None."""

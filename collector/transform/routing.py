@@ -14,6 +14,14 @@ from collector.pipeline.entry import Chunk, Entry, Origin, Position
 from collector.transform.guard import StreamGuard
 
 
+def chunks_of(origin: Origin, entries: list[Entry], nbytes: int, position: Position | None,
+              labeler: StreamLabeler | None) -> list[Chunk]:
+    """What a source queues for these entries: one chunk, or the labeler's (the last one with the position)."""
+    if labeler is None:
+        return [Chunk(origin, entries, nbytes, position)]
+    return labeler.chunks(origin, entries, nbytes, position)
+
+
 @dataclass(slots=True)
 class StreamLabeler:
     guard: StreamGuard
