@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import msgspec
+
 from polling import wait_until
 
 from collector.config import Config
@@ -263,3 +265,39 @@ async def test_scripted_lifecycle_start_die_restart_rename_reconnect_destroy(tmp
             task.cancel()
     hub.close()
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith(("file:", "stream:", "resolve:"))]
+
+
+async def test_a_containers_trimmed_labels_are_counted_and_logged_once(tmp_path, caplog) -> None:
+    """The profile is made twice on the way in (at the start event, to skip an excluded container at
+    once; after the inspect, to route it): what Loki's limits cut is reported once, by the second."""
+    containers_dir = tmp_path / "containers"
+    containers_dir.mkdir()
+    engine = FakeEngine()
+    hub = InotifyHub()
+    config = msgspec.convert({"labels": {"max_label_names": 4}}, Config, strict=False)
+    registry = SourceRegistry(
+        queue=ChunkQueue(1 << 20), hub=hub, streams=FakeStreams(engine),  # type: ignore[arg-type]
+        positions=PositionStore(str(tmp_path / "positions.json"), 0.05),
+        settings=RegistrySettings(
+            containers_dir=str(containers_dir),
+            tailer=TailerSettings(read_chunk_bytes=65536, poll_interval=0.5),
+            stream=StreamSettings(idle_timeout=30, drain_timeout=2, max_line_bytes=65536, max_backoff=0.2),
+            max_line_bytes=65536, own_id=None, start_at=None,
+        ),
+        inspect=engine.inspect, is_running=engine.is_running, profiler=Profiler(config),
+    )
+    cid = "c" * 64
+    (containers_dir / cid).mkdir()
+    (containers_dir / cid / f"{cid}-json.log").write_bytes(json_record(BASE_NS, "x"))
+    labels = {f"collector.label.l{i}": "v" for i in range(5)}
+    engine.infos[cid] = ContainerInfo(cid, "web", "img", dict(labels), log_driver="json-file", running=True)
+    async with asyncio.TaskGroup() as group:
+        registry_task = group.create_task(registry.run())
+        await registry.running.wait()
+        registry.started(ContainerInfo(cid, "web", "img", dict(labels), running=True))  # what the event says
+        await wait_until(lambda: registry.containers[cid].source is not None, 10, what="routed")
+        assert registry.labels_trimmed == 3  # l2, l3, l4: 4 names with `stream`
+        assert sum("labels trimmed to Loki's limits" in record.getMessage() for record in caplog.records) == 1
+        registry.stop()
+        await registry_task
+    hub.close()

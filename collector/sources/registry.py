@@ -277,7 +277,7 @@ class SourceRegistry:
         assert self._group is not None, "registry is not running"
         container_id = tracked.info.id
         known = tracked.info if tracked.info.log_path else event_info
-        if self._excluded(tracked, known):
+        if self._excluded(tracked, known, report=False):  # routing makes it again, from the inspect
             return  # costs nothing: no file opened, no stream, no task
         fd = None if catch_up else self._preopen(known)
         task = self._group.create_task(self._inspect_and_route(tracked, event_info, fd, inspected),
@@ -551,16 +551,19 @@ class SourceRegistry:
         tracked.phase = Phase.SKIPPED
         tracked.reason = shown
 
-    def _excluded(self, tracked: Tracked, info: ContainerInfo) -> bool:
-        """Make the container's profile from what is known of it; skip it when a rule excludes it."""
-        tracked.profile = self._make_profile(info)
+    def _excluded(self, tracked: Tracked, info: ContainerInfo, report: bool = True) -> bool:
+        """Make the container's profile from what is known of it; skip it when a rule excludes it.
+        `report`: count and log what its labels lost (once per start: the profile it is read with)."""
+        tracked.profile = self._make_profile(info, report)
         if tracked.profile.excluded_by:
             self._skip(tracked, tracked.profile.skip_reason, shown=f"excluded by {tracked.profile.excluded_by}")
             return True
         return False
 
-    def _make_profile(self, info: ContainerInfo) -> Profile:
+    def _make_profile(self, info: ContainerInfo, report: bool = True) -> Profile:
         profile = self._profiler.profile(info, self.host)
+        if not report:
+            return profile
         where = {"container_id": info.id[:12], "container_name": info.name}
         if profile.trimmed:
             self.labels_trimmed += len(profile.trimmed)
