@@ -93,8 +93,8 @@ def encode_metadata(metadata: Metadata) -> bytes:
 
 # Tables for the hot loop (about 3 MB): each entry is then a few list appends of ready-made bytes.
 _TABLE = 1 << 14
-_ENTRY_HEAD = [b"\x12" + _varint(n) for n in range(_TABLE)]  # EntryAdapter tag and length
-_LINE_HEAD = [b"\x12" + _varint(n) for n in range(_TABLE)]  # line tag and length
+# Field 2 with a length: a stream's EntryAdapter, and an entry's line, share the tag.
+_FIELD2_HEAD = [b"\x12" + _varint(n) for n in range(_TABLE)]
 # A 5-byte varint (2^28 <= n < 2^35, most nanosecond fields): its low 14 bits, then the rest.
 _LOW14 = [bytes((n & 0x7F | 0x80, n >> 7 | 0x80)) for n in range(_TABLE)]
 _HIGH_OF_5 = [bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14)) for n in range(1 << 16)]
@@ -113,7 +113,7 @@ def _stream_parts(stream: PushStream, parts: list[bytes]) -> int:
     shared_names = {name for name, _ in stream.metadata}
     metadata, metadata_len = shared, len(shared)
     per_entry = stream.per_entry
-    entry_head, line_head_of, low14, high_of_5 = _ENTRY_HEAD, _LINE_HEAD, _LOW14, _HIGH_OF_5
+    field2_head, low14, high_of_5 = _FIELD2_HEAD, _LOW14, _HIGH_OF_5
     last_seconds = -1
     seconds_field = b""
     ts_head = b""  # timestamp tag, its length and the seconds field, for a 5-byte nanos field
@@ -137,12 +137,12 @@ def _stream_parts(stream: PushStream, parts: list[bytes]) -> int:
             # The usual entry: ready-made pieces only.
             body_len = ts_head_len + 5 + 1 + (1 if length < 0x80 else 2) + length + metadata_len
             if body_len < _TABLE:
-                head = entry_head[body_len]
+                head = field2_head[body_len]
                 append(head)
                 append(ts_head)
                 append(low14[nanos & 0x3FFF])
                 append(high_of_5[nanos >> 14])
-                append(line_head_of[length])
+                append(field2_head[length])
                 append(raw)
                 if metadata_len:
                     append(metadata)
