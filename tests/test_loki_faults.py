@@ -5,7 +5,6 @@ long outage. Each test prints lines sent / received / duplicated / dropped for t
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import Counter
 
