@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,6 +103,7 @@ def main() -> None:
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda name: engine.docker("rm", "-f", name, check=False), names))
         engine.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     print(result)
     if not args.no_doc:
         with open(DOC_PATH, "a") as handle:
