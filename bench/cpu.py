@@ -105,7 +105,8 @@ def run_once(engine: DockerEngine, scenario: str, lines: int, workdir: str, prof
     command = ["taskset", "-c", "0", sys.executable, "-m", "collector"]
     if profile:
         fmt = ["--format", "raw"] if profile.endswith(".txt") else []  # collapsed stacks, to read as text
-        command = ["py-spy", "record", "--nonblocking", "-r", "200", *fmt, "-o", profile, "--", *command]
+        spy = os.path.join(os.path.dirname(sys.executable), "py-spy")  # the venv's, if not on PATH
+        command = [spy if os.path.exists(spy) else "py-spy", "record", "--nonblocking", "-r", "200", *fmt, "-o", profile, "--", *command]
     started = time.monotonic()
     stderr_path = os.path.join(workdir, "collector.stderr")
     collector = subprocess.Popen(command, env=environment, cwd=REPO, stderr=open(stderr_path, "wb"))
