@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,7 +92,9 @@ def write_log(engine: DockerEngine, options: tuple[str, ...], lines: int) -> str
 
 
 def run_once(engine: DockerEngine, scenario: str, lines: int, workdir: str, profile: str | None,
-             extra_env: dict[str, str] | None = None) -> Result:
+             extra_env: dict[str, str] | None = None, on_done: Callable[[int], None] | None = None) -> Result:
+    """on_done(collector pid): called once everything has arrived, before the collector is stopped
+    (e.g. to read its metrics)."""
     options, env = SCENARIOS[scenario]
     name = write_log(engine, options, lines)
     receiver, urls = start_receiver()
@@ -127,6 +130,8 @@ def run_once(engine: DockerEngine, scenario: str, lines: int, workdir: str, prof
             time.sleep(0.05)
         wall = time.monotonic() - started
         cpu, hwm = proc_cpu(pid), proc_hwm_mib(pid)
+        if on_done is not None and entries >= lines:
+            on_done(pid)
     finally:
         os.kill(pid, signal.SIGTERM)  # the collector itself: py-spy writes its profile once its target exits
         collector.wait(60)
