@@ -112,13 +112,13 @@ class Sampler:
         return time.monotonic() - self.started
 
     def take(self) -> tuple[float, float, int, int]:
-        try:
+        at, rss, fds = round(self.elapsed(), 2), round(vm_rss_mib(self.pid), 1), len(os.listdir(f"/proc/{self.pid}/fd"))
+        try:  # after counting the FDs, so the scrape's own connection is not among them
             tasks = int(idle.sample(idle.scrape(self.url), "collector_asyncio_tasks"))
         except OSError:
             tasks = -1
-        sample = (round(self.elapsed(), 2), round(vm_rss_mib(self.pid), 1), len(os.listdir(f"/proc/{self.pid}/fd")), tasks)
-        self.samples.append(sample)
-        return sample
+        self.samples.append((at, rss, fds, tasks))
+        return self.samples[-1]
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -339,7 +339,7 @@ def plot_all(data: dict[str, Any]) -> list[str]:
         bars = ax.bar(names, medians, yerr=[lows, highs], capsize=4, color="tab:blue", label="collector, median (min-max)")
         ax.bar_label(bars, fmt="%.2f", padding=3)
         ax.set_ylabel("CPU-s per 1,000,000 lines")
-        ax.set_title(f"1M-line backlog, medians of {len(runs[names[0]])} runs")
+        ax.set_title(f"{data['backlog']['result']['lines']:,}-line backlog, median of {len(runs[names[0]])} run(s)")
         ax.legend(loc="upper left", fontsize=8)
         ax.set_ylim(0, max(max(medians) + max(highs), FLUENT_BIT_CPU[1]) * 1.25)
         written.append(_save(fig, "bench-cpu.png"))
@@ -358,7 +358,7 @@ def plot_all(data: dict[str, Any]) -> list[str]:
         ax.set_title("Latency CDF, default settings")
         ax.legend(fontsize=8, loc="lower right")
         written.append(_save(fig, "bench-latency-cdf.png"))
-    panels = [(key, title) for key, title in (("churn", "300-container churn"), ("outage", "Loki unreachable"))
+    panels = [(key, title) for key, title in (("churn", "container churn"), ("outage", "Loki unreachable"))
               if key in data]
     if panels:
         fig, axes = plt.subplots(len(panels), 1, figsize=(7, 3.4 * len(panels)), squeeze=False)
@@ -373,7 +373,7 @@ def plot_all(data: dict[str, Any]) -> list[str]:
             if key == "churn":
                 for start, end in result["wave_times"]:
                     ax.axvspan(start, end, color="tab:green", alpha=0.12)
-                ax.set_title(f"{title}: RSS (waves shaded), tasks")
+                ax.set_title(f"{result['containers']}-{title}: RSS (waves shaded), asyncio tasks")
                 twin = ax.twinx()
                 twin.plot(s["t"], s["tasks"], color="tab:grey", linewidth=0.8, label="asyncio tasks")
                 twin.set_ylabel("tasks")
@@ -469,7 +469,7 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str, str, bool | None]
 
 
 def detail(section: str, entry: dict[str, Any]) -> str:
-    r, sizes = entry["result"], entry["sizes"]
+    r = entry["result"]
     head = f"_Measured {entry['date']} at {entry['commit']}{' (--quick sizes)' if entry['quick'] else ''}; took {entry['took_s']:.0f} s._\n\n"
     if section == "backlog":
         rows = ["| scenario | runs | CPU-s per 1M lines, median | min-max | RSS peak MiB, median | wall s, median |",
@@ -568,17 +568,20 @@ def write_doc(data: dict[str, Any], plots: list[str]) -> None:
     rows = summary_rows(data)
     table = ["| figure | measured | target | |", "|---|---:|---|---|"]
     table += [f"| {figure} | {value} | {target} | {_verdict(ok)} |" for figure, value, target, ok in rows]
-    runs = sorted({(e["date"], e["commit"], e["command"]) for e in data.values()})
+    runs: dict[tuple[str, str], list[str]] = {}
+    for entry in data.values():
+        runs.setdefault((entry["commit"], entry["command"]), []).append(entry["date"])
+    took_min = sum(e["took_s"] for e in data.values()) / 60
     text = f"""# Benchmarks
 
 Issue 16's scenarios, measured against the code of one commit and rewritten by one command:
 
-    python bench/report.py            # everything, ~{max(1, round(sum(e['took_s'] for e in data.values()) / 60))} min on this machine
+    python bench/report.py            # everything, ~15 min on this machine
     python bench/report.py --quick    # small sizes, to check the script
     python bench/report.py --only latency   # rerun one section: {', '.join(SECTIONS)}
 
 - machine: {machine['nproc']} CPUs ({machine['cpu']}), {machine['memory']} RAM, Linux {machine['kernel']}, Python {machine['python']}
-- runs behind this page (date, commit, command): {'; '.join(f'{d}, {c}, `{cmd}`' for d, c, cmd in runs)}
+- measured: {'; '.join(f'`{cmd}` at {commit}, {min(dates)}' for (commit, cmd), dates in runs.items())}; the sections took {took_min:.0f} min
 - the machine is shared (other jobs run on it): CPU figures can move by 10-30 % between runs; compare runs of one machine.
 - raw figures: [benchmarks.json](benchmarks.json); more end-to-end detail: [benchmarks-e2e.md](benchmarks-e2e.md) (`python bench/e2e.py`).
 
