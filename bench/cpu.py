@@ -11,6 +11,7 @@ exits; then the collector starts (`positions.start_at: all`, defaults otherwise)
 with taskset, and pushes everything to bench/counting_receiver.py (decompress and count only, in
 its own process on the other CPU). CPU = utime + stime of the collector process from its start
 until the receiver has counted every entry: imports and startup included. RSS peak = VmHWM.
+bench/report.py runs the same run_once() for the summary in docs/benchmarks.md.
 """
 
 from __future__ import annotations
