@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Issue 16's benchmark report: every scenario against the code in this tree, one command.
 
-    python bench/report.py                 # everything (~15 min on 2 CPUs); rewrites docs/benchmarks.md + PNGs
+    python bench/report.py                 # everything (~9 min on 2 CPUs); rewrites docs/benchmarks.md + PNGs
     python bench/report.py --quick         # small sizes: checks the script end to end in a few minutes
     python bench/report.py --only churn    # rerun one section (repeatable); the others come from
                                            # docs/benchmarks.json, the raw figures of the last run
@@ -127,6 +127,28 @@ class Sampler:
             except OSError:  # the collector is gone
                 return
             self._stop.wait(self.interval)
+
+
+def fd_kinds(pid: int) -> dict[str, int]:
+    """The process's open FDs by kind (socket, anon inode, json-file log, deleted file, ...)."""
+    kinds: dict[str, int] = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(("socket:", "pipe:")):
+            kind = target.split(":", 1)[0]
+        elif target.startswith("anon_inode:"):
+            kind = target
+        elif target.endswith(" (deleted)"):
+            kind = "deleted file"
+        elif target.endswith("-json.log"):
+            kind = "json-file log"
+        else:
+            kind = "other file"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
 
 
 def series(sampler: Sampler) -> dict[str, list]:
@@ -275,14 +297,18 @@ def section_churn(engine: DockerEngine, sizes: Sizes) -> dict[str, Any]:
             print(f"  wave {wave + 1}/{sizes.churn_waves}: {len(names)} containers, delivered in "
                   f"{waves[-1][1] - started:.1f} s{'' if complete else ' (timed out)'}", flush=True)
             previous = names
+        before_kinds = fd_kinds(pipeline.collector.pid)
         remove_containers(engine, previous)
         removed_at = sampler.elapsed()
-        after = wait_back_to(sampler, before, timeout=30)
+        time.sleep(3)
+        soon_after_kinds = fd_kinds(pipeline.collector.pid)
+        after = wait_back_to(sampler, before, timeout=40)
         delivery = delivered(pipeline.receiver, expected)
     return {"containers": len(expected), "waves": sizes.churn_waves, "lines_per_container": sizes.churn_lines,
             "before": {"rss_mib": before[1], "fds": before[2], "tasks": before[3]},
             "after": {"rss_mib": after[1], "fds": after[2], "tasks": after[3], "after_s": round(after[0] - removed_at, 1)},
             "peak_rss_mib": max(s[1] for s in sampler.samples), "incomplete_waves": incomplete, "wave_times": waves,
+            "fd_kinds_last_wave": before_kinds, "fd_kinds_3s_after_removal": soon_after_kinds,
             "removed_at": removed_at, "delivery": delivery, "series": series(sampler)}
 
 
@@ -473,16 +499,23 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str, str, bool | None]
         rows.append(("churn: every line delivered once", r["delivery"]["text"], "all", r["delivery"]["exact"]))
     if "outage" in data:
         r = data["outage"]["result"]
-        rows.append((f"Loki unreachable {r['outage_s']:.0f} s, {r['containers']} busy containers: peak RSS",
-                     f"{r['peak_rss_mib']:.0f} MiB", f"<= {RSS_TARGET_MIB:.0f} MiB", r["peak_rss_mib"] <= RSS_TARGET_MIB))
+        rows.append((f"Loki unreachable {r['outage_s']:.0f} s, {r['containers']} busy containers: peak RSS (while "
+                     "unreachable / catching up)", f"{r['peak_rss_during_outage_mib']:.0f} / {r['peak_rss_mib']:.0f} MiB",
+                     f"<= {RSS_TARGET_MIB:.0f} MiB", r["peak_rss_mib"] <= RSS_TARGET_MIB))
         rows.append(("Loki unreachable: every line delivered after recovery", r["delivery"]["text"]
                      + f" ({r['recovered_after_s']:.0f} s after Loki came back)", "all", r["delivery"]["exact"]))
     return rows
 
 
-def detail(section: str, entry: dict[str, Any]) -> str:
+def _kinds(kinds: dict[str, int] | None) -> str:
+    return ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())) if kinds else "n/a"
+
+
+def detail(section: str, entry: dict[str, Any], sections: set[str]) -> str:
+    """The section's method and figures; `sections`: those on the page (the RSS plot is shown once)."""
     r = entry["result"]
-    head = f"_Measured {entry['date']} at {entry['commit']}{' (--quick sizes)' if entry['quick'] else ''}; took {entry['took_s']:.0f} s._\n\n"
+    head = (f"_Measured {entry['date']} at {entry['commit']}{' (--quick sizes)' if entry['quick'] else ''}; took "
+            f"{entry['took_s']:.0f} s; load average (1/5/15 min) at its end: {entry.get('load_after', 'n/a')}._\n\n")
     if section == "backlog":
         rows = ["| scenario | runs | CPU-s per 1M lines, median | min-max | RSS peak MiB, median | wall s, median |",
                 "|---|---:|---:|---:|---:|---:|"]
@@ -556,8 +589,14 @@ one's lines have all arrived. The collector's VmRSS, open FDs and asyncio tasks 
 | peak | {r['peak_rss_mib']:.0f} | {max(r['series']['fds'])} | {max(r['series']['tasks'])} |
 | after the last `docker rm -f` (+{a['after_s']:g} s) | {a['rss_mib']:.0f} | {a['fds']} | {a['tasks']} |
 
+Open FDs by kind with the last wave running: {_kinds(r.get('fd_kinds_last_wave'))}; 3 s after its
+`docker rm -f`: {_kinds(r.get('fd_kinds_3s_after_removal'))}. "after" is the first sample with FDs and
+tasks back to their count before the first wave (or the last sample, 40 s on).
+
 Delivery of {r['containers'] * r['lines_per_container']:,} lines: {r['delivery']['text']}
 ({r['incomplete_waves']} wave(s) timed out waiting).
+
+![RSS over time](bench-rss.png)
 """
     if section == "outage":
         return head + f"""The collector (defaults) pushes to a local port where nothing listens (connection refused) while
@@ -565,12 +604,11 @@ Delivery of {r['containers'] * r['lines_per_container']:,} lines: {r['delivery']
 {r['outage_s']:.0f} s; then the receiver starts on that port (Loki is back) and the collector catches up.
 VmRSS sampled every 0.5 s.
 
-- peak RSS: {r['peak_rss_mib']:.0f} MiB ({r['peak_rss_during_outage_mib']:.0f} MiB while Loki was unreachable)
+- peak RSS: {r['peak_rss_mib']:.0f} MiB ({r['peak_rss_during_outage_mib']:.0f} MiB while Loki was unreachable,
+  the rest while catching up)
 - all {r['lines']:,} lines arrived {r['recovered_after_s']:.1f} s after Loki came back (includes the retry backoff,
   `loki.max_backoff` 30 s by default): {r['delivery']['text']}
-
-![RSS over time](bench-rss.png)
-"""
+""" + ("" if "churn" in sections else "\n![RSS over time](bench-rss.png)\n")
     raise ValueError(section)
 
 
@@ -579,7 +617,7 @@ TITLES = {"backlog": "Backlog: CPU and RSS", "lag": "Event loop lag in the backl
           "churn": "Container churn", "outage": "Loki unreachable"}
 
 
-def write_doc(data: dict[str, Any], plots: list[str]) -> None:
+def write_doc(data: dict[str, Any]) -> None:
     machine = machine_info()
     rows = summary_rows(data)
     table = ["| figure | measured | target | |", "|---|---:|---|---|"]
@@ -592,7 +630,7 @@ def write_doc(data: dict[str, Any], plots: list[str]) -> None:
 
 Issue 16's scenarios, measured against the code of one commit and rewritten by one command:
 
-    python bench/report.py            # everything, ~15 min on this machine
+    python bench/report.py            # everything, ~9 min on this machine
     python bench/report.py --quick    # small sizes, to check the script
     python bench/report.py --only latency   # rerun one section: {', '.join(SECTIONS)}
 
@@ -611,9 +649,7 @@ RSS peak 79-85 MB; this collector before the work 3.8-4.3 CPU-s, RSS ~103 MB.
 """
     for section in SECTIONS:
         if section in data:
-            text += f"## {TITLES[section]}\n\n{detail(section, data[section])}\n"
-    if "bench-rss.png" in plots and "outage" not in data:
-        text += "![RSS over time](bench-rss.png)\n"
+            text += f"## {TITLES[section]}\n\n{detail(section, data[section], set(data))}\n"
     with open(DOC_PATH, "w") as handle:
         handle.write(text)
 
@@ -655,7 +691,7 @@ def main() -> int:
     finally:
         engine.stop()
     plots = plot_all(data)
-    write_doc(data, plots)
+    write_doc(data)
     for figure, value, target, ok in summary_rows(data):
         print(f"{figure}: {value} (target {target}) {_verdict(ok)}")
     print(f"wrote {os.path.relpath(DOC_PATH, REPO)}, {', '.join(plots)} in {time.monotonic() - began:.0f} s")
