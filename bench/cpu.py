@@ -73,6 +73,12 @@ def proc_hwm_mib(pid: int) -> float:
     return 0.0
 
 
+def proc_rss_mib(pid: int) -> float:
+    """VmRSS now (VmHWM is the peak)."""
+    with open(f"/proc/{pid}/status") as handle:
+        return next(int(line.split()[1]) / 1024 for line in handle if line.startswith("VmRSS:"))
+
+
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())

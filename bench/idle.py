@@ -28,7 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 sys.path.insert(0, os.path.join(REPO, "bench"))
 
-from cpu import DOC_PATH, proc_cpu, start_receiver  # noqa: E402
+from cpu import DOC_PATH, proc_cpu, proc_rss_mib, start_receiver  # noqa: E402
 from dockerengine import DockerEngine, start_engine  # noqa: E402
 from e2e import free_port  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
@@ -82,8 +82,7 @@ def measure(engine: DockerEngine, containers: int, idle_s: float) -> dict:
         time.sleep(idle_s)
         idle_cpu = (proc_cpu(collector.pid) - cpu_before) / (time.monotonic() - at)
         samples = scrape(url)
-        with open(f"/proc/{collector.pid}/status") as handle:
-            rss = next(int(line.split()[1]) / 1024 for line in handle if line.startswith("VmRSS:"))
+        rss = proc_rss_mib(collector.pid)
         return {
             "containers": containers,
             "all live after s": round(live_after, 2) if live_after is not None else None,

@@ -85,11 +85,6 @@ QUICK = Sizes(runs=1, lines=100_000, latency_s=3.0, idle_containers=20, idle_s=5
 # ---------------------------------------------------------------------------------------------
 
 
-def vm_rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as handle:
-        return next(int(line.split()[1]) / 1024 for line in handle if line.startswith("VmRSS:"))
-
-
 class Sampler:
     """Every `interval` s, in a thread: seconds since start, VmRSS MiB, open FDs, asyncio tasks."""
 
@@ -112,7 +107,7 @@ class Sampler:
         return time.monotonic() - self.started
 
     def take(self) -> tuple[float, float, int, int]:
-        at, rss, fds = round(self.elapsed(), 2), round(vm_rss_mib(self.pid), 1), len(os.listdir(f"/proc/{self.pid}/fd"))
+        at, rss, fds = round(self.elapsed(), 2), round(cpu.proc_rss_mib(self.pid), 1), len(os.listdir(f"/proc/{self.pid}/fd"))
         try:  # after counting the FDs, so the scrape's own connection is not among them
             tasks = int(idle.sample(idle.scrape(self.url), "collector_asyncio_tasks"))
         except OSError:
