@@ -251,6 +251,8 @@ def section_latency(engine: DockerEngine, sizes: Sizes) -> dict[str, Any]:
                 "p99_ms": percentile(lat, 99) * 1000, "max_ms": lat[-1] * 1000 if lat else math.nan,
                 "collector_cpu_share": r.collector_cpu_s / r.wall_s if r.wall_s > 0 else math.nan,
                 "loop_lag_p99_ms": r.loop_lag_p99_ms,
+                "receiver_cpu_share": r.receiver_cpu_s / r.wall_s if r.wall_s > 0 else math.nan,
+                "pushes": r.pushes, "push_handler_ms": r.push_handler_ms, "push_gap_ms": r.push_gap_ms,
                 "delivery": delivery_text(r.delivery), "exact": r.delivery.exact,
                 # the CDF, as latency (ms) at these percentiles: enough to plot, small enough to keep
                 "cdf": [[pct, percentile(lat, pct) * 1000] for pct in cdf_points()] if lat else [],
@@ -502,6 +504,23 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str, str, bool | None]
     return rows
 
 
+def _push_ceilings(latency: dict[str, Any]) -> str:
+    """Where the rate fell short of the aim: with one push in flight at a time, lines per push /
+    (receiver time + gap to the next push) bounds the rate."""
+    notes = []
+    for label, *_ in LATENCY_RATES:
+        x = latency.get(label)
+        if (x and x.get("pushes") and x["achieved_rate"] < 0.9 * x["target_rate"]
+                and x["push_handler_ms"] == x["push_handler_ms"] and x["push_gap_ms"] == x["push_gap_ms"]):
+            per_push = x["lines"] / x["pushes"]
+            ceiling = per_push / ((x["push_handler_ms"] + x["push_gap_ms"]) / 1000)
+            notes.append(f"- {label}: {per_push:,.0f} lines per push, {x['push_handler_ms']:.0f} ms in the receiver + "
+                         f"{x['push_gap_ms']:.0f} ms from its answer to the next push: if pushes go one at a time, "
+                         f"that carries at most ~{ceiling:,.0f} lines/s (Docker's timestamps say {x['achieved_rate']:,.0f} lines/s "
+                         "were written).")
+    return ("\nShort of the aimed rate:\n\n" + "\n".join(notes) + "\n") if notes else ""
+
+
 def _kinds(kinds: dict[str, int] | None) -> str:
     return ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())) if kinds else "n/a"
 
@@ -542,14 +561,16 @@ worst probe. The p99 is given as **the upper bound of the histogram bucket** tha
 """
     if section == "latency":
         rows = ["| rate | containers | achieved lines/s | lines delivered | p50 ms | p90 ms | p99 ms | max ms | collector CPU "
-                "| loop lag p99 ms (bucket bound) | delivery |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+                "| receiver CPU | pushes | receiver ms/push | ms between pushes | loop lag p99 ms (bucket bound) | delivery |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for label, *_ in LATENCY_RATES:
             x = r.get(label)
             if x:
                 rows.append(f"| {label} | {x['containers']} | {x['achieved_rate']:,.0f} | {x['lines']:,}/{x['expected']:,} | "
                             f"{_n(x['p50_ms'], '.0f')} | {_n(x['p90_ms'], '.0f')} | {_n(x['p99_ms'], '.0f')} | "
                             f"{_n(x['max_ms'], '.0f')} | {x['collector_cpu_share'] * 100:.0f} % | "
+                            f"{_n(x.get('receiver_cpu_share', math.nan) * 100, '.0f')} % | {x.get('pushes', 'n/a')} | "
+                            f"{_n(x.get('push_handler_ms', math.nan), '.0f')} | {_n(x.get('push_gap_ms', math.nan), '.0f')} | "
                             f"<= {_n(x.get('loop_lag_p99_ms', math.nan), '.0f')} | "
                             f"{x['delivery']}{'' if x['complete'] else ' (timed out)'} |")
         return head + f"""Containers print lines of ~100 bytes at a steady rate for {r['seconds']:g} s (awk paced by
@@ -559,9 +580,11 @@ which stamps each push's arrival. Latency per line = arrival at the receiver - D
 the line: Docker's write path, inotify wake-up, reading, the batch wait, encoding and the HTTP push.
 50k lines/s is 50 containers at 1k lines/s each; the achieved rate is lines / (last - first Docker
 timestamp). Everything shares 2 CPUs: dockerd, the writers, the collector and the receiver (unpinned).
+CPU columns are shares of one core over the scenario; "receiver ms/push" is the receiver's handler
+time per push, "ms between pushes" the time from one push's answer to the next push's arrival.
 
 {chr(10).join(rows)}
-
+{_push_ceilings(r)}
 ![Latency CDF](bench-latency-cdf.png)
 """
     if section == "idle":
