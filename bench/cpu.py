@@ -11,6 +11,7 @@ exits; then the collector starts (`positions.start_at: all`, defaults otherwise)
 with taskset, and pushes everything to bench/counting_receiver.py (decompress and count only, in
 its own process on the other CPU). CPU = utime + stime of the collector process from its start
 until the receiver has counted every entry: imports and startup included. RSS peak = VmHWM.
+bench/report.py runs the same run_once() for the summary in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,6 +73,12 @@ def proc_hwm_mib(pid: int) -> float:
     return 0.0
 
 
+def proc_rss_mib(pid: int) -> float:
+    """VmRSS now (VmHWM is the peak)."""
+    with open(f"/proc/{pid}/status") as handle:
+        return next(int(line.split()[1]) / 1024 for line in handle if line.startswith("VmRSS:"))
+
+
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())
@@ -91,7 +99,9 @@ def write_log(engine: DockerEngine, options: tuple[str, ...], lines: int) -> str
 
 
 def run_once(engine: DockerEngine, scenario: str, lines: int, workdir: str, profile: str | None,
-             extra_env: dict[str, str] | None = None) -> Result:
+             extra_env: dict[str, str] | None = None, on_done: Callable[[int], None] | None = None) -> Result:
+    """on_done(collector pid): called once everything has arrived, before the collector is stopped
+    (e.g. to read its metrics)."""
     options, env = SCENARIOS[scenario]
     name = write_log(engine, options, lines)
     receiver, urls = start_receiver()
@@ -128,6 +138,8 @@ def run_once(engine: DockerEngine, scenario: str, lines: int, workdir: str, prof
             time.sleep(0.05)
         wall = time.monotonic() - started
         cpu, hwm = proc_cpu(pid), proc_hwm_mib(pid)
+        if on_done is not None and entries >= lines:
+            on_done(pid)
     finally:
         os.kill(pid, signal.SIGTERM)  # the collector itself: py-spy writes its profile once its target exits
         collector.wait(60)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """End-to-end benchmark: Docker containers -> json-file -> collector -> Loki push -> receiver.
 
-    python bench/e2e.py            # full run (about a minute on 2 CPUs), rewrites docs/benchmarks.md
+    python bench/e2e.py            # full run (about a minute on 2 CPUs), rewrites docs/benchmarks-e2e.md
     python bench/e2e.py --quick    # smaller sizes (under half a minute)
 
 Everything is real: a Docker engine (the one at DOCKER_HOST, else a private dockerd, see
@@ -16,6 +16,9 @@ Scenarios
      then resumed ("backlog": the collector and receiver alone, Docker idle).
   B  latency: one container writing at a steady rate (paced by /proc/uptime inside the container);
      latency per entry = receiver arrival (wall clock) - Docker's timestamp of the line.
+
+Issue 16's report (bench/report.py -> docs/benchmarks.md) reuses this module's collector,
+receiver and latency machinery.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 from dockerengine import DockerEngine, start_engine  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-DOC_PATH = os.path.join(REPO, "docs", "benchmarks.md")
+DOC_PATH = os.path.join(REPO, "docs", "benchmarks-e2e.md")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,12 +81,13 @@ def _stop_process(process: subprocess.Popen, timeout: float = 30) -> int:
 
 
 class ReceiverProcess:
-    def __init__(self, workdir: str) -> None:
+    def __init__(self, workdir: str, port: int = 0) -> None:
+        """port: the push endpoint's port (0: any free one)."""
         self.workdir = workdir
         self.stderr = open(os.path.join(workdir, "receiver.stderr"), "wb")
         self.process = subprocess.Popen(
             [sys.executable, os.path.join(REPO, "bench", "receiver_proc.py"),
-             "--dump-file", os.path.join(workdir, "receiver-final.json")],
+             "--dump-file", os.path.join(workdir, "receiver-final.json"), "--port", str(port)],
             stdout=subprocess.PIPE, stderr=self.stderr, text=True, cwd=REPO,
         )
         line = self.process.stdout.readline() if self.process.stdout else ""
@@ -166,19 +170,7 @@ class CollectorProcess:
             time.sleep(0.05)
 
     def loop_lag_buckets(self) -> list[tuple[float, float]]:
-        """collector_event_loop_lag_seconds as (upper bound, cumulative count); [] when unreadable."""
-        url = f"http://{self.env['COLLECTOR_METRICS__LISTEN']}/metrics"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                text = response.read().decode()
-        except OSError:
-            return []
-        buckets = []
-        for line in text.splitlines():
-            if line.startswith("collector_event_loop_lag_seconds_bucket{"):
-                bound = line.split('le="', 1)[1].split('"', 1)[0]
-                buckets.append((math.inf if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
-        return buckets
+        return loop_lag_buckets(self.env["COLLECTOR_METRICS__LISTEN"])
 
     def stderr_text(self) -> str:
         with open(self.stderr_path, "rb") as handle:
@@ -221,6 +213,23 @@ class CollectorProcess:
             if level in ("warning", "error", "critical"):
                 found.append(line)
         return found
+
+
+def loop_lag_buckets(listen: str) -> list[tuple[float, float]]:
+    """collector_event_loop_lag_seconds of the collector whose metrics listen at `listen` (host:port),
+    as (upper bound, cumulative count); [] when unreadable."""
+    url = f"http://{listen}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return []
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith("collector_event_loop_lag_seconds_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((math.inf if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
+    return buckets
 
 
 # ---------------------------------------------------------------------------------------------
@@ -565,16 +574,20 @@ class Bench:
         result.complete, cpu_end = wait_delivered(self.receiver, self.collector, expected, timeout)
         return self._finish(result, names, expected, start_wall, marks, cpu_end)
 
-    def paced(self, scenario: str, rate: float, seconds: float, line_bytes: int) -> Result:
-        names = self._names(scenario, 1)
+    def paced(self, scenario: str, rate: float, seconds: float, line_bytes: int, containers: int = 1) -> Result:
+        """`containers` containers writing `rate` lines/s each, together."""
+        names = self._names(scenario, containers)
         count = int(rate * seconds)
-        expected = {names[0]: count}
-        result = Result(scenario, "latency", 1, count, line_bytes, f"steady ~{rate:,.0f} lines/s for {seconds:g} s")
-        result.target_rate = rate
-        print(f"{scenario}: 1 container, {count:,} lines of ~{line_bytes} B at ~{rate:,.0f}/s", flush=True)
+        expected = {name: count for name in names}
+        total_rate = rate * containers
+        result = Result(scenario, "latency", containers, count * containers, line_bytes,
+                        f"steady ~{total_rate:,.0f} lines/s for {seconds:g} s")
+        result.target_rate = total_rate
+        print(f"{scenario}: {containers} container(s), {count * containers:,} lines of ~{line_bytes} B at "
+              f"~{total_rate:,.0f}/s", flush=True)
         self._profile_start(scenario)
         marks = self._cpu_marks()
-        run_containers(self.engine, [(names[0], paced_script(names[0], rate, count, line_bytes))])
+        run_containers(self.engine, [(name, paced_script(name, rate, count, line_bytes)) for name in names])
         result.complete, cpu_end = wait_delivered(self.receiver, self.collector, expected, seconds * 3 + 60)
         return self._finish(result, names, expected, None, marks, cpu_end)
 
@@ -809,12 +822,13 @@ def write_markdown(path: str, results: list[Result], config: dict[str, Any], mac
     command = "python bench/e2e.py" + (" --quick" if quick else "")
     notes = observations(results, config["loki"]["batch_max_wait"], "throughput")
     latency_notes = observations(results, config["loki"]["batch_max_wait"], "latency")
-    text = f"""# Benchmarks
+    text = f"""# End-to-end benchmarks
 
 End-to-end numbers from `{command}`: Docker containers -> json-file logs -> the collector
 (`python -m collector`) -> Loki push API -> a Loki-compatible receiver. Regenerate with
 `python bench/e2e.py` (about {max(1, round(duration_s / 60))} min; `--quick` for a smaller run);
 this file is rewritten by every run, and every number in it comes from the run below.
+The report against issue 16's targets is [benchmarks.md](benchmarks.md) (`python bench/report.py`).
 
 ## Run
 
@@ -903,7 +917,7 @@ Where the time went (CPU as a share of one core over the scenario's wall time):
 def main() -> int:
     parser = argparse.ArgumentParser(description="End-to-end benchmark of the collector")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (under half a minute)")
-    parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks-e2e.md")
     parser.add_argument("--profile", metavar="DIR", default="",
                         help="sample the collector with py-spy during each scenario (DIR/<scenario>.txt, collapsed "
                              "stacks); implies --no-doc, since the sampling costs CPU")

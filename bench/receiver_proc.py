@@ -1,6 +1,6 @@
 """The test suite's Loki receiver (tests/loki_receiver.py), in a process of its own, for bench/e2e.py.
 
-    python bench/receiver_proc.py [--dump-file PATH] [--max-line-size BYTES]
+    python bench/receiver_proc.py [--dump-file PATH] [--max-line-size BYTES] [--port PORT]
 
 Prints one JSON line on stdout once listening: {"push_url": ..., "control_url": ..., "pid": ...}.
 The push endpoint is LokiReceiver's, with its full decoding and validation. Every accepted entry is
@@ -121,10 +121,11 @@ async def main() -> int:
     parser.add_argument("--dump-file", default="")
     parser.add_argument("--max-line-size", type=int, default=262144)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="of the push endpoint (0: any free one)")
     args = parser.parse_args()
 
     receiver = BenchReceiver(max_line_size=args.max_line_size, client_max_size=256 * 1024 * 1024)
-    base = await receiver.start(args.host, 0)
+    base = await receiver.start(args.host, args.port)
 
     async def stats(_: web.Request) -> web.Response:
         return web.json_response({**receiver.stats(), "now": time.time()})
