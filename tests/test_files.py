@@ -410,6 +410,42 @@ async def test_a_backlogged_reader_yields_between_chunks(tmp_path) -> None:
         await rig.stop()
 
 
+async def test_many_tailers_held_back_by_a_full_queue_hold_nothing_read(tmp_path) -> None:
+    """Memory stays bounded by the queue, not by the number of busy containers: a tailer waits for
+    room before it reads (each used to read and parse a chunk, then wait holding it)."""
+    hub = InotifyHub()
+    queue = ChunkQueue(64 * 1024)
+    await queue.put(Chunk(Origin("filler", {}), [], 64 * 1024))  # full: Loki is down
+    tailers, tasks = [], [asyncio.create_task(hub.run())]
+    for n in range(20):
+        directory = tmp_path / f"{n:064d}"
+        directory.mkdir()
+        path = str(directory / f"{n:064d}-json.log")
+        with open(path, "wb") as handle:
+            handle.write(b"".join(record(i) for i in range(1, 2001)))
+        tailer = FileTailer(path, Origin(f"{n:064d}", {}), queue, hub,
+                            TailerSettings(read_chunk_bytes=16384, poll_interval=0.2), JsonFileParser(), None, SourceStats())
+        tailers.append(tailer)
+        tasks.append(asyncio.create_task(tailer.run()))
+    try:
+        await asyncio.sleep(0.5)
+        assert [t.offset for t in tailers] == [0] * 20 and queue.nbytes == 64 * 1024
+        lines: dict[str, list[str]] = {}
+        peak = 0
+        while sum(map(len, lines.values())) < 20 * 2000:
+            chunk = await asyncio.wait_for(queue.get(), 10)
+            lines.setdefault(chunk.origin.container_id, []).extend(entry.line for entry in chunk.entries)
+            peak = max(peak, queue.nbytes)
+            await asyncio.sleep(0)
+        assert all(found == expected(range(1, 2001)) for name, found in lines.items() if name != "filler")
+        assert peak <= 64 * 1024 + 16384 + 200, "one read's worth over the bound at most"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        hub.close()
+
+
 async def test_ignored_for_a_removed_watch_does_not_drop_the_new_one(tmp_path) -> None:
     hub = InotifyHub()
     runner = asyncio.create_task(hub.run())

@@ -59,3 +59,16 @@ async def test_cancelled_putter_passes_its_turn_on() -> None:
     with pytest.raises(asyncio.CancelledError):
         await first
     assert [queue.get_nowait().origin.container_id] == ["c"] and queue.nbytes == 0
+
+
+async def test_a_turn_taken_by_room_without_a_put_passes_on() -> None:
+    """A source takes its turn (room), then finds nothing to read: the next waiter must still go."""
+    queue = ChunkQueue(max_bytes=10)
+    await queue.put(chunk("a", 10))
+    idle = asyncio.create_task(queue.room(5))
+    busy = asyncio.create_task(queue.put(chunk("b", 5)))
+    await asyncio.sleep(0)
+    await queue.get()  # wakes `idle`, which puts nothing
+    await asyncio.wait_for(idle, 1)
+    await asyncio.wait_for(busy, 1)
+    assert queue.get_nowait().origin.container_id == "b"

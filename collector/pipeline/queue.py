@@ -35,11 +35,15 @@ class ChunkQueue:
         # An item larger than the bound still goes in when the queue is empty, else it never would.
         return not self._items or self._bytes + nbytes <= self.max_bytes
 
-    async def put(self, chunk: Chunk) -> None:
+    async def room(self, nbytes: int) -> None:
+        """Wait for this caller's turn and room for `nbytes`. A source calls it before it reads, then
+        queues what it read with put_nowait: a source held back by a full queue holds nothing read
+        (with 500 busy containers and Loki down, a parsed chunk held by each would be ~100k lines
+        beyond the bound). The next waiter is woken to look for itself: this caller may put nothing."""
         first_try = True
-        while not self._closed and (self._putters and first_try or not self._fits(chunk.nbytes)):
+        while not self._closed and (self._putters and first_try or not self._fits(nbytes)):
             waiter = asyncio.get_running_loop().create_future()
-            # A putter that was woken but still does not fit keeps its place at the front.
+            # A waiter that was woken but still does not fit keeps its place at the front.
             (self._putters.append if first_try else self._putters.appendleft)(waiter)
             first_try = False
             try:
@@ -50,6 +54,17 @@ class ChunkQueue:
                 elif waiter.done() and not waiter.cancelled():
                     self._wake(self._putters)  # pass the turn on
                 raise
+        if self._closed:
+            raise QueueClosed("queue closed")
+        if not first_try and self._bytes < self.max_bytes:
+            self._wake(self._putters)
+
+    async def put(self, chunk: Chunk) -> None:
+        await self.room(chunk.nbytes)
+        self.put_nowait(chunk)
+
+    def put_nowait(self, chunk: Chunk) -> None:
+        """Queue without waiting (after room(), or for the little a source flushes at its end)."""
         if self._closed:
             raise QueueClosed("queue closed")
         self._items.append(chunk)

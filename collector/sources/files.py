@@ -346,6 +346,8 @@ class FileTailer:
         while True:
             # Clear before reading: a write that lands during the read sets it again.
             self._wake.clear()
+            # Room first, then read: a tailer held back by a full queue holds nothing read.
+            await self._queue.room(self._settings.read_chunk_bytes)
             data = await self._read()
             if data:
                 quiet_since = None
@@ -456,7 +458,8 @@ class FileTailer:
         if self.processor is not None:
             entries = self.processor.process(entries)  # dropped lines still move the position
         for chunk in chunks_of(self.origin, entries, nbytes, position, self.labeler):
-            await self._queue.put(chunk)
+            # After room() in _follow; the flushes at a file's end (a pending line) add a little over.
+            self._queue.put_nowait(chunk)
         if entries:
             self.stats.last_entry_ns = entries[-1].ts_ns
         # Where a new run of this container continues if this one ends now.
