@@ -141,7 +141,7 @@ class SourcesConfig(_Section):
 
 
 class QueueConfig(_Section):
-    max_bytes: ByteSize = ByteSize(16 * 1024 * 1024)
+    max_bytes: ByteSize = ByteSize(4 * 1024 * 1024)
 
     def __post_init__(self) -> None:
         _require(self.max_bytes >= 64 * 1024, "max_bytes", self.max_bytes, "must be >= 64KiB")
