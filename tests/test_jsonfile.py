@@ -101,3 +101,14 @@ def test_endless_line_is_cut_and_memory_stays_bounded() -> None:
     entries, _ = parser.feed(rec("end\n"), 1000)
     assert [len(e.line) for e in entries] == [64 * 1024]
     assert parser.stats.truncated_lines == 1
+
+
+def test_times_of_every_fraction_length_and_second_in_one_chunk() -> None:
+    """Docker drops a fraction's trailing zeros; the chunk loop's shortcut must agree with parse_timestamp."""
+    times = ["2026-11-22T12:37:12.709634378Z", "2026-11-22T12:37:12.70963437Z", "2026-11-22T12:37:12.7Z",
+             "2026-11-22T12:37:12Z", "2026-11-22T12:37:13.05Z", "2026-11-22T12:37:13.000000001Z",
+             "2026-11-22T13:37:13.5+01:00", "2026-11-22T12:37:14.123456Z", "2026-11-22T12:37:14.12345678Z"]
+    data = b"".join(rec(f"l{i}\n", "stdout", time) for i, time in enumerate(times))
+    entries, _ = JsonFileParser().feed(data, 0)
+    assert [entry.ts_ns for entry in entries] == [parse_timestamp(time) for time in times]
+    assert [entry.line for entry in entries] == [f"l{i}" for i in range(len(times))]

@@ -34,6 +34,7 @@ _decode_one = msgspec.json.Decoder(Record).decode
 _decode_many = msgspec.json.Decoder(list[Record]).decode
 
 _seconds_cache: dict[str, int] = {}
+_FRACTION_SCALE = [10 ** (9 - digits) for digits in range(10)]  # ns per unit of a fraction of n digits
 
 
 class BadTimestamp(ValueError):
@@ -166,8 +167,9 @@ class JsonFileParser:
         return entries
 
     def _take_all(self, records: list[Record], entries: list[Entry], start_offset: int, data: bytes) -> None:
-        """`_take` for every record, with the usual record (a whole short line, Docker's 30-character
-        time in a second seen just before) done inline: this loop runs once per log line."""
+        """`_take` for every record, with the usual record (a whole short line, Docker's time with a
+        1-9 digit fraction and Z, in a second seen just before) done inline: this loop runs once per
+        log line."""
         append = entries.append
         pending = self._pending
         take = self._take
@@ -177,13 +179,15 @@ class JsonFileParser:
         for index, record in enumerate(records):
             log = record.log
             time = record.time
-            if (pending or log[-1:] != "\n" or len(log) > longest or len(time) != 30 or time[29] != "Z"
-                    or not (fraction := time[20:29]).isdigit()):
+            if (pending or log[-1:] != "\n" or len(log) > longest or time[-1:] != "Z"
+                    or not (fraction := time[20:-1]).isdigit() or len(fraction) > 9):
                 take(record, entries, start_offset, data, index)
                 continue
             if not time.startswith(second):
                 try:
-                    second_ns = parse_timestamp(time[:20] + "000000000Z")
+                    if time[19] != ".":
+                        raise BadTimestamp(time)
+                    second_ns = parse_timestamp(time[:20] + "0Z")
                 except BadTimestamp:
                     take(record, entries, start_offset, data, index)  # counts it
                     continue
@@ -191,7 +195,9 @@ class JsonFileParser:
             line = log[:-1]
             if line[-1:] == "\r":
                 line = line[:-1]
-            append(_new_tuple(Entry, (second_ns + int(fraction), line, record.stream, None)))
+            # Docker drops the fraction's trailing zeros: ".7096" is 709,600,000 ns.
+            nanos = int(fraction) if len(fraction) == 9 else int(fraction) * _FRACTION_SCALE[len(fraction)]
+            append(_new_tuple(Entry, (second_ns + nanos, line, record.stream, None)))
 
     def _take(self, record: Record, entries: list[Entry], start_offset: int, data: bytes, index: int) -> None:
         log = record.log
