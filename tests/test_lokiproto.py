@@ -147,3 +147,13 @@ def test_per_entry_metadata_is_byte_identical_and_the_streams_wins() -> None:
     body = json.loads(encode_json([stream], {stream.labels: {"a": "b"}}))
     assert [value[2] for value in body["streams"][0]["values"]] == [{"level": "error", "container_id": "abc123"},
                                                                      {"container_id": "abc123"}]
+
+
+def test_every_size_of_nanos_field_is_byte_identical() -> None:
+    """The hot loop builds nanosecond fields from tables by their size (1-5 bytes): every boundary."""
+    edges = sorted({max(0, min(999_999_999, (1 << bits) + delta)) for bits in (7, 14, 21, 28) for delta in (-1, 0, 1)}
+                   | {0, 1, 999_999_999})
+    base = 1795351032 * 10**9
+    entries = [PushEntry(base + nanos, "x" * size) for nanos in edges for size in (1, 127, 128, 16000)]
+    streams = [PushStream('{a="b"}', entries, (("container_id", "abc"),))]
+    assert encode_push_request(streams) == _reference_bytes(streams)

@@ -95,9 +95,10 @@ def encode_metadata(metadata: Metadata) -> bytes:
 _TABLE = 1 << 14
 # Field 2 with a length: a stream's EntryAdapter, and an entry's line, share the tag.
 _FIELD2_HEAD = [b"\x12" + _varint(n) for n in range(_TABLE)]
-# A 5-byte varint (2^28 <= n < 2^35, most nanosecond fields): its low 14 bits, then the rest.
+# The varint of a nanosecond field of 2^14 or more (all but 16 µs of every second) is its low 14
+# bits, seven to a byte with the continuation bit, then the varint of the rest (nanos >> 14).
 _LOW14 = [bytes((n & 0x7F | 0x80, n >> 7 | 0x80)) for n in range(_TABLE)]
-_HIGH_OF_5 = [bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14)) for n in range(1 << 16)]
+_NANOS_TAIL = [_varint(n) for n in range((999_999_999 >> 14) + 1)]
 
 
 def _stream_parts(stream: PushStream, parts: list[bytes]) -> int:
@@ -113,10 +114,10 @@ def _stream_parts(stream: PushStream, parts: list[bytes]) -> int:
     shared_names = {name for name, _ in stream.metadata}
     metadata, metadata_len = shared, len(shared)
     per_entry = stream.per_entry
-    field2_head, low14, high_of_5 = _FIELD2_HEAD, _LOW14, _HIGH_OF_5
+    field2_head, low14, nanos_tail = _FIELD2_HEAD, _LOW14, _NANOS_TAIL
     last_seconds = -1
     seconds_field = b""
-    ts_head = b""  # timestamp tag, its length and the seconds field, for a 5-byte nanos field
+    ts_heads: list[bytes] = []  # by the nanos field's length: timestamp tag, its length, seconds, nanos tag
     ts_head_len = 0
     for entry in stream.entries:
         ts = entry[0]
@@ -125,23 +126,26 @@ def _stream_parts(stream: PushStream, parts: list[bytes]) -> int:
         if seconds != last_seconds:  # lines of one second share this
             last_seconds = seconds
             seconds_field = b"\x08" + _varint(seconds) if seconds else b""
-            ts_head = b"\x0a" + _SMALL[len(seconds_field) + 6] + seconds_field + b"\x10"
-            ts_head_len = len(ts_head)
+            ts_heads = [b"\x0a" + _SMALL[len(seconds_field) + 1 + n] + seconds_field + b"\x10" for n in range(6)]
+            ts_head_len = len(ts_heads[0])
         raw = entry[1].encode()
         length = len(raw)
         if per_entry:
             own = entry[3]
             metadata = shared + encode_metadata([(k, v) for k, v in own.items() if k not in shared_names]) if own else shared
             metadata_len = len(metadata)
-        if nanos >= 0x10000000 and 0 < length < _TABLE:
+        high = nanos >> 14
+        if high and 0 < length < _TABLE:
             # The usual entry: ready-made pieces only.
-            body_len = ts_head_len + 5 + 1 + (1 if length < 0x80 else 2) + length + metadata_len
+            tail = nanos_tail[high]
+            nanos_len = 2 + len(tail)
+            body_len = ts_head_len + nanos_len + 1 + (1 if length < 0x80 else 2) + length + metadata_len
             if body_len < _TABLE:
                 head = field2_head[body_len]
                 append(head)
-                append(ts_head)
+                append(ts_heads[nanos_len])
                 append(low14[nanos & 0x3FFF])
-                append(high_of_5[nanos >> 14])
+                append(tail)
                 append(field2_head[length])
                 append(raw)
                 if metadata_len:
