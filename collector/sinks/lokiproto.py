@@ -96,9 +96,11 @@ _TABLE = 1 << 14
 # Field 2 with a length: a stream's EntryAdapter, and an entry's line, share the tag.
 _FIELD2_HEAD = [b"\x12" + _varint(n) for n in range(_TABLE)]
 # The varint of a nanosecond field of 2^14 or more (all but 16 µs of every second) is its low 14
-# bits, seven to a byte with the continuation bit, then the varint of the rest (nanos >> 14).
+# bits, seven to a byte with the continuation bit, then the varint of the rest (nanos >> 14): from
+# _VARINT14 below 2^14, else 14 more bits the same way and one last byte. (One table of every rest
+# would save an append per entry but hold 2.4 MB.)
 _LOW14 = [bytes((n & 0x7F | 0x80, n >> 7 | 0x80)) for n in range(_TABLE)]
-_NANOS_TAIL = [_varint(n) for n in range((999_999_999 >> 14) + 1)]
+_VARINT14 = [_varint(n) for n in range(_TABLE)]
 
 
 def _stream_parts(stream: PushStream, parts: list[bytes]) -> int:
@@ -114,7 +116,7 @@ def _stream_parts(stream: PushStream, parts: list[bytes]) -> int:
     shared_names = {name for name, _ in stream.metadata}
     metadata, metadata_len = shared, len(shared)
     per_entry = stream.per_entry
-    field2_head, low14, nanos_tail = _FIELD2_HEAD, _LOW14, _NANOS_TAIL
+    field2_head, low14, varint14, small = _FIELD2_HEAD, _LOW14, _VARINT14, _SMALL
     last_seconds = -1
     seconds_field = b""
     ts_heads: list[bytes] = []  # by the nanos field's length: timestamp tag, its length, seconds, nanos tag
@@ -137,8 +139,14 @@ def _stream_parts(stream: PushStream, parts: list[bytes]) -> int:
         high = nanos >> 14
         if high and 0 < length < _TABLE:
             # The usual entry: ready-made pieces only.
-            tail = nanos_tail[high]
-            nanos_len = 2 + len(tail)
+            if high < _TABLE:
+                tail = varint14[high]
+                last = b""
+                nanos_len = 2 + len(tail)
+            else:
+                tail = low14[high & 0x3FFF]
+                last = small[high >> 14]
+                nanos_len = 5
             body_len = ts_head_len + nanos_len + 1 + (1 if length < 0x80 else 2) + length + metadata_len
             if body_len < _TABLE:
                 head = field2_head[body_len]
@@ -146,6 +154,8 @@ def _stream_parts(stream: PushStream, parts: list[bytes]) -> int:
                 append(ts_heads[nanos_len])
                 append(low14[nanos & 0x3FFF])
                 append(tail)
+                if last:
+                    append(last)
                 append(field2_head[length])
                 append(raw)
                 if metadata_len:
