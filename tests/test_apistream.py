@@ -227,3 +227,13 @@ def test_tty_body_split_at_every_offset_gives_the_same_entries() -> None:
     for cut in range(1, len(body), 7):
         decoder = StreamDecoder(tty=True)
         assert decoder.feed(body[:cut]) + decoder.feed(body[cut:]) + decoder.finish() == expected, cut
+
+
+def test_timestamps_with_other_characters_among_plain_frames_are_bad_records() -> None:
+    good = [frame(1, b"line %d\n" % i, ts(i)) for i in range(1, 6)]
+    bad_fraction = frame(1, b"bad fraction\n", "2026-11-23T15:22:09.06363 45Z")
+    bad_second = frame(1, b"bad second\n", "2026-11-23T15:2x:09.063631450Z")
+    decoder = StreamDecoder(tty=False)
+    entries = decoder.feed(b"".join([*good[:2], bad_fraction, good[2], bad_second, *good[3:]]))
+    assert [e.line for e in entries] == [f"line {i}" for i in range(1, 6)]
+    assert decoder.stats.bad_records == 2 and decoder.stats.records == 5
