@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import struct
 
 from collector.pipeline.entry import StreamPosition
@@ -115,3 +116,124 @@ def test_bad_timestamp_is_counted_not_fatal() -> None:
 
 def test_since_param_is_inclusive_nanoseconds_zero_padded() -> None:
     assert since_param(StreamPosition(1_000_000_000 * 5 + 42, 1)) == "5.000000042"
+
+
+# -- the many-frames-at-once path against the record-by-record one ------------------------------
+# A decoder with `starts` set (multiline joining on) takes every record one by one: the reference.
+
+
+def decode(body: bytes, cuts: list[int], *, one_by_one: bool, **options: object) -> tuple[list, StreamPosition, int]:
+    decoder = StreamDecoder(tty=False, **options)  # type: ignore[arg-type]
+    entries = []
+    for start, stop in zip([0, *cuts], [*cuts, len(body)], strict=True):
+        if one_by_one:
+            decoder.starts = []
+        entries += decoder.feed(body[start:stop])
+        assert decoder.position == position_after(body[:stop], **options)
+    entries += decoder.finish()
+    return [(e.ts_ns, e.line, e.stream) for e in entries], decoder.position, decoder.stats.records
+
+
+def position_after(prefix: bytes, **options: object) -> StreamPosition:
+    reference = StreamDecoder(tty=False, **options)  # type: ignore[arg-type]
+    reference.starts = []
+    reference.feed(prefix)
+    return reference.position
+
+
+MIXED = b"".join([
+    frame(1, b"first\n", ts(1)),  # the very first record always goes one by one
+    frame(1, b"plain one\n", ts(2)),
+    frame(2, b"an error\r\n", ts(2)),  # same timestamp on the other stream; CRLF ending
+    frame(1, b"bad utf-8 \xe2\x82 and \xff\n", ts(3)),
+    frame(1, b"a" * PART_BYTES, ts(4)),  # a 40 KiB line in three records
+    frame(2, b"interleaved\n", ts(5)),
+    frame(1, b"a" * PART_BYTES, ts(4)),
+    frame(1, b"a" * 8192, ts(4)),
+    frame(1, b"nul \x00\x00\x00 and a fake header \x01\x00\x00\x00\x00\x00\x00\x10" + T0.encode() + b" x\n", ts(6)),
+    frame(1, b"b" * PART_BYTES, ts(7)),  # exactly 16 KiB: ended by an empty record
+    frame(1, b"", ts(7)),
+    frame(1, b"\n", ts(8)),  # an empty line
+    frame(1, b"older than the newest\n", ts(7)),
+    frame(1, b"lone cr\r\r\n", ts(9)),
+    frame(1, b"last without newline", ts(10)),
+])
+
+
+def test_every_split_of_a_mixed_body_gives_the_record_by_record_result() -> None:
+    expected = decode(MIXED, [], one_by_one=True)
+    assert len(expected[0]) == 12 and expected[2] == 15
+    assert expected[0][3][1] == "bad utf-8 \ufffd and \ufffd" and expected[0][2] == (T0_NS + 2, "an error", "stderr")
+    assert decode(MIXED, [], one_by_one=False) == expected
+    for cut in range(1, len(MIXED)):
+        assert decode(MIXED, [cut], one_by_one=False) == expected, cut
+
+
+def test_random_bodies_and_feeds_match_the_record_by_record_path() -> None:
+    rng = random.Random(16)
+    texts = [b"x", b"", b"\r", b"caf\xc3\xa9", b"\xe2\x82", b"\xff\xfe", b"\x00\x00\x00", b"\x01\x00\x00\x00\x00\x00\x00 ",
+             T0.encode() + b" ", b"plain text of a line", b"\x0a"[:0]]
+    for _ in range(150):
+        records = []
+        when = 1
+        for _ in range(rng.randrange(1, 60)):
+            when += rng.choice((0, 0, 1, 1, 2, -1))
+            text = b"".join(rng.choice(texts) for _ in range(rng.randrange(0, 6)))
+            shape = rng.random()
+            if shape < 0.05:
+                text = b"p" * PART_BYTES  # a part; the next record of its stream ends the line
+            elif shape < 0.1:
+                pass  # no newline: a whole line when no part precedes it
+            else:
+                text += rng.choice((b"\n", b"\r\n"))
+            records.append(frame(rng.choice((1, 1, 2)), text, ts(max(when, 0))))
+        body = b"".join(records)
+        cuts = sorted(rng.sample(range(1, len(body)), min(len(body) - 1, rng.randrange(0, 6))))
+        options = rng.choice(({}, {"max_line_bytes": 20}, {"resume_from": StreamPosition(T0_NS + 3, rng.randrange(0, 4))}))
+        assert decode(body, cuts, one_by_one=False, **options) == decode(body, cuts, one_by_one=True, **options)
+
+
+def test_resume_among_many_equal_timestamps_skips_exactly_the_delivered_count() -> None:
+    body = frame(1, b"before\n", ts(1)) + b"".join(frame(1, b"same %d\n" % i, ts(2)) for i in range(50)) + b"".join(
+        frame(1, b"after %d\n" % i, ts(3 + i)) for i in range(50))
+    for delivered in (0, 1, 25, 50):
+        decoder = StreamDecoder(tty=False, resume_from=StreamPosition(T0_NS + 2, delivered))
+        lines = [e.line for e in decoder.feed(body)]
+        assert lines == [f"same {i}" for i in range(delivered, 50)] + [f"after {i}" for i in range(50)]
+        assert decoder.stats.skipped_on_resume == 1 + delivered
+        assert decoder.position == StreamPosition(T0_NS + 52, 1) and not decoder.gap
+
+
+def test_position_counts_every_record_at_the_newest_timestamp_across_chunks() -> None:
+    decoder = StreamDecoder(tty=False)
+    decoder.feed(frame(1, b"a\n", ts(1)) + frame(1, b"b\n", ts(5)) + frame(2, b"c\n", ts(5)) + frame(1, b"d\n", ts(4)))
+    assert decoder.position == StreamPosition(T0_NS + 5, 2)
+    decoder.feed(frame(2, b"e\n", ts(5)) + frame(1, b"f\n", ts(5)))
+    assert decoder.position == StreamPosition(T0_NS + 5, 4)
+
+
+def test_lines_over_the_limit_are_cut_as_before() -> None:
+    body = frame(1, b"first\n", ts(1)) + frame(1, b"short\n", ts(2)) + frame(1, b"x" * 100 + b"\n", ts(3))
+    decoder = StreamDecoder(tty=False, max_line_bytes=10)
+    assert [e.line for e in decoder.feed(body)] == ["first", "short", "x" * 10]
+    assert decoder.stats.truncated_lines == 1
+
+
+def test_tty_body_split_at_every_offset_gives_the_same_entries() -> None:
+    body = (f"{ts(1)} hello\r\n{ts(2)} two\r\n{ts(3)} ".encode() + b"a" * PART_BYTES + f"{ts(3)} ".encode()
+            + b"rest\r" + f"{ts(4)} end".encode())
+    whole = StreamDecoder(tty=True)
+    expected = whole.feed(body) + whole.finish()
+    for cut in range(1, len(body), 7):
+        decoder = StreamDecoder(tty=True)
+        assert decoder.feed(body[:cut]) + decoder.feed(body[cut:]) + decoder.finish() == expected, cut
+
+
+def test_timestamps_with_other_characters_among_plain_frames_are_bad_records() -> None:
+    good = [frame(1, b"line %d\n" % i, ts(i)) for i in range(1, 6)]
+    bad_fraction = frame(1, b"bad fraction\n", "2026-11-23T15:22:09.06363 45Z")
+    bad_second = frame(1, b"bad second\n", "2026-11-23T15:2x:09.063631450Z")
+    decoder = StreamDecoder(tty=False)
+    entries = decoder.feed(b"".join([*good[:2], bad_fraction, good[2], bad_second, *good[3:]]))
+    assert [e.line for e in entries] == [f"line {i}" for i in range(1, 6)]
+    assert decoder.stats.bad_records == 2 and decoder.stats.records == 5

@@ -53,10 +53,14 @@ class LogStreamClient:
         if self._session is None:
             connector, self._base = _endpoint(self._host)
             # No total or read timeout here: the reader applies its own idle timeout per read.
+            # HTTP/1.0: dockerd flushes every log record, and over HTTP/1.1 each flush is a chunk of
+            # its own, which aiohttp handles in Python one by one (about 1 CPU-s per million lines);
+            # answering 1.0, dockerd sends the bare stream and closes the connection at its end.
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=self._connect_timeout),
                 auto_decompress=False,
+                version=aiohttp.HttpVersion10,
             )
         return self._session
 

@@ -19,7 +19,11 @@ because `since` is inclusive and all parts of a split line share one timestamp.
 from __future__ import annotations
 
 import re
+import sys
+from array import array
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import add
 
 from collector.pipeline.entry import Entry, StreamPosition
 from collector.sources.jsonfile import BadTimestamp, parse_timestamp
@@ -32,6 +36,18 @@ PART_BYTES = 16 * 1024  # Docker's copier buffer: texts of exactly this size wit
 _HEADER = 8
 _STREAMS = {1: "stdout", 2: "stderr"}
 _TIMESTAMP_TAIL = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z ")
+
+# The common frame, taken apart many at a time in C: a stdout/stderr header, Docker's fixed-width
+# timestamp (second, then 9 fraction digits) and a text ending in its newline. The last
+# alternative takes whatever follows the first frame of another shape (or an incomplete one), so
+# the matches always follow each other from the start without a gap. The digits are checked
+# apart (a regex digit class per byte costs more than the rest): the second once per new second
+# (_SECOND), the fractions all at once.
+_FRAMES = re.compile(rb"([\x01\x02])\x00\x00\x00(.{4})(.{19})\.(.{9})Z ([^\n]*)\n|(.).*", re.S)
+_SECOND = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
+_FRAME_OVERHEAD = _HEADER + 32  # per plain frame beyond its text: header, timestamp, space, newline
+_STREAM_OF = {b"\x01": "stdout", b"\x02": "stderr"}
+_BIG_ENDIAN = sys.byteorder == "big"
 
 
 @dataclass(slots=True)
@@ -76,6 +92,7 @@ class StreamDecoder:
     _to_skip: int = 0
     _first: bool = True
     _tty_continues: bool = False  # TTY: the previous record was a 16 KiB part
+    _second_ns: dict[bytes, int] = field(default_factory=dict)  # b"2026-11-22T12:00:00" -> its ns
     # Where each entry's first record starts, parallel to the entries of the last feed/finish;
     # kept only for multiline joining (None: off).
     starts: list[StreamPosition] | None = None
@@ -96,14 +113,14 @@ class StreamDecoder:
         return len(self._buffer) + sum(p.size for p in self._pending.values())
 
     def feed(self, data: bytes) -> list[Entry]:
-        self._buffer += data
         entries: list[Entry] = []
         if self.starts is not None:
             self.starts = []
         if self.tty:
+            self._buffer += data
             self._feed_tty(entries, final=False)
         else:
-            self._feed_frames(entries)
+            self._feed_frames(bytes(self._buffer) + data if self._buffer else data, entries)
         return entries
 
     def finish(self) -> list[Entry]:
@@ -119,18 +136,96 @@ class StreamDecoder:
         return entries
 
     # -- framing -------------------------------------------------------------------------------
-    def _feed_frames(self, entries: list[Entry]) -> None:
-        buffer = self._buffer
+    def _feed_frames(self, buffer: bytes, entries: list[Entry]) -> None:
         pos = 0
         end = len(buffer)
         while end - pos >= _HEADER:
-            length = int.from_bytes(buffer[pos + 4 : pos + 8], "big")
-            if end - pos - _HEADER < length:
+            if not self._pending and self.starts is None and not self._first:
+                taken, plain_end = self._take_plain(buffer, pos, entries)
+                if taken:
+                    pos = plain_end
+                else:
+                    # Not all plain lines after all: every frame that starts before plain_end one by one.
+                    while pos < plain_end and (length := self._one_frame(buffer, pos, end, entries)):
+                        pos += length
+                if end - pos < _HEADER or self._pending or self._first:
+                    continue
+            length = self._one_frame(buffer, pos, end, entries)
+            if not length:
                 break
-            stream = _STREAMS.get(buffer[pos], "stdout")
-            self._record(bytes(buffer[pos + _HEADER : pos + _HEADER + length]), stream, entries)
-            pos += _HEADER + length
-        del buffer[:pos]
+            pos += length
+        self._buffer = bytearray(buffer[pos:])
+
+    def _one_frame(self, buffer: bytes, pos: int, end: int, entries: list[Entry]) -> int:
+        """The frame at pos, record by record; its size, or 0 when it is not complete yet."""
+        if end - pos < _HEADER:
+            return 0
+        length = int.from_bytes(buffer[pos + 4 : pos + 8], "big")
+        if end - pos - _HEADER < length:
+            return 0
+        self._record(buffer[pos + _HEADER : pos + _HEADER + length], _STREAMS.get(buffer[pos], "stdout"), entries)
+        return _HEADER + length
+
+    def _take_plain(self, buffer: bytes, pos: int, entries: list[Entry]) -> tuple[bool, int]:
+        """The plain frames from pos on (one line each, newline-terminated), all at once.
+
+        Returns whether they were taken and where they end. They stop before the first frame whose
+        length disagrees with its match (a 16 KiB part: its match ran into the next frame). Not
+        taken (nothing changes, the caller goes record by record up to the end returned) when one
+        needs the record-by-record path: a record at or before the resume point, a line over the
+        limit, a second that does not parse."""
+        rows = _FRAMES.findall(buffer, pos)
+        if rows and rows[-1][5]:
+            rows.pop()  # from the first frame of another shape on
+        if not rows:
+            return False, pos
+        kinds, sizes, seconds, fractions, texts, _ = zip(*rows)
+        lengths = array("I", map(len, texts))
+        declared = array("I", b"".join(sizes))
+        if not _BIG_ENDIAN:
+            declared.byteswap()
+        expected = array("I", map(add, lengths, repeat(_FRAME_OVERHEAD - _HEADER, len(lengths))))
+        if declared != expected:
+            # A frame whose length disagrees (a 16 KiB part: its match ran into the next frame):
+            # the plain frames before it are still good.
+            good = next(index for index, (size, text) in enumerate(zip(declared, expected)) if size != text)
+            if not good:
+                return False, pos + 1  # that frame, one by one
+            kinds, seconds, fractions, texts, lengths = kinds[:good], seconds[:good], fractions[:good], texts[:good], lengths[:good]
+        plain_end = pos + sum(lengths) + _FRAME_OVERHEAD * len(lengths)
+        if max(lengths) > self.max_line_bytes:
+            return False, plain_end
+        cache = self._second_ns
+        for second in set(seconds).difference(cache):
+            if not _SECOND.fullmatch(second):
+                return False, plain_end
+            try:
+                cache[second] = parse_timestamp(second.decode("ascii") + ".000000000Z")
+            except BadTimestamp:
+                return False, plain_end
+        if not b"".join(fractions).isdigit():
+            return False, plain_end
+        stamps = list(map(add, map(cache.__getitem__, seconds), map(int, fractions)))
+        if min(stamps) <= self.resume_from.ts_ns:
+            return False, plain_end  # resume bookkeeping record by record
+        if len(cache) > 64:
+            cache.clear()  # one entry per second of log; only the current ones matter
+        text = b"\n".join(texts)
+        if b"\r" in text:  # drop the \r of a \r\n line ending, as _strip does
+            text = text.replace(b"\r\n", b"\n")
+            if text.endswith(b"\r"):
+                text = text[:-1]
+        # One decode for all lines: texts hold no newline, and invalid bytes never turn into one.
+        lines = text.decode(errors="replace").split("\n")
+        newest = max(stamps)
+        if newest > self._ts:
+            self._ts, self._count = newest, stamps.count(newest)
+        elif newest == self._ts:
+            self._count += stamps.count(newest)
+        self.stats.records += len(stamps)
+        streams = repeat("stdout") if b"\x02" not in kinds else map(_STREAM_OF.__getitem__, kinds)
+        entries.extend(map(_new_tuple, repeat(Entry), zip(stamps, lines, streams, repeat(None))))
+        return True, plain_end
 
     def _feed_tty(self, entries: list[Entry], final: bool) -> None:
         buffer = self._buffer
