@@ -301,3 +301,40 @@ async def test_a_containers_trimmed_labels_are_counted_and_logged_once(tmp_path,
         registry.stop()
         await registry_task
     hub.close()
+
+
+async def test_streams_held_back_by_a_full_queue_hold_nothing_read() -> None:
+    """A stream source waits for room before it reads: Docker keeps what is not read yet, and the
+    collector's memory stays bounded by the queue however many streams are busy."""
+    from collector.pipeline.entry import Origin, StreamPosition
+    from collector.sources.source import SourceStats
+    from collector.sources.stream import StreamSource
+
+    engine = FakeEngine()
+    streams = FakeStreams(engine)
+    queue = ChunkQueue(64 * 1024)
+    await queue.put(Chunk(Origin("filler", {}), [], 64 * 1024))  # full: Loki is down
+    sources, tasks = [], []
+    for n in range(10):
+        cid = f"{n:064d}"
+        engine.infos[cid] = ContainerInfo(cid, f"s{n}", "img", log_driver="local", running=True)
+        for i in range(500):
+            streams.write(cid, BASE_NS + i * 1000, f"{n} line {i}")
+        source = StreamSource(cid, False, Origin(cid, {}), queue, streams,  # type: ignore[arg-type]
+                              StreamSettings(idle_timeout=30, drain_timeout=2, max_line_bytes=65536),
+                              StreamPosition(0, 0), SourceStats(), engine.is_running)
+        sources.append(source)
+        tasks.append(asyncio.create_task(source.run()))
+    try:
+        await wait_until(lambda: len(streams.requests) == 10, 5, what="every stream connected")
+        await asyncio.sleep(0.3)
+        assert [s.stats.bytes for s in sources] == [0] * 10 and all(s.waiting_for_room for s in sources)
+        lines: dict[str, list[str]] = {}
+        while sum(map(len, lines.values())) < 10 * 500:
+            chunk = await asyncio.wait_for(queue.get(), 10)
+            lines.setdefault(chunk.origin.container_id, []).extend(entry.line for entry in chunk.entries)
+        assert all(found == [f"{int(cid)} line {i}" for i in range(500)] for cid, found in lines.items() if cid != "filler")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -184,6 +184,13 @@ class StreamSource:
             async with self._client.open(self.container_id, since_param(self.queued_position), follow, opened) as body:
                 self.connected = True
                 while True:
+                    # Room first, then read: a stream held back by a full queue holds nothing read
+                    # (Docker keeps what is not read yet).
+                    self.waiting_for_room = True
+                    try:
+                        await self._queue.room(_READ_BYTES)
+                    finally:
+                        self.waiting_for_room = False
                     limit = settings.drain_timeout if self.draining else settings.idle_timeout
                     joining = self.joiner.time_left() if self.joiner is not None else None
                     try:
@@ -264,12 +271,9 @@ class StreamSource:
             return  # only part of a split line (or of a joined entry) so far
         if self.processor is not None:
             entries = self.processor.process(entries)  # dropped lines still move the position
-        self.waiting_for_room = True
-        try:
-            for chunk in chunks_of(self.origin, entries, nbytes, position, self.labeler):
-                await self._queue.put(chunk)
-        finally:
-            self.waiting_for_room = False
+        for chunk in chunks_of(self.origin, entries, nbytes, position, self.labeler):
+            # After room() in _pass; what a stream's end flushes (a pending line) adds a little over.
+            self._queue.put_nowait(chunk)
         if entries:
             self.stats.last_entry_ns = entries[-1].ts_ns
         self.queued_position = position
