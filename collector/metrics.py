@@ -34,7 +34,7 @@ disable_created_metrics()  # *_created series only add noise here
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 HEALTH_DEADLINE = 5.0  # /healthz fails when the loop's heartbeat is older than this
-LAG_PROBE_INTERVAL = 0.25  # how often the loop's lateness is measured
+LAG_PROBE_INTERVAL = 0.1  # how often the loop's lateness is measured (10 wakes a second: nothing at idle)
 
 
 def open_fds() -> int:
@@ -70,7 +70,7 @@ class SinkMetrics:
 
         self.loop_lag = Histogram(
             "collector_event_loop_lag_seconds",
-            "How late the event loop woke a sleeper (a 250 ms sleep), i.e. how long something blocked the loop.",
+            "How late the event loop woke a sleeper (a 100 ms sleep), i.e. how long something blocked the loop.",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=registry,
         )
 
