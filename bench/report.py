@@ -15,6 +15,7 @@ Sections (the measuring code is the other bench modules', imported):
   idle     500 idle json-file containers (bench/idle.py measure)
   churn    300 containers started and removed (`docker rm -f`) in waves while the collector runs
   outage   10 busy containers while the Loki URL refuses connections for 60 s, then Loki is back
+  flame    one protobuf backlog run under py-spy: docs/flame.svg, and the top functions by own time
 
 The churn and outage sections sample the collector every 0.5 s: VmRSS, open FDs (/proc) and
 asyncio tasks (collector_asyncio_tasks on its metrics endpoint).
@@ -54,7 +55,8 @@ from e2e import (  # noqa: E402
 DOCS = os.path.join(REPO, "docs")
 DOC_PATH = os.path.join(DOCS, "benchmarks.md")
 DATA_PATH = os.path.join(DOCS, "benchmarks.json")
-SECTIONS = ("backlog", "lag", "latency", "idle", "churn", "outage")
+FLAME_PATH = os.path.join(DOCS, "flame.svg")
+SECTIONS = ("backlog", "lag", "latency", "idle", "churn", "outage", "flame")
 FLUENT_BIT_CPU = (2.5, 2.7)  # CPU-s per 1M lines, issue 16's reference run on this machine kind
 CPU_TARGET = 2.3
 RSS_TARGET_MIB = 80.0
@@ -215,7 +217,7 @@ def section_backlog(engine: DockerEngine, sizes: Sizes) -> dict[str, Any]:
 
 def section_lag(engine: DockerEngine, sizes: Sizes) -> dict[str, Any]:
     """`sizes.runs` more backlog runs with metrics on; their lag histograms added up (one run of 1M
-    lines lasts a few seconds: only ~15 probes of 250 ms)."""
+    lines lasts a few seconds: only ~25 probes of 100 ms)."""
     counts: dict[float, float] = {}
     walls, cpus = [], []
     workdir = tempfile.mkdtemp(prefix="report-bench-")
@@ -344,9 +346,31 @@ def section_outage(engine: DockerEngine, sizes: Sizes) -> dict[str, Any]:
             "peak_rss_during_outage_mib": max(during, default=math.nan), "delivery": delivery, "series": series(sampler)}
 
 
+def section_flame(engine: DockerEngine, sizes: Sizes) -> dict[str, Any]:
+    """Two py-spy runs of the protobuf backlog: the SVG kept in docs/, and collapsed stacks read here."""
+    workdir = tempfile.mkdtemp(prefix="report-bench-")
+    try:
+        cpu.run_once(engine, "json-file-protobuf", sizes.lines, workdir, FLAME_PATH)
+        stacks = os.path.join(workdir, "stacks.txt")
+        cpu.run_once(engine, "json-file-protobuf", sizes.lines, workdir, stacks)
+        own: dict[str, int] = {}
+        total = 0
+        with open(stacks) as handle:
+            for line in handle:
+                frames, _, count = line.rstrip("\n").rpartition(" ")
+                total += int(count)
+                leaf = frames.rsplit(";", 1)[-1]
+                own[leaf] = own.get(leaf, 0) + int(count)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    top = sorted(own.items(), key=lambda item: -item[1])[:15]
+    return {"svg": os.path.basename(FLAME_PATH), "samples": total,
+            "top": [{"frame": frame, "share": count / max(1, total)} for frame, count in top]}
+
+
 RUNNERS: dict[str, Callable[[DockerEngine, Sizes], dict[str, Any]]] = {
     "backlog": section_backlog, "lag": section_lag, "latency": section_latency,
-    "idle": section_idle, "churn": section_churn, "outage": section_outage,
+    "idle": section_idle, "churn": section_churn, "outage": section_outage, "flame": section_flame,
 }
 
 
@@ -553,7 +577,7 @@ imports and startup included; RSS peak = VmHWM. The `local` scenario runs the co
         runs = r.get("runs", 1)
         return head + f"""{runs} more json-file protobuf backlog run(s) of {r['lines']:,} lines, with the metrics endpoint on
 (so the CPU runs above are not disturbed by it): `collector_event_loop_lag_seconds` is read just
-before the collector stops, and the runs' histograms are added up. Its probe sleeps 250 ms and
+before the collector stops, and the runs' histograms are added up. Its probe sleeps 100 ms and
 records how late it woke: {r['probes']:.0f} probes over {r['wall_s']:.1f} s of backlog, so the p99 is close to the
 worst probe. The p99 is given as **the upper bound of the histogram bucket** that holds it (buckets
 1, 2.5, 5, 10, 25, 50, 100, 250 ms ...): p99 <= {_n(r['p99_ms'], '.1f')} ms. These runs used
@@ -627,12 +651,22 @@ VmRSS sampled every 0.5 s.
 - all {r['lines']:,} lines arrived {r['recovered_after_s']:.1f} s after Loki came back (includes the retry backoff,
   `loki.max_backoff` 30 s by default): {r['delivery']['text']}
 """ + ("" if "churn" in sections else "\n![RSS over time](bench-rss.png)\n")
+    if section == "flame":
+        rows = "\n".join(f"| {item['share'] * 100:.1f} % | `{item['frame']}` |" for item in r["top"])
+        return head + f"""One more protobuf backlog run under `py-spy record -r 200` (sampling, no code changes):
+[flame.svg]({r['svg']}) (open it in a browser: it zooms). A second run's {r['samples']} samples,
+by the function on top of the stack (own time, with its line):
+
+| share | function (file:line) |
+|---:|---|
+{rows}
+"""
     raise ValueError(section)
 
 
 TITLES = {"backlog": "Backlog: CPU and RSS", "lag": "Event loop lag in the backlog run",
           "latency": "Latency at 1k, 10k and 50k lines/s", "idle": "Idle containers",
-          "churn": "Container churn", "outage": "Loki unreachable"}
+          "churn": "Container churn", "outage": "Loki unreachable", "flame": "Where the CPU goes (flame graph)"}
 
 
 def write_doc(data: dict[str, Any]) -> None:
