@@ -81,13 +81,13 @@ def _stop_process(process: subprocess.Popen, timeout: float = 30) -> int:
 
 
 class ReceiverProcess:
-    def __init__(self, workdir: str, port: int = 0) -> None:
-        """port: the push endpoint's port (0: any free one)."""
+    def __init__(self, workdir: str, port: int = 0, fast: bool = False) -> None:
+        """port: the push endpoint's port (0: any free one); fast: see receiver_proc.py --fast."""
         self.workdir = workdir
         self.stderr = open(os.path.join(workdir, "receiver.stderr"), "wb")
         self.process = subprocess.Popen(
             [sys.executable, os.path.join(REPO, "bench", "receiver_proc.py"),
-             "--dump-file", os.path.join(workdir, "receiver-final.json"), "--port", str(port)],
+             "--dump-file", os.path.join(workdir, "receiver-final.json"), "--port", str(port), *(["--fast"] if fast else [])],
             stdout=subprocess.PIPE, stderr=self.stderr, text=True, cwd=REPO,
         )
         line = self.process.stdout.readline() if self.process.stdout else ""
