@@ -49,6 +49,19 @@ class _Columns:
         self.seq: list[int] = []
         self.malformed = 0  # lines whose first token is not the container's name
 
+    def add(self, name: str, line: str, ts_ns: int, received_at: float) -> None:
+        """One entry of container `name`: its line is "<name> <seq> ..."."""
+        parts = line.split(" ", 2)
+        try:
+            seq = int(parts[1])
+        except (IndexError, ValueError):
+            seq = -1
+        if parts[0] != name:
+            self.malformed += 1
+        self.ts.append(ts_ns)
+        self.recv.append(received_at)
+        self.seq.append(seq)
+
 
 class BenchReceiver(LokiReceiver):
     """LokiReceiver that keeps only what the benchmark needs of each accepted entry."""
@@ -77,16 +90,7 @@ class BenchReceiver(LokiReceiver):
             if cols is None:
                 cols = self.by_container[name] = _Columns()
             for entry in stream.entries:
-                parts = entry.line.split(" ", 2)
-                try:
-                    seq = int(parts[1])
-                except (IndexError, ValueError):
-                    seq = -1
-                if parts[0] != name:
-                    cols.malformed += 1
-                cols.ts.append(entry.timestamp.seconds * 1_000_000_000 + entry.timestamp.nanos)
-                cols.seq.append(seq)
-            cols.recv.extend([rec.received_at] * len(stream.entries))
+                cols.add(name, entry.line, entry.timestamp.seconds * 1_000_000_000 + entry.timestamp.nanos, rec.received_at)
             rec.accepted += len(stream.entries)
         self.total_entries += rec.accepted
         self.last_received_at = max(self.last_received_at, rec.received_at)
@@ -103,16 +107,7 @@ class BenchReceiver(LokiReceiver):
             cols = self.by_container.get(name)
             if cols is None:
                 cols = self.by_container[name] = _Columns()
-            parts = entry.line.split(" ", 2)
-            try:
-                seq = int(parts[1])
-            except (IndexError, ValueError):
-                seq = -1
-            if parts[0] != name:
-                cols.malformed += 1
-            cols.ts.append(entry.ts_ns)
-            cols.recv.append(entry.received_at)
-            cols.seq.append(seq)
+            cols.add(name, entry.line, entry.ts_ns, entry.received_at)
             if entry.received_at > self.last_received_at:
                 self.last_received_at = entry.received_at
         self.total_entries += len(self.received)
