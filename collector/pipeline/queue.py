@@ -40,6 +40,15 @@ class ChunkQueue:
         queues what it read with put_nowait: a source held back by a full queue holds nothing read
         (with 500 busy containers and Loki down, a parsed chunk held by each would be ~100k lines
         beyond the bound). The next waiter is woken to look for itself: this caller may put nothing."""
+        if await self._turn(nbytes) and self._bytes < self.max_bytes:
+            self._wake(self._putters)
+
+    async def put(self, chunk: Chunk) -> None:
+        await self._turn(chunk.nbytes)
+        self.put_nowait(chunk)  # wakes the next waiter when there is room left
+
+    async def _turn(self, nbytes: int) -> bool:
+        """Wait until no earlier waiter is ahead and `nbytes` fit; True if it had to wait."""
         first_try = True
         while not self._closed and (self._putters and first_try or not self._fits(nbytes)):
             waiter = asyncio.get_running_loop().create_future()
@@ -56,12 +65,7 @@ class ChunkQueue:
                 raise
         if self._closed:
             raise QueueClosed("queue closed")
-        if not first_try and self._bytes < self.max_bytes:
-            self._wake(self._putters)
-
-    async def put(self, chunk: Chunk) -> None:
-        await self.room(chunk.nbytes)
-        self.put_nowait(chunk)
+        return not first_try
 
     def put_nowait(self, chunk: Chunk) -> None:
         """Queue without waiting (after room(), or for the little a source flushes at its end)."""
