@@ -288,33 +288,28 @@ class LokiSink:
         if not chunk.entries:
             return
         batch.entries += len(chunk.entries)
-        origin = chunk.origin
-        streams = batch.push.streams
         entries = chunk.entries
-        names = set(map(_STREAM_NAME, entries))
-        if len(names) == 1:  # the usual chunk: one stream, so no per-entry Python work here
-            key = (id(origin), entries[0][2])
-            current = streams.get(key)  # type: ignore[assignment]
-            if current is None:
-                current = streams[key] = []
-                batch.push.origins[key] = origin
-            current.extend(entries)
-            batch.line_bytes += sum(map(len, map(_LINE, entries)))
+        batch.line_bytes += sum(map(len, map(_LINE, entries)))
+        if len(set(map(_STREAM_NAME, entries))) == 1:  # the usual chunk: one stream, no loop per entry
+            self._entries_of(batch, chunk.origin, entries[0][2]).extend(entries)
             return
-        line_bytes = 0
         current_name = ""
-        current = []
+        current: list[Entry] = []
         for entry in entries:
-            line_bytes += len(entry[1])
-            if entry[2] != current_name:  # chunks are mostly one stream: look up only on a switch
+            if entry[2] != current_name:  # look up only on a switch of stream
                 current_name = entry[2]
-                key = (id(origin), current_name)
-                current = streams.get(key)  # type: ignore[assignment]
-                if current is None:
-                    current = streams[key] = []
-                    batch.push.origins[key] = origin
+                current = self._entries_of(batch, chunk.origin, current_name)
             current.append(entry)
-        batch.line_bytes += line_bytes
+
+    @staticmethod
+    def _entries_of(batch: Batch, origin: Origin, name: str) -> list[Entry]:
+        """The batch's entries of this container's stream `name` (made on first use)."""
+        key = (id(origin), name)
+        entries = batch.push.streams.get(key)
+        if entries is None:
+            entries = batch.push.streams[key] = []
+            batch.push.origins[key] = origin
+        return entries
 
     def _encode_into(self, push: Push) -> None:
         push.with_metadata = self.send_metadata
