@@ -2,6 +2,9 @@
 
 Waiting putters are served strictly in arrival order, so a busy source cannot starve a quiet one:
 each source puts bounded chunks and waits its turn behind the others.
+
+The sink can pause one container (Loki throttles its stream): its source then waits before it
+reads, out of the line of putters, so the others keep their turns and the log file stays the buffer.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class ChunkQueue:
         self._closed = False
         self._putters: deque[asyncio.Future[None]] = deque()
         self._getters: deque[asyncio.Future[None]] = deque()
+        self._paused: dict[str, asyncio.Event] = {}  # by container id; bounded by what the sink paces
 
     @property
     def nbytes(self) -> int:
@@ -35,11 +39,14 @@ class ChunkQueue:
         # An item larger than the bound still goes in when the queue is empty, else it never would.
         return not self._items or self._bytes + nbytes <= self.max_bytes
 
-    async def room(self, nbytes: int) -> None:
+    async def room(self, nbytes: int, container_id: str = "") -> None:
         """Wait for this caller's turn and room for `nbytes`. A source calls it before it reads, then
         queues what it read with put_nowait: a source held back by a full queue holds nothing read
         (with 500 busy containers and Loki down, a parsed chunk held by each would be ~100k lines
-        beyond the bound). The next waiter is woken to look for itself: this caller may put nothing."""
+        beyond the bound). The next waiter is woken to look for itself: this caller may put nothing.
+        A paused container waits first, outside the line, until the sink resumes it."""
+        while (paused := self._paused.get(container_id)) is not None and not self._closed:
+            await paused.wait()
         if await self._turn(nbytes) and self._bytes < self.max_bytes:
             self._wake(self._putters)
 
@@ -66,6 +73,19 @@ class ChunkQueue:
         if self._closed:
             raise QueueClosed("queue closed")
         return not first_try
+
+    def pause(self, container_id: str) -> None:
+        """The container's source reads nothing more until resume()."""
+        self._paused.setdefault(container_id, asyncio.Event())
+
+    def resume(self, container_id: str) -> None:
+        paused = self._paused.pop(container_id, None)
+        if paused is not None:
+            paused.set()
+
+    @property
+    def paused(self) -> frozenset[str]:
+        return frozenset(self._paused)
 
     def put_nowait(self, chunk: Chunk) -> None:
         """Queue without waiting (after room(), or for the little a source flushes at its end)."""
@@ -106,6 +126,8 @@ class ChunkQueue:
     def close(self) -> None:
         """No more puts; getters drain what is left, then get QueueClosed."""
         self._closed = True
+        for container_id in list(self._paused):
+            self.resume(container_id)
         for waiters in (self._putters, self._getters):
             while waiters:
                 waiter = waiters.popleft()

@@ -3,16 +3,20 @@
 Written from Loki 3.6's own code paths (pkg/distributor/distributor.go, pkg/ingester/instance.go,
 pkg/ingester/stream.go, pkg/validation/validate.go):
 
-* 2xx: stored. (Loki can hide a throttled stream inside a 2xx: its ingester reports only the
-  result of the *last* stream of a push; nothing the client can see or do about it.)
+* 200/204: stored. (Loki's ingester reports only the result of the *last* stream of a push, so
+  a 2xx can hide an earlier stream that was throttled; the sink sends a stream it knows to be
+  throttled alone, and a 429 means "at least the named stream".) Another 2xx: stored, noted.
+* "ingestion blocked for user ... with status code 'N'" (`block_ingestion_until`; N is 260 by
+  default, a 2xx that stored nothing): hold everything and retry, until the time Loki names.
 * 400: the distributor stored the valid entries and names the rejected ones: acknowledge, count.
 * 401/403/404/405/407: a bad or rotating credential or a wrong URL, not bad data: hold and retry.
 * 413: the body is too large for Loki or a proxy in front of it: split.
 * 429 "Ingestion rate limit exceeded for user": the distributor's tenant limit; nothing was
   stored: retry the whole push with backoff.
-* 429 "... total ignored: N out of M for stream: {...}" (per-stream rate limit) and 429
-  "Maximum active stream limit exceeded when trying to create stream {...}": the ingester stored
-  every other stream of the push; only the named one needs resending.
+* 429 "... total ignored: N out of M for stream: {...}" (per-stream rate limit, "limit: 256KB/sec")
+  and 429 "Maximum active stream limit exceeded when trying to create stream {...}": the named
+  stream (with the labels Loki adds: service_name, maybe __stream_shard__) was refused, at least
+  in part; other streams of the push were stored, or refused unseen.
 * 408, 425, 5xx, no answer: retry the whole push.
 * Anything else: undeliverable; dropped, counted and logged.
 """
@@ -24,7 +28,9 @@ import enum
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+Key = TypeVar("Key")
 SHARD_LABEL = "__stream_shard__"  # added by Loki's stream sharding; the collector never sends it
 
 # Loki's 400 texts, one per rejected entry (or grouped "N errors like: ..."), by its reason names.
@@ -46,6 +52,11 @@ _TENANT_LIMIT = re.compile(r"Ingestion rate limit exceeded")
 # stream.go errorForFailedEntries: "user '%s', total ignored: %d out of %d for stream: %s"
 _STREAM_THROTTLED = re.compile(r"total ignored: \d+ out of \d+ for stream: (\{.*\})\s*$", re.S)
 _STREAM_RATE = re.compile(r"Per stream rate limit exceeded")
+# validate.go ErrStreamRateLimit: "(limit: %s/sec)", the limit as datasize.ByteSize prints it
+_RATE_LIMIT = re.compile(r"Per stream rate limit exceeded \(limit: (\d+)(B|KB|MB|GB|TB)/sec\)")
+_UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+# validation.BlockedIngestionErrorMsg: "ingestion blocked for user %s until '%s' with status code '%d'"
+_BLOCKED = re.compile(r"ingestion blocked for user .* until '(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(Z|[+-]\d\d:\d\d)'")
 _IGNORED = re.compile(r"total ignored: (\d+) out of (\d+) for stream")
 # Go's time.Time.String(): "2026-11-23 17:55:21.123456789 +0000 UTC" (fraction without trailing zeros)
 _IGNORED_ENTRY = re.compile(r"entry with timestamp (\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))? ([+-])(\d\d)(\d\d)")
@@ -63,7 +74,7 @@ class Action(enum.Enum):
     REJECTED = "rejected"  # 400: the valid entries stored, the named ones rejected for good
     METADATA_OFF = "metadata_off"  # 400 because structured metadata is disabled: resend without it
     RETRY = "retry"  # nothing stored: resend the whole push after a backoff
-    HOLD = "hold"  # misconfiguration: keep everything, retry at max_backoff
+    HOLD = "hold"  # misconfiguration or blocked ingestion: keep everything, retry at max_backoff
     SPLIT = "split"  # 413: send halves
     STREAM_THROTTLED = "stream_throttled"  # 429 from the ingester: resend only the named stream
     DROP = "drop"  # undeliverable as it is
@@ -73,13 +84,15 @@ class Action(enum.Enum):
 class Verdict:
     action: Action
     reason: str = ""  # a metric label value: "rate_limited", "per_stream_rate_limit", "http_422", ...
-    stream: dict[str, str] | None = None  # STREAM_THROTTLED: the named stream's labels, shard label removed
+    stream: dict[str, str] | None = None  # STREAM_THROTTLED: the named stream's labels, as Loki names it
     rejected: Counter[str] = field(default_factory=Counter)  # REJECTED: entries by Loki's reason
     # STREAM_THROTTLED by the per-stream rate limit: "total ignored: N out of M" and the timestamps
     # of the listed entries (Loki lists at most 10): when all N are listed, only those need resending.
     ignored: int = 0
     out_of: int = 0
     ignored_ts_ns: tuple[int, ...] = ()
+    limit_bytes_per_s: int = 0  # STREAM_THROTTLED by the rate limit: what Loki allows the stream (0: not said)
+    until_wall: float = 0.0  # HOLD "blocked": when Loki said it accepts pushes again (0: not said)
 
     def ignored_known(self) -> bool:
         return 0 < self.ignored == len(self.ignored_ts_ns)
@@ -87,8 +100,13 @@ class Verdict:
 
 def interpret(status: int, body: str) -> Verdict:
     """What to do with a push Loki answered `status` with `body` (status 0: no answer at all)."""
-    if 200 <= status < 300:
+    blocked = _BLOCKED.search(body) if status else None
+    if blocked:  # any status: 260 by default, a 2xx that stored nothing
+        return Verdict(Action.HOLD, "blocked", until_wall=_blocked_until(blocked))
+    if status in (200, 204):
         return Verdict(Action.STORED)
+    if 200 <= status < 300:
+        return Verdict(Action.STORED, f"http_{status}")  # stored, as far as HTTP says; the sink notes it
     if status == 0:
         return Verdict(Action.RETRY, "unreachable")
     if status == 400:
@@ -113,7 +131,7 @@ def _throttled(body: str) -> Verdict:
     if limit:
         labels = parse_labels(limit.group(1))
         if labels is not None:
-            return Verdict(Action.STREAM_THROTTLED, "stream_limit", without_shard(labels))
+            return Verdict(Action.STREAM_THROTTLED, "stream_limit", labels)
     named = _STREAM_THROTTLED.search(body.strip())
     if named and _STREAM_RATE.search(body):
         labels = parse_labels(named.group(1))
@@ -121,9 +139,28 @@ def _throttled(body: str) -> Verdict:
             counts = _IGNORED.search(body)
             ignored, out_of = (int(counts.group(1)), int(counts.group(2))) if counts else (0, 0)
             stamps = tuple(_go_time_ns(match) for match in _IGNORED_ENTRY.finditer(body))
-            return Verdict(Action.STREAM_THROTTLED, "per_stream_rate_limit", without_shard(labels),
-                           ignored=ignored, out_of=out_of, ignored_ts_ns=stamps)
+            rate = _RATE_LIMIT.search(body)
+            limit = int(rate.group(1)) * _UNITS[rate.group(2)] if rate else 0
+            return Verdict(Action.STREAM_THROTTLED, "per_stream_rate_limit", labels,
+                           ignored=ignored, out_of=out_of, ignored_ts_ns=stamps, limit_bytes_per_s=limit)
     return Verdict(Action.RETRY, "throttled")  # a 429 from something else (a gateway): nothing stored
+
+
+def _blocked_until(match: re.Match[str]) -> float:
+    """Go's RFC 3339 time (seconds) as Unix time."""
+    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+    zone = match.group(7)
+    offset = 0 if zone == "Z" else (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60) * (1 if zone[0] == "+" else -1)
+    return float(calendar.timegm((year, month, day, hour, minute, second)) - offset)
+
+
+def matching(named: dict[str, str], sent: dict[Key, dict[str, str]]) -> list[Key]:
+    """The sent streams (by key) that Loki's name can stand for: every label sent is in the named
+    set with the same value (Loki adds labels of its own, service_name among them, before it names
+    a stream). A name with Loki's shard label stands for part of a stream only: nothing matches."""
+    if SHARD_LABEL in named:
+        return []
+    return [key for key, labels in sent.items() if all(named.get(name) == value for name, value in labels.items())]
 
 
 def _go_time_ns(match: re.Match[str]) -> int:
@@ -164,10 +201,6 @@ def parse_labels(text: str) -> dict[str, str] | None:
         labels[match.group(1)] = _unquote(match.group(2))
         position = match.end()
     return labels
-
-
-def without_shard(labels: dict[str, str]) -> dict[str, str]:
-    return {name: value for name, value in labels.items() if name != SHARD_LABEL}
 
 
 def _unquote(value: str) -> str:

@@ -347,7 +347,7 @@ class FileTailer:
             # Clear before reading: a write that lands during the read sets it again.
             self._wake.clear()
             # Room first, then read: a tailer held back by a full queue holds nothing read.
-            await self._queue.room(self._settings.read_chunk_bytes)
+            await self._queue.room(self._settings.read_chunk_bytes, self.origin.container_id)
             data = await self._read()
             if data:
                 quiet_since = None

@@ -188,7 +188,7 @@ class StreamSource:
                     # (Docker keeps what is not read yet).
                     self.waiting_for_room = True
                     try:
-                        await self._queue.room(_READ_BYTES)
+                        await self._queue.room(_READ_BYTES, self.container_id)
                     finally:
                         self.waiting_for_room = False
                     limit = settings.drain_timeout if self.draining else settings.idle_timeout
