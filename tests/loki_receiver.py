@@ -60,6 +60,9 @@ __all__ = [
 ]
 
 PUSH_PATH = "/loki/api/v1/push"
+# limits_config.discover_service_name's default (pkg/validation/limits.go, Loki 3.6)
+DISCOVER_SERVICE_NAME = ("service", "app", "application", "app_name", "name", "app_kubernetes_io_name", "container",
+                         "container_name", "k8s_container_name", "component", "workload", "job", "k8s_job_name")
 READY_PATH = "/ready"
 
 # ---------------------------------------------------------------------------
@@ -563,6 +566,10 @@ class LokiReceiver:
         stream_rate_limit_match: dict[str, str] | None = None,
         max_streams: int = 0,
         shard_label: bool = False,
+        shard_streams: bool = False,
+        discover_service_name: tuple[str, ...] | None = DISCOVER_SERVICE_NAME,
+        block_ingestion_until: float = 0.0,
+        block_ingestion_status_code: int = 260,
     ) -> None:
         # Limits; 0 disables a size/count limit, as in Loki.
         self.max_line_size = max_line_size
@@ -593,6 +600,15 @@ class LokiReceiver:
         self.stream_rate_limit_match = stream_rate_limit_match
         self.max_streams = max_streams
         self.shard_label = shard_label  # name streams in errors with Loki's __stream_shard__ label
+        # limits_config.shard_streams.enabled: the ingester then limits a stream's push as a whole
+        # (stream.go, rateLimitWholeStream): all of it stored, or all of it refused.
+        self.shard_streams = shard_streams
+        # limits_config.discover_service_name (push.go): Loki adds service_name from the first of
+        # these labels a stream has (else unknown_service) before it stores or names the stream.
+        self.discover_service_name = discover_service_name
+        # limits_config.block_ingestion_until (wall time) and its status code (validator.go).
+        self.block_ingestion_until = block_ingestion_until
+        self.block_ingestion_status_code = block_ingestion_status_code
         self._tenant_buckets: dict[str | None, TokenBucket] = {}
         self._stream_buckets: dict[str, TokenBucket] = {}
         self._active_streams: set[str] = set()
@@ -927,6 +943,11 @@ class LokiReceiver:
                 )
         # Empty values mean "no label" in Prometheus; Loki's ParseLabels drops them.
         pairs = sorted((k, v) for k, v in pairs if v != "")
+        # push.go, before any validation: service_name from the first listed label the stream has.
+        present = dict(pairs)
+        if self.discover_service_name and "service_name" not in present:
+            pairs = sorted([*pairs, ("service_name", next(
+                (present[n] for n in self.discover_service_name if present.get(n)), "unknown_service"))])
         if not pairs:
             raise _InvalidStream(
                 "missing_labels",
@@ -1055,6 +1076,23 @@ class LokiReceiver:
                 ok.append(e)
             valid.append((labels, canonical, ok))
 
+        # Distributor (validator.ShouldBlockIngestion): a blocked tenant's streams are not stored;
+        # its status code answers unless a validation error (400) takes precedence. 200: silent.
+        if self.block_ingestion_until and time.time() < self.block_ingestion_until:
+            for labels, canonical, ok in valid:
+                for e in ok:
+                    self._reject("blocked_ingestion", "blocked", canonical, e, tenant)
+                rec.rejected += len(ok)
+            self.counters["blocked"] += 1
+            if errors:
+                return _text_response(400, _grouped_errors(errors))
+            if self.block_ingestion_status_code == 200:
+                return web.Response(status=204)
+            until = datetime.fromtimestamp(int(self.block_ingestion_until), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return _text_response(self.block_ingestion_status_code,
+                                  f"ingestion blocked for user {tenant or 'fake'} until '{until}' with status code "
+                                  f"'{self.block_ingestion_status_code}'")
+
         # Distributor: the tenant's ingestion rate limit covers the whole push; nothing is stored.
         if self.tenant_rate_limit is not None:
             lines = sum(len(ok) for _, _, ok in valid)
@@ -1087,8 +1125,14 @@ class LokiReceiver:
                 self.stream_rate_limit_match is None
                 or all(labels.get(k) == v for k, v in self.stream_rate_limit_match.items()))
             bucket = self._stream_buckets.setdefault(canonical, TokenBucket(*self.stream_rate_limit)) if limited else None
-            for e in ok:
-                if bucket is not None and not bucket.allow(e.line_size + _metadata_size(e)):
+            if bucket is not None and self.shard_streams and ok:
+                # rateLimitWholeStream: one AllowN for the stream's valid bytes; over it, all refused.
+                if not bucket.allow(sum(e.line_size + _metadata_size(e) for e in ok)):
+                    failed = list(ok)
+                    for e in ok:
+                        self._reject("per_stream_rate_limit", "per stream rate limit", canonical, e, tenant)
+            for e in ([] if failed else ok):
+                if bucket is not None and not self.shard_streams and not bucket.allow(e.line_size + _metadata_size(e)):
                     failed.append(e)
                     self._reject("per_stream_rate_limit", "per stream rate limit", canonical, e, tenant)
                     continue

@@ -227,7 +227,7 @@ async def test_protobuf_push_stored_exactly(receiver: LokiReceiver, http: aiohtt
 
     got = receiver.entries()
     assert [(e.ts_ns, e.line) for e in got] == [(t0, "one"), (t0 + 1, "two"), (t0 + 2, "three")]
-    assert got[0].labels == {"app": "web", "msg": 'a"b\\c\nd'}
+    assert got[0].labels == {"app": "web", "msg": 'a"b\\c\nd', "service_name": "web"}  # Loki 3 adds service_name
     assert got[0].metadata == {"trace_id": "abc"} and got[1].metadata == {}
     assert {e.tenant for e in got} == {"team-a"}
     assert receiver.lines({"app": "db"}) == ["three"]
@@ -245,7 +245,7 @@ async def test_unsorted_label_string_counted(receiver: LokiReceiver, http: aioht
     status, _, _ = await post(http, receiver, snappy(body), PROTO)
     assert status == 204
     assert receiver.unsorted_label_strings == 1
-    assert receiver.entries()[0].labels == {"a": "1", "b": "2"}
+    assert receiver.entries()[0].labels == {"a": "1", "b": "2", "service_name": "unknown_service"}
 
 
 @pytest.mark.asyncio
@@ -275,7 +275,7 @@ async def test_json_push_plain_and_gzip(receiver: LokiReceiver, http: aiohttp.Cl
     assert [(e.ts_ns, e.line, e.metadata) for e in got] == [
         (t, "plain", {}), (t + 1, "meta", {"user": "u1"}), (t + 2, "zipped", {}),
     ]
-    assert got[0].labels == {"job": "j", "host": "h"}
+    assert got[0].labels == {"job": "j", "host": "h", "service_name": "j"}
     assert receiver.requests[-1].content_encoding == "gzip"
 
 
@@ -348,6 +348,8 @@ async def test_bad_labels_reject_stream_only(
     receiver: LokiReceiver, http: aiohttp.ClientSession, labels: str, reason: str
 ) -> None:
     t = now_ns()
+    if reason == "missing_labels":
+        receiver.discover_service_name = None  # else Loki 3 names it {service_name="unknown_service"} and stores it
     body = pb_push(pb_stream(labels, [pb_entry(t, "bad1"), pb_entry(t, "bad2")]), pb_stream('{ok="1"}', [pb_entry(t, "good")]))
     status, text, _ = await post(http, receiver, snappy(body), PROTO)
     assert status == 400
@@ -371,7 +373,7 @@ async def test_old_entry_rejected_others_stored(receiver: LokiReceiver, http: ai
     body = pb_push(pb_stream('{a="b"}', [pb_entry(t, "new1"), pb_entry(old, "old"), pb_entry(t + 1, "new2")]))
     status, text, _ = await post(http, receiver, snappy(body), PROTO)
     assert status == 400
-    assert "entry for stream '{a=\"b\"}' has timestamp too old: 2020-01-01T00:00:00Z, oldest acceptable timestamp is: " in text
+    assert "entry for stream '{a=\"b\", service_name=\"unknown_service\"}' has timestamp too old: 2020-01-01T00:00:00Z, oldest acceptable timestamp is: " in text
     assert receiver.lines() == ["new1", "new2"]
     assert receiver.rejected_by_reason == {"greater_than_max_sample_age": 1}
     assert receiver.rejected_entries[0].line == "old"
@@ -394,7 +396,7 @@ async def test_over_long_line_rejected(receiver: LokiReceiver, http: aiohttp.Cli
     status, text, _ = await post(http, receiver, snappy(body), PROTO)
     assert status == 400
     assert (
-        "Max entry size '262144' bytes exceeded for stream '{a=\"b\"}' "
+        "Max entry size '262144' bytes exceeded for stream '{a=\"b\", service_name=\"unknown_service\"}' "
         "while adding an entry with length '300000' bytes"
     ) in text
     assert receiver.lines() == [exact]
@@ -600,7 +602,7 @@ async def test_per_stream_limit_stores_the_other_streams_and_names_the_last_fail
     lines = text.strip().split("\n")
     assert len(lines) == 11  # at most ten ignored entries listed, then the tally
     assert lines[0].startswith(f"entry with timestamp {go_time_string(ts + 2)} ignored, reason: 'Per stream rate limit exceeded (limit: 1000B/sec)")
-    assert lines[-1] == "user 'fake', total ignored: 10 out of 12 for stream: {__stream_shard__=\"0\", app=\"noisy\"}"
+    assert lines[-1] == "user 'fake', total ignored: 10 out of 12 for stream: {__stream_shard__=\"0\", app=\"noisy\", service_name=\"noisy\"}"
 
 
 @pytest.mark.asyncio
@@ -616,7 +618,7 @@ async def test_max_streams_refuses_new_streams_only(make_receiver: MakeReceiver,
     r = await make_receiver(max_streams=1)
     status, text, _ = await post(http, r, json_push(({"app": "one"}, ["1"]), ({"app": "two"}, ["2"])), JSON)
     assert status == 429 and r.lines({"app": "one"}) == ["1"] and r.lines({"app": "two"}) == []
-    assert text.startswith('Maximum active stream limit exceeded when trying to create stream {app="two"}, reduce the number')
+    assert text.startswith('Maximum active stream limit exceeded when trying to create stream {app="two", service_name="two"}, reduce the number')
 
 
 @pytest.mark.asyncio
@@ -624,3 +626,53 @@ async def test_body_over_max_push_bytes_is_413(make_receiver: MakeReceiver, http
     r = await make_receiver(max_push_bytes=100)
     status, text, _ = await post(http, r, json_push(({"a": "1"}, ["x" * 200])), JSON)
     assert status == 413 and "Request Entity Too Large" in text and r.received == []
+
+
+@pytest.mark.asyncio
+async def test_a_throttled_stream_before_a_stored_one_answers_204_and_is_not_stored(
+        make_receiver: MakeReceiver, http: aiohttp.ClientSession) -> None:
+    # Measured on Loki 3.6.15: the ingester returns the last stream's result only.
+    r = await make_receiver(stream_rate_limit=(1000, 1000), stream_rate_limit_match={"app": "noisy"})
+    status, _, _ = await post(http, r, json_push(({"app": "noisy"}, ["n" * 400] * 5), ({"app": "quiet"}, ["q"])), JSON)
+    assert status == 204
+    assert r.lines({"app": "quiet"}) == ["q"] and len(r.lines({"app": "noisy"})) == 2  # three refused, unseen
+    assert r.rejected_by_reason == {"per_stream_rate_limit": 3}
+
+
+@pytest.mark.asyncio
+async def test_loki_names_a_throttled_stream_with_the_service_name_it_adds(
+        make_receiver: MakeReceiver, http: aiohttp.ClientSession) -> None:
+    r = await make_receiver(stream_rate_limit=(256 * 1024, 512 * 1024))
+    labels = {"container_name": "web", "host": "vm", "stream": "stdout"}
+    status, text, _ = await post(http, r, json_push((labels, ["x" * 1000] * 600)), JSON)
+    assert status == 429
+    assert ("Per stream rate limit exceeded (limit: 256KB/sec) while attempting to ingest for stream "
+            "'{container_name=\"web\", host=\"vm\", service_name=\"web\", stream=\"stdout\"}' totaling 1000B") in text
+    assert text.strip().endswith(
+        "total ignored: 76 out of 600 for stream: {container_name=\"web\", host=\"vm\", service_name=\"web\", stream=\"stdout\"}")
+    assert r.entries()[0].labels == {**labels, "service_name": "web"}
+
+
+@pytest.mark.asyncio
+async def test_with_stream_sharding_a_stream_over_its_limit_is_refused_whole(
+        make_receiver: MakeReceiver, http: aiohttp.ClientSession) -> None:
+    r = await make_receiver(stream_rate_limit=(1000, 1000), shard_streams=True)
+    status, text, _ = await post(http, r, json_push(({"app": "a"}, ["n" * 400] * 3)), JSON)
+    assert status == 429 and r.received == []  # 1200 B over a 1000 B burst: nothing, not the first two
+    assert text.strip().endswith('total ignored: 3 out of 3 for stream: {app="a", service_name="a"}')
+    status, _, _ = await post(http, r, json_push(({"app": "b"}, ["n" * 400] * 2)), JSON)
+    assert status == 204 and len(r.lines({"app": "b"})) == 2
+
+
+@pytest.mark.asyncio
+async def test_blocked_ingestion_answers_260_and_stores_nothing(
+        make_receiver: MakeReceiver, http: aiohttp.ClientSession) -> None:
+    until = time.time() + 3600
+    r = await make_receiver(block_ingestion_until=until)
+    status, text, _ = await post(http, r, json_push(({"app": "a"}, ["x"])), JSON)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(until)))
+    assert status == 260 and text == f"ingestion blocked for user fake until '{stamp}' with status code '260'\n"
+    assert r.received == []
+    r.block_ingestion_until = 0.0
+    status, _, _ = await post(http, r, json_push(({"app": "a"}, ["x"])), JSON)
+    assert status == 204 and r.lines() == ["x"]
