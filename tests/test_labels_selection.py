@@ -62,11 +62,12 @@ async def test_selection_labels_rules_and_container_settings(containers: DockerE
             image = containers.image
             main = receiver.entries({"container_name": names["main"]})[0]
             assert main.labels == {"container_name": names["main"], "host": host, "env": "test", "image": image, "team": "pay",
-                                   "region": "eu", "tier": "front", "stream": "stdout"}
+                                   "region": "eu", "tier": "front", "stream": "stdout",
+                                   "service_name": names["main"]}  # added by Loki 3 (discover_service_name)
             assert main.metadata.get("BUILD") == "42" and "region" not in main.metadata
             local = receiver.entries({"container_name": names["local"]})[0]
             assert local.labels == {"container_name": names["local"], "host": host, "env": "test", "image": image,
-                                    "owner": "ann", "stream": "stdout"}
+                                    "owner": "ann", "stream": "stdout", "service_name": names["local"]}
 
             async def rows() -> dict[str, dict]:
                 return {row["name"]: row for row in (await get(f"{proc.metrics_url}/status"))[1]["containers"]}

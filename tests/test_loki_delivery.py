@@ -55,7 +55,7 @@ async def test_thirty_thousand_lines_protobuf_with_metadata_and_latency(receiver
         for name, cid in zip(names, ids, strict=True):
             entries = receiver.entries({"container_name": name})
             assert [e.line for e in entries] == [f"{name} {i}" for i in range(1, 10001)]
-            assert all(e.labels == {"container_name": name, "host": host, "stream": "stdout"} for e in entries)
+            assert all(e.labels == {"container_name": name, "host": host, "stream": "stdout", "service_name": name} for e in entries)
             assert all(e.metadata == {"container_id": cid, "image": containers.image} for e in entries)
         assert receiver.unsorted_label_strings == 0 and receiver.noncanonical_label_strings == 0
         assert {r.content_type for r in receiver.requests} == {"application/x-protobuf"}

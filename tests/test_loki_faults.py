@@ -142,6 +142,44 @@ async def test_per_stream_429_for_one_container_the_others_keep_flowing(containe
             assert await proc.stop() == 0
 
 
+async def test_hot_container_over_256kb_per_s_is_paced_and_a_quiet_one_beside_it_is_not_delayed(containers: DockerEngine) -> None:
+    """Loki 3's defaults but per_stream_rate_limit 256KB, burst 512KB (what the real-Loki trial used):
+    it names the hot stream with service_name added; the collector must match it, pace it, and
+    keep the quiet container's lines flowing at once."""
+    stamp = time.monotonic_ns()
+    hot, quiet = f"hot-{stamp}", f"quiet-{stamp}"
+    async with LokiReceiver(stream_rate_limit=(256 * 1024, 512 * 1024), require_tenant=True) as receiver:
+        proc = await start(containers, receiver, COLLECTOR_LOKI__TENANT="t1")
+        try:
+            # 30,000 lines of ~120 bytes (3.6 MB) at full speed: ~13 s at 256 KB/s after the burst.
+            containers.run(f"awk 'BEGIN{{pad=sprintf(\"%100s\",\"\"); for(i=1;i<=30000;i++) print \"{hot}\", i, pad}}'", name=hot)
+            await receiver.wait_for(lambda: receiver.counters["stream_throttled"] >= 1, 60)
+            containers.run(writer(quiet, 40, per_second=10), name=quiet)  # 40 lines over 4 s
+            await receiver.wait_for(lambda: len(receiver.lines({"container_name": quiet})) >= 40, 60)
+            quiet_delays = [e.received_at - e.ts_ns / 1e9 for e in receiver.entries({"container_name": quiet})]
+            hot_done_by_then = len(set(receiver.lines({"container_name": hot})))
+            await receiver.wait_for(lambda: len(set(receiver.lines({"container_name": hot}))) >= 30000, 180)
+            hot_entries = receiver.entries({"container_name": hot})
+            expected = {hot: [f"{hot} {i} " + " " * 100 for i in range(1, 30001)], quiet: numbered(quiet, 40)}
+            missing, duplicated = report("hot stream over 256 KB/s beside a quiet container", receiver, expected)
+            assert missing == 0
+            assert receiver.lines({"container_name": quiet}) == numbered(quiet, 40)  # once each, in order
+            assert hot_done_by_then < 30000  # the quiet lines did not wait for the hot backlog
+            # The delivered rate of the hot stream once paced (after its first throttle, the burst spent).
+            first_throttle = min(r.received_at for r in receiver.requests if r.status == 429)
+            paced = [e for e in hot_entries if e.received_at > first_throttle + 1]
+            span = max(e.received_at for e in paced) - min(e.received_at for e in paced)
+            rate = sum(len(e.line) + sum(len(k) + len(v) for k, v in e.metadata.items()) for e in paced) / span
+            refusals = sum(1 for r in receiver.requests if r.status == 429)
+            print(f"hot stream paced at {rate / 1024:.0f} KB/s (Loki's limit 256 KB/s), {refusals} 429 answers; "
+                  f"quiet container's worst delay {max(quiet_delays):.2f} s (median {sorted(quiet_delays)[20]:.2f} s)")
+            assert max(quiet_delays) < 3.0
+            assert rate <= 256 * 1024 * 1.05
+            assert "collector_entries_dropped_total{" not in await metrics(proc)
+        finally:
+            assert await proc.stop() == 0
+
+
 async def test_receiver_down_60s_20_containers_5_removed_every_line_arrives(containers: DockerEngine) -> None:
     stamp = time.monotonic_ns()
     names = [f"outage{i}-{stamp}" for i in range(20)]
