@@ -147,7 +147,7 @@ def _status(listen: str, url: str, raw: bool) -> int:
     import urllib.error
     import urllib.request
 
-    from collector.metrics import format_table, status_rows
+    from collector.metrics import format_table, status_rows, throttled_rows
 
     if not url:
         if not listen:
@@ -166,6 +166,9 @@ def _status(listen: str, url: str, raw: bool) -> int:
     print(f"host {status['host']}  docker {'connected' if status['docker_connected'] else 'DISCONNECTED'}  "
           f"sink {status['sink']}  queue {status['queue_bytes']} bytes  last push {'ok' if status['last_push_ok'] else 'FAILED'}")
     print(format_table(status_rows(status)))
+    if throttled := throttled_rows(status):
+        print()
+        print(format_table(throttled))
     return 0
 
 

@@ -145,8 +145,10 @@ class Collector:
         return problems
 
     def status(self) -> dict[str, Any]:
+        throttled = [{**row, **({"tenant": lane.tenant} if lane.tenant else {})}
+                     for lane in self.lanes.values() if isinstance(lane.sink, LokiSink) for row in lane.sink.throttled_streams()]
         return build_status(self.registry, self.positions, self.inflight, self.queue_bytes, self.push_stats(),
-                            self.discovery.connected)
+                            self.discovery.connected, throttled)
 
 
 class _Stopped(Exception):

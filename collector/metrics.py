@@ -167,6 +167,8 @@ class _StateCollector:
             yield _by_label(CounterMetricFamily, "collector_entries_dropped", "Entries dropped, by reason.", "reason", push.dropped)
             yield _by_label(CounterMetricFamily, "collector_entries_throttled", "Entries Loki did not store because their stream was throttled, set aside to be resent.",
                             "reason", push.throttled)
+            yield GaugeMetricFamily("collector_streams_throttled", "Label sets Loki throttles now, sent on their own at the rate it allows.",
+                                    value=push.streams_throttled)
 
         lanes = app.lanes.values()
         yield GaugeMetricFamily("collector_queue_bytes", "Bytes waiting in the queues between sources and sink (every tenant's).",
@@ -264,6 +266,16 @@ def status_rows(status: dict[str, Any]) -> list[list[str]]:
         rows.append([c["name"], c["id"][:12], c["state"], mode, f"{c.get('unacked_bytes', 0)}B", lag, str(c["lines"]),
                      c.get("last_error") or ""])
     return rows
+
+
+def throttled_rows(status: dict[str, Any]) -> list[list[str]]:
+    """The `collector status` table of streams Loki throttles (none: no table)."""
+    rows = [["THROTTLED STREAM", "CONTAINERS", "SINCE", "LOKI ALLOWS", "DELIVERED", "QUEUED"]]
+    for t in status.get("throttled_streams", []):
+        allows = f"{t['allowed_bytes_per_s'] / 1024:.0f} KB/s" if t.get("allowed_bytes_per_s") else t["reason"]
+        rows.append([t["stream"], ",".join(t["containers"]), t["since"], allows,
+                     f"{t['delivered_bytes_per_s'] / 1024:.0f} KB/s", f"{t['queued_entries']} lines"])
+    return rows if len(rows) > 1 else []
 
 
 def format_table(rows: list[list[str]]) -> str:

@@ -72,7 +72,8 @@ def removed_row(container_id: str, name: str, inflight: InFlight, now_ns: int) -
 
 
 def build_status(registry: SourceRegistry, positions: PositionStore, inflight: InFlight, queue_bytes: int,
-                 push: PushStats | None, docker_connected: bool) -> dict[str, Any]:
+                 push: PushStats | None, docker_connected: bool,
+                 throttled: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     now_ns = time.time_ns()
     rows = [container_row(tracked, positions, inflight, now_ns) for tracked in registry.containers.values()]
     rows += [removed_row(container_id, name, inflight, now_ns)
@@ -87,4 +88,6 @@ def build_status(registry: SourceRegistry, positions: PositionStore, inflight: I
         "sink": "loki" if push is not None else "stdout",
         "last_push_ok": push.last_push_ok if push else True,
         "containers": rows,
+        # Streams Loki throttles, paced at the rate it allows: which containers, since when, how fast.
+        "throttled_streams": throttled or [],
     }

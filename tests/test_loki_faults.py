@@ -155,6 +155,10 @@ async def test_hot_container_over_256kb_per_s_is_paced_and_a_quiet_one_beside_it
             containers.run(f"awk 'BEGIN{{pad=sprintf(\"%100s\",\"\"); for(i=1;i<=30000;i++) print \"{hot}\", i, pad}}'", name=hot)
             await receiver.wait_for(lambda: receiver.counters["stream_throttled"] >= 1, 60)
             containers.run(writer(quiet, 40, per_second=10), name=quiet)  # 40 lines over 4 s
+            async with aiohttp.ClientSession() as session, session.get(f"{proc.metrics_url}/status") as response:
+                shown = (await response.json())["throttled_streams"]
+            assert [(t["containers"], t["allowed_bytes_per_s"]) for t in shown] == [([hot], 256 * 1024)]
+            assert "collector_streams_throttled 1.0" in await metrics(proc)
             await receiver.wait_for(lambda: len(receiver.lines({"container_name": quiet})) >= 40, 60)
             quiet_delays = [e.received_at - e.ts_ns / 1e9 for e in receiver.entries({"container_name": quiet})]
             hot_done_by_then = len(set(receiver.lines({"container_name": hot})))

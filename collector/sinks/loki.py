@@ -384,8 +384,8 @@ class LokiSink:
     async def _pace_throttled(self) -> None:
         throttle = self.throttle
         while True:
-            self.stats.streams_throttled = len(throttle.sets)
             item, wait = throttle.next_due(self.clock.monotonic())
+            self.stats.streams_throttled = len(throttle.sets)
             if item is None or wait > 0:
                 self._throttle_changed.clear()  # a newly throttled stream may be due sooner
                 if wait == float("inf"):
