@@ -22,7 +22,7 @@ import aiohttp
 from collector.docker.logstream import LogStreamClient, LogsUnavailable
 from collector.pipeline.entry import Entry, Origin, StreamPosition
 from collector.pipeline.queue import ChunkQueue
-from collector.sources.apistream import StreamDecoder, since_param
+from collector.sources.apistream import RESUME_WINDOW_NS, StreamDecoder, since_param
 from collector.sources.source import SourceStats
 from collector.transform.lines import LineProcessor
 from collector.transform.multiline import Joiner
@@ -286,3 +286,8 @@ class StreamSource:
             log.warning("bad log stream records skipped", extra={
                 "container_id": self.container_id[:12], "count": stats.bad_records, "error": stats.last_error})
         self.stats.truncated += stats.truncated_lines
+        if stats.beyond_window:
+            log.warning("log records stamped more than the resume window earlier than a record before them (a clock "
+                        "step back?): a reconnect between the two would not get them again (dockerd's since hides them)",
+                        extra={"container_id": self.container_id[:12], "count": stats.beyond_window,
+                               "window_s": RESUME_WINDOW_NS // 1_000_000_000})
