@@ -244,3 +244,32 @@ def test_timestamps_with_other_characters_among_plain_frames_are_bad_records() -
     entries = decoder.feed(b"".join([*good[:2], bad_fraction, good[2], bad_second, *good[3:]]))
     assert [e.line for e in entries] == [f"line {i}" for i in range(1, 6)]
     assert decoder.stats.bad_records == 2 and decoder.stats.records == 5
+
+
+# -- Docker's own error texts in the stream (issue 22 item 10) -----------------------------------
+# dockerd writes `Error grabbing logs: <err>\n` into the body when its log reader fails (moby
+# api/server/httputils/write_log_stream.go): in a frame of stream 3 (system error) when the
+# stream is multiplexed, raw in a TTY container's body. It is not a record of the container.
+
+GRAB_ERROR = b"Error grabbing logs: log message is too large\n"
+
+
+def test_docker_error_frame_is_counted_and_never_a_line() -> None:
+    system_error = bytes([3, 0, 0, 0]) + struct.pack(">I", len(GRAB_ERROR)) + GRAB_ERROR
+    body = frame(1, b"before\n", ts(1)) + system_error + frame(2, b"after\n", ts(2))
+    for cut in range(len(body) + 1):
+        decoder = StreamDecoder(tty=False)
+        lines = [e.line for e in decoder.feed(body[:cut]) + decoder.feed(body[cut:]) + decoder.finish()]
+        assert lines == ["before", "after"], cut
+        assert decoder.stats.bad_records == 0 and decoder.stats.docker_errors == 1
+        assert decoder.stats.last_docker_error == "Error grabbing logs: log message is too large"
+        assert decoder.position == after(2, 2)
+
+
+def test_docker_error_text_in_a_tty_body_is_counted_and_never_a_line() -> None:
+    body = f"{ts(1)} one\r\n".encode() + GRAB_ERROR + f"{ts(2)} two\r\n".encode()
+    for cut in range(len(body) + 1):
+        decoder = StreamDecoder(tty=True)
+        lines = [e.line for e in decoder.feed(body[:cut]) + decoder.feed(body[cut:]) + decoder.finish()]
+        assert lines == ["one", "two"], cut
+        assert decoder.stats.bad_records == 0 and decoder.stats.docker_errors == 1

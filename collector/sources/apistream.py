@@ -10,7 +10,10 @@ Facts this relies on (checked on this engine, `local` driver; see design notes):
   part is a whole line (a last line without newline);
 - TTY bodies are raw bytes: each record is the timestamp, a space and its text, with no framing.
   A record ends at its `\\n`, or after 16,384 bytes (a part); the final part of a split line has no
-  `\\n`, so it ends where the next record's timestamp begins.
+  `\\n`, so it ends where the next record's timestamp begins;
+- when its log reader fails, dockerd writes `Error grabbing logs: <error>\\n` into the body (moby
+  `api/server/httputils/write_log_stream.go`) and goes on: in a frame of stream 3 (system error),
+  or raw between a TTY body's records. It is Docker's, not the container's: counted, never a line.
 
 Positions: a stream resumes a window before its newest record and skips by count what it
 delivered already (`resume.py`), because `since` hides records stamped before it and a record can
@@ -39,6 +42,9 @@ _new_tuple = tuple.__new__
 PART_BYTES = 16 * 1024  # Docker's copier buffer: texts of exactly this size without newline are parts
 _HEADER = 8
 _STREAMS = {1: "stdout", 2: "stderr"}
+_SYSTEM_ERROR = 3  # stdcopy.Systemerr: the frame of a Docker error text
+DOCKER_ERROR = b"Error grabbing logs: "
+_DOCKER_ERROR_MAX = 64 * 1024  # an error text longer than this without newline ends here
 _TIMESTAMP_TAIL = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z ")
 
 # The common frame, taken apart many at a time in C: a stdout/stderr header, Docker's fixed-width
@@ -71,6 +77,8 @@ class StreamStats:
     bad_records: int = 0
     truncated_lines: int = 0
     skipped_on_resume: int = 0
+    docker_errors: int = 0  # `Error grabbing logs: ...` texts Docker put into the stream
+    last_docker_error: str = ""
     beyond_window: int = 0  # records stamped more than RESUME_WINDOW_NS earlier than one before them
     last_error: str = ""
 
@@ -166,6 +174,9 @@ class StreamDecoder:
         length = int.from_bytes(buffer[pos + 4 : pos + 8], "big")
         if end - pos - _HEADER < length:
             return 0
+        if buffer[pos] == _SYSTEM_ERROR:
+            self._docker_error(buffer[pos + _HEADER : pos + _HEADER + length])
+            return _HEADER + length
         self._record(buffer[pos + _HEADER : pos + _HEADER + length], _STREAMS.get(buffer[pos], "stdout"), entries)
         return _HEADER + length
 
@@ -228,6 +239,13 @@ class StreamDecoder:
         pos = 0
         end = len(buffer)
         while pos < end:
+            if not self._tty_continues and buffer[pos] == DOCKER_ERROR[0]:
+                taken = self._tty_docker_error(buffer, pos, end, final)
+                if taken < 0:
+                    break  # wait for more
+                if taken:
+                    pos = taken
+                    continue
             space = buffer.find(b" ", pos, pos + 40)
             if space < 0:
                 if final or end - pos >= 40:
@@ -255,6 +273,25 @@ class StreamDecoder:
             self._record(record, "stdout", entries)
             pos = record_end
         del buffer[:pos]
+
+    def _tty_docker_error(self, buffer: bytearray, pos: int, end: int, final: bool) -> int:
+        """A Docker error text at pos: where it ends; 0 when there is none; -1 when more is needed."""
+        head = bytes(buffer[pos : pos + len(DOCKER_ERROR)])
+        if not DOCKER_ERROR.startswith(head):
+            return 0
+        if len(head) < len(DOCKER_ERROR):
+            return 0 if final else -1
+        newline = buffer.find(b"\n", pos, pos + _DOCKER_ERROR_MAX)
+        if newline < 0:
+            if not final and end - pos < _DOCKER_ERROR_MAX:
+                return -1
+            newline = min(end, pos + _DOCKER_ERROR_MAX) - 1
+        self._docker_error(bytes(buffer[pos : newline + 1]))
+        return newline + 1
+
+    def _docker_error(self, text: bytes) -> None:
+        self.stats.docker_errors += 1
+        self.stats.last_docker_error = text.rstrip(b"\r\n").decode(errors="replace")[:300]
 
     # -- records -------------------------------------------------------------------------------
     def _record(self, payload: bytes, stream: str, entries: list[Entry]) -> None:
