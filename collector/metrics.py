@@ -150,8 +150,8 @@ class _StateCollector:
         totals = registry.totals()
         yield CounterMetricFamily("collector_stream_reconnects", "API log streams ended and reopened from their position.", value=totals.reconnects)
         yield CounterMetricFamily("collector_stream_gaps", "Times Docker no longer had the records after a stream's saved position.", value=totals.gaps)
-        yield CounterMetricFamily("collector_source_losses", "Reads that ended with log data left unread (removed before read, stalled drain).",
-                                  value=totals.lost_events)
+        yield _by_label(CounterMetricFamily, "collector_source_losses",
+                        "Reads that ended with log data left unread or unreadable, by reason (each is logged).", "reason", totals.losses)
         yield CounterMetricFamily("collector_rotated_files_lost", "Rotated json-file logs Docker deleted before they were read (each is logged).",
                                   value=totals.files_lost)
         yield _by_label(CounterMetricFamily, "collector_lost_bytes", "Log bytes known to be lost, by reason.", "reason", registry.lost_bytes)

@@ -1,9 +1,11 @@
 """Resume points per container, advanced only by acknowledged chunks, checkpointed atomically.
 
 The file (JSON) holds, per container id, where its source resumes (a json-file log: the file's
-inode and the offset after the last acknowledged record; an Engine API stream: the timestamp of the
-last acknowledged record and how many records carried exactly that timestamp), plus when it was
-written. It is written with temp file + fsync + rename, then
+inode and the offset after the last acknowledged record; an Engine API stream: the `since` to ask
+for, how many of the records Docker sends from it on were acknowledged, and the newest record's
+time), plus when it was written. Version 1 files (before the resume window) held a stream's newest
+time and the records acknowledged at exactly it: the same pair read as (since, count), so they
+load unchanged (`newest_ns` missing: 0, read as `ts_ns`). It is written with temp file + fsync + rename, then
 the directory is fsynced (a crash leaves the old or the new file, never half of one), at most once
 per sync interval and once more at shutdown. The writes go through aiofiles: an fsync can take
 milliseconds.
@@ -63,22 +65,23 @@ class _Saved(msgspec.Struct):
     kind: str = "file"
     ts_ns: int = 0
     count: int = 0
+    newest_ns: int = 0  # absent in version 1 files: then ts_ns
     fingerprint: int = 0  # of the file's first record: an inode alone is reused after Docker deletes a file
 
     @staticmethod
     def of(position: Position) -> _Saved:
         if isinstance(position, StreamPosition):
-            return _Saved(kind="stream", ts_ns=position.ts_ns, count=position.count)
+            return _Saved(kind="stream", ts_ns=position.ts_ns, count=position.count, newest_ns=position.newest_ns)
         return _Saved(position.inode, position.offset, fingerprint=position.fingerprint)
 
     def position(self) -> Position:
         if self.kind == "stream":
-            return StreamPosition(self.ts_ns, self.count)
+            return StreamPosition(self.ts_ns, self.count, self.newest_ns)
         return FilePosition(self.inode, self.offset, self.fingerprint)
 
 
 class _File(msgspec.Struct):
-    version: int = 1
+    version: int = 2  # 2: stream positions resume a window early (sources/resume.py); 1 loads the same
     saved_at_ns: int = 0
     containers: dict[str, _Saved] = msgspec.field(default_factory=dict)
 

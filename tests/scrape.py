@@ -26,3 +26,8 @@ async def get(url: str) -> tuple[int, dict]:
     async with aiohttp.ClientSession() as session:
         async with session.get(url) as response:
             return response.status, await response.json()
+
+
+def total(samples: dict, name: str) -> float:
+    """A counter summed over all its labels (e.g. every reason)."""
+    return sum(v for (metric, _), v in samples.items() if metric == name)

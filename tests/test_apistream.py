@@ -6,10 +6,16 @@ import random
 import struct
 
 from collector.pipeline.entry import StreamPosition
-from collector.sources.apistream import PART_BYTES, StreamDecoder, since_param
+from collector.sources.apistream import PART_BYTES, RESUME_WINDOW_NS, StreamDecoder, since_param
 
 T0 = "2026-11-23T15:22:09.063631450Z"
 T0_NS = 1795447329063631450
+WINDOW = (T0_NS // RESUME_WINDOW_NS - 1) * RESUME_WINDOW_NS  # where a stream of records near T0 resumes
+
+
+def after(newest_offset: int, count: int) -> StreamPosition:
+    """The position after `count` records in the resume window, the newest at T0 + newest_offset."""
+    return StreamPosition(WINDOW, count, T0_NS + newest_offset)
 
 
 def ts(offset_ns: int) -> str:
@@ -26,7 +32,7 @@ def test_frames_stdout_stderr_exact_timestamps() -> None:
     decoder = StreamDecoder(tty=False)
     entries = decoder.feed(frame(2, b"err\n", ts(0)) + frame(1, b"hello\n", ts(1)))
     assert [(e.ts_ns, e.line, e.stream) for e in entries] == [(T0_NS, "err", "stderr"), (T0_NS + 1, "hello", "stdout")]
-    assert decoder.position == StreamPosition(T0_NS + 1, 1)
+    assert decoder.position == after(1, 2)
 
 
 def test_frames_split_across_feeds() -> None:
@@ -48,25 +54,25 @@ def test_forty_kib_line_and_exact_16k_line_are_one_entry_each() -> None:
     entries = decoder.feed(big[2] + b"".join(exact) + frame(1, b"last", ts(4)))
     assert [(len(e.line), e.line[:1]) for e in entries] == [(40960, "a"), (16384, "b"), (4, "l")]
     assert entries[0].ts_ns == T0_NS + 2
-    assert decoder.position == StreamPosition(T0_NS + 4, 1)
+    assert decoder.position == after(4, 6)
 
 
 def test_interleaved_part_holds_position_before_its_first_record() -> None:
     decoder = StreamDecoder(tty=False)
     entries = decoder.feed(frame(1, b"x\n", ts(1)) + frame(1, b"a" * PART_BYTES, ts(2)) + frame(2, b"e\n", ts(3)))
     assert [e.line for e in entries] == ["x", "e"]
-    assert decoder.position == StreamPosition(T0_NS + 1, 1)
+    assert decoder.position == after(1, 1)
     entries = decoder.feed(frame(1, b"tail\n", ts(2)))
     assert len(entries[0].line) == PART_BYTES + 4
-    assert decoder.position == StreamPosition(T0_NS + 3, 1)
+    assert decoder.position == after(3, 4)
 
 
-def test_resume_skips_exactly_what_was_delivered_at_the_timestamp() -> None:
+def test_resume_skips_exactly_what_was_delivered_in_the_window() -> None:
     body = frame(1, b"a\n", ts(1)) + frame(1, b"b\n", ts(1)) + frame(1, b"c\n", ts(1)) + frame(1, b"d\n", ts(2))
     first = StreamDecoder(tty=False)
     first.feed(body[: len(frame(1, b"a\n", ts(1))) * 2])
-    assert first.position == StreamPosition(T0_NS + 1, 2)
-    # The next connection asks since=that timestamp: Docker sends all three records at it again.
+    assert first.position == after(1, 2)
+    # The next connection asks since=the window's start: Docker sends every record again.
     second = StreamDecoder(tty=False, resume_from=first.position)
     assert [e.line for e in second.feed(body)] == ["c", "d"]
     assert not second.gap and second.stats.skipped_on_resume == 2
@@ -201,15 +207,16 @@ def test_resume_among_many_equal_timestamps_skips_exactly_the_delivered_count() 
         lines = [e.line for e in decoder.feed(body)]
         assert lines == [f"same {i}" for i in range(delivered, 50)] + [f"after {i}" for i in range(50)]
         assert decoder.stats.skipped_on_resume == 1 + delivered
-        assert decoder.position == StreamPosition(T0_NS + 52, 1) and not decoder.gap
+        # The window never starts before the `since` asked for: Docker sent nothing earlier.
+        assert decoder.position == StreamPosition(T0_NS + 2, 100, T0_NS + 52) and not decoder.gap
 
 
-def test_position_counts_every_record_at_the_newest_timestamp_across_chunks() -> None:
+def test_position_counts_every_record_in_the_window_across_chunks() -> None:
     decoder = StreamDecoder(tty=False)
     decoder.feed(frame(1, b"a\n", ts(1)) + frame(1, b"b\n", ts(5)) + frame(2, b"c\n", ts(5)) + frame(1, b"d\n", ts(4)))
-    assert decoder.position == StreamPosition(T0_NS + 5, 2)
+    assert decoder.position == after(5, 4)
     decoder.feed(frame(2, b"e\n", ts(5)) + frame(1, b"f\n", ts(5)))
-    assert decoder.position == StreamPosition(T0_NS + 5, 4)
+    assert decoder.position == after(5, 6)
 
 
 def test_lines_over_the_limit_are_cut_as_before() -> None:
@@ -237,3 +244,32 @@ def test_timestamps_with_other_characters_among_plain_frames_are_bad_records() -
     entries = decoder.feed(b"".join([*good[:2], bad_fraction, good[2], bad_second, *good[3:]]))
     assert [e.line for e in entries] == [f"line {i}" for i in range(1, 6)]
     assert decoder.stats.bad_records == 2 and decoder.stats.records == 5
+
+
+# -- Docker's own error texts in the stream (issue 22 item 10) -----------------------------------
+# dockerd writes `Error grabbing logs: <err>\n` into the body when its log reader fails (moby
+# api/server/httputils/write_log_stream.go): in a frame of stream 3 (system error) when the
+# stream is multiplexed, raw in a TTY container's body. It is not a record of the container.
+
+GRAB_ERROR = b"Error grabbing logs: log message is too large\n"
+
+
+def test_docker_error_frame_is_counted_and_never_a_line() -> None:
+    system_error = bytes([3, 0, 0, 0]) + struct.pack(">I", len(GRAB_ERROR)) + GRAB_ERROR
+    body = frame(1, b"before\n", ts(1)) + system_error + frame(2, b"after\n", ts(2))
+    for cut in range(len(body) + 1):
+        decoder = StreamDecoder(tty=False)
+        lines = [e.line for e in decoder.feed(body[:cut]) + decoder.feed(body[cut:]) + decoder.finish()]
+        assert lines == ["before", "after"], cut
+        assert decoder.stats.bad_records == 0 and decoder.stats.docker_errors == 1
+        assert decoder.stats.last_docker_error == "Error grabbing logs: log message is too large"
+        assert decoder.position == after(2, 2)
+
+
+def test_docker_error_text_in_a_tty_body_is_counted_and_never_a_line() -> None:
+    body = f"{ts(1)} one\r\n".encode() + GRAB_ERROR + f"{ts(2)} two\r\n".encode()
+    for cut in range(len(body) + 1):
+        decoder = StreamDecoder(tty=True)
+        lines = [e.line for e in decoder.feed(body[:cut]) + decoder.feed(body[cut:]) + decoder.finish()]
+        assert lines == ["one", "two"], cut
+        assert decoder.stats.bad_records == 0 and decoder.stats.docker_errors == 1

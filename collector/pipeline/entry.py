@@ -26,11 +26,20 @@ class FilePosition(NamedTuple):
 
 
 class StreamPosition(NamedTuple):
-    """Where an Engine API stream resumes: the timestamp of the last delivered record and how many
-    records with exactly that timestamp were delivered (`since` is inclusive, split lines share one)."""
+    """Where an Engine API stream resumes: the `since` to ask for, and how many of the records
+    Docker sends from it on were delivered already (skipped by count, in Docker's order).
+
+    `since` lies a window before the newest delivered record (`newest_ns`), so a record stamped up
+    to that much earlier than one before it (stdout and stderr are stamped by separate goroutines;
+    a clock can step back) is still sent again. Ordered as tuples, a later position is greater."""
 
     ts_ns: int
     count: int
+    newest_ns: int = 0  # the newest delivered record's time; 0: `ts_ns` (positions saved before the window)
+
+    @property
+    def newest(self) -> int:
+        return self.newest_ns or self.ts_ns
 
 
 Position = FilePosition | StreamPosition

@@ -10,10 +10,14 @@ Facts this relies on (checked on this engine, `local` driver; see design notes):
   part is a whole line (a last line without newline);
 - TTY bodies are raw bytes: each record is the timestamp, a space and its text, with no framing.
   A record ends at its `\\n`, or after 16,384 bytes (a part); the final part of a split line has no
-  `\\n`, so it ends where the next record's timestamp begins.
+  `\\n`, so it ends where the next record's timestamp begins;
+- when its log reader fails, dockerd writes `Error grabbing logs: <error>\\n` into the body (moby
+  `api/server/httputils/write_log_stream.go`) and goes on: in a frame of stream 3 (system error),
+  or raw between a TTY body's records. It is Docker's, not the container's: counted, never a line.
 
-Positions: a stream resumes at (timestamp, records already delivered at exactly that timestamp),
-because `since` is inclusive and all parts of a split line share one timestamp.
+Positions: a stream resumes a window before its newest record and skips by count what it
+delivered already (`resume.py`), because `since` hides records stamped before it and a record can
+be stamped earlier than the one before it (stdout and stderr goroutines, a clock step back).
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from operator import add
 
 from collector.pipeline.entry import Entry, StreamPosition
 from collector.sources.jsonfile import BadTimestamp, parse_timestamp
+from collector.sources.resume import RESUME_WINDOW_NS, Resume
+
+__all__ = ["PART_BYTES", "RESUME_WINDOW_NS", "StreamDecoder", "StreamStats", "since_param"]
 
 # Entry(...) at C speed: a NamedTuple's own constructor is a Python function, and the parser makes
 # one entry per log line (about 0.14 µs saved per line).
@@ -35,6 +42,9 @@ _new_tuple = tuple.__new__
 PART_BYTES = 16 * 1024  # Docker's copier buffer: texts of exactly this size without newline are parts
 _HEADER = 8
 _STREAMS = {1: "stdout", 2: "stderr"}
+_SYSTEM_ERROR = 3  # stdcopy.Systemerr: the frame of a Docker error text
+DOCKER_ERROR = b"Error grabbing logs: "
+_DOCKER_ERROR_MAX = 64 * 1024  # an error text longer than this without newline ends here
 _TIMESTAMP_TAIL = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z ")
 
 # The common frame, taken apart many at a time in C: a stdout/stderr header, Docker's fixed-width
@@ -67,6 +77,9 @@ class StreamStats:
     bad_records: int = 0
     truncated_lines: int = 0
     skipped_on_resume: int = 0
+    docker_errors: int = 0  # `Error grabbing logs: ...` texts Docker put into the stream
+    last_docker_error: str = ""
+    beyond_window: int = 0  # records stamped more than RESUME_WINDOW_NS earlier than one before them
     last_error: str = ""
 
 
@@ -74,8 +87,8 @@ class StreamStats:
 class StreamDecoder:
     """Stateful per connection: frames (or TTY bytes) in, entries and the resume point out.
 
-    `resume_from` is where the previous connection (or run) stopped: records at exactly its
-    timestamp are skipped until its count is reached; earlier ones are never delivered again.
+    `resume_from` is where the previous connection (or run) stopped: the first `count` records
+    Docker sends from its `since` on were delivered then and are skipped.
     """
 
     tty: bool
@@ -87,10 +100,7 @@ class StreamDecoder:
     gap: bool = False
     _buffer: bytearray = field(default_factory=bytearray)
     _pending: dict[str, _Pending] = field(default_factory=dict)
-    _ts: int = 0  # the newest timestamp seen, and how many records carried it
-    _count: int = 0
-    _to_skip: int = 0
-    _first: bool = True
+    _resume: Resume = field(init=False)
     _tty_continues: bool = False  # TTY: the previous record was a 16 KiB part
     _second_ns: dict[bytes, int] = field(default_factory=dict)  # b"2026-11-22T12:00:00" -> its ns
     # Where each entry's first record starts, parallel to the entries of the last feed/finish;
@@ -98,15 +108,14 @@ class StreamDecoder:
     starts: list[StreamPosition] | None = None
 
     def __post_init__(self) -> None:
-        self._ts, self._count = self.resume_from.ts_ns, 0
-        self._to_skip = self.resume_from.count
+        self._resume = Resume(self.resume_from)
 
     @property
     def position(self) -> StreamPosition:
         """Resume point after everything delivered so far (never past an unfinished split line)."""
         if self._pending:
-            return min((pending.start for pending in self._pending.values()), key=lambda p: (p.ts_ns, p.count))
-        return StreamPosition(self._ts, self._count)
+            return min(pending.start for pending in self._pending.values())
+        return self._resume.position()
 
     @property
     def buffered(self) -> int:
@@ -121,6 +130,7 @@ class StreamDecoder:
             self._feed_tty(entries, final=False)
         else:
             self._feed_frames(bytes(self._buffer) + data if self._buffer else data, entries)
+        self.stats.beyond_window = self._resume.beyond_window
         return entries
 
     def finish(self) -> list[Entry]:
@@ -133,6 +143,7 @@ class StreamDecoder:
         self._buffer.clear()
         for stream in list(self._pending):
             self._emit_pending(stream, entries)
+        self.stats.beyond_window = self._resume.beyond_window
         return entries
 
     # -- framing -------------------------------------------------------------------------------
@@ -140,7 +151,7 @@ class StreamDecoder:
         pos = 0
         end = len(buffer)
         while end - pos >= _HEADER:
-            if not self._pending and self.starts is None and not self._first:
+            if not self._pending and self.starts is None and not self._resume.replaying:
                 taken, plain_end = self._take_plain(buffer, pos, entries)
                 if taken:
                     pos = plain_end
@@ -148,7 +159,7 @@ class StreamDecoder:
                     # Not all plain lines after all: every frame that starts before plain_end one by one.
                     while pos < plain_end and (length := self._one_frame(buffer, pos, end, entries)):
                         pos += length
-                if end - pos < _HEADER or self._pending or self._first:
+                if end - pos < _HEADER or self._pending or self._resume.replaying:
                     continue
             length = self._one_frame(buffer, pos, end, entries)
             if not length:
@@ -163,6 +174,9 @@ class StreamDecoder:
         length = int.from_bytes(buffer[pos + 4 : pos + 8], "big")
         if end - pos - _HEADER < length:
             return 0
+        if buffer[pos] == _SYSTEM_ERROR:
+            self._docker_error(buffer[pos + _HEADER : pos + _HEADER + length])
+            return _HEADER + length
         self._record(buffer[pos + _HEADER : pos + _HEADER + length], _STREAMS.get(buffer[pos], "stdout"), entries)
         return _HEADER + length
 
@@ -172,8 +186,7 @@ class StreamDecoder:
         Returns whether they were taken and where they end. They stop before the first frame whose
         length disagrees with its match (a 16 KiB part: its match ran into the next frame). Not
         taken (nothing changes, the caller goes record by record up to the end returned) when one
-        needs the record-by-record path: a record at or before the resume point, a line over the
-        limit, a second that does not parse."""
+        needs the record-by-record path: a line over the limit, a second that does not parse."""
         rows = _FRAMES.findall(buffer, pos)
         if rows and rows[-1][5]:
             rows.pop()  # from the first frame of another shape on
@@ -206,8 +219,6 @@ class StreamDecoder:
         if not b"".join(fractions).isdigit():
             return False, plain_end
         stamps = list(map(add, map(cache.__getitem__, seconds), map(int, fractions)))
-        if min(stamps) <= self.resume_from.ts_ns:
-            return False, plain_end  # resume bookkeeping record by record
         if len(cache) > 64:
             cache.clear()  # one entry per second of log; only the current ones matter
         text = b"\n".join(texts)
@@ -217,11 +228,7 @@ class StreamDecoder:
                 text = text[:-1]
         # One decode for all lines: texts hold no newline, and invalid bytes never turn into one.
         lines = text.decode(errors="replace").split("\n")
-        newest = max(stamps)
-        if newest > self._ts:
-            self._ts, self._count = newest, stamps.count(newest)
-        elif newest == self._ts:
-            self._count += stamps.count(newest)
+        self._resume.count_many(stamps)
         self.stats.records += len(stamps)
         streams = repeat("stdout") if b"\x02" not in kinds else map(_STREAM_OF.__getitem__, kinds)
         entries.extend(map(_new_tuple, repeat(Entry), zip(stamps, lines, streams, repeat(None))))
@@ -232,6 +239,13 @@ class StreamDecoder:
         pos = 0
         end = len(buffer)
         while pos < end:
+            if not self._tty_continues and buffer[pos] == DOCKER_ERROR[0]:
+                taken = self._tty_docker_error(buffer, pos, end, final)
+                if taken < 0:
+                    break  # wait for more
+                if taken:
+                    pos = taken
+                    continue
             space = buffer.find(b" ", pos, pos + 40)
             if space < 0:
                 if final or end - pos >= 40:
@@ -260,6 +274,25 @@ class StreamDecoder:
             pos = record_end
         del buffer[:pos]
 
+    def _tty_docker_error(self, buffer: bytearray, pos: int, end: int, final: bool) -> int:
+        """A Docker error text at pos: where it ends; 0 when there is none; -1 when more is needed."""
+        head = bytes(buffer[pos : pos + len(DOCKER_ERROR)])
+        if not DOCKER_ERROR.startswith(head):
+            return 0
+        if len(head) < len(DOCKER_ERROR):
+            return 0 if final else -1
+        newline = buffer.find(b"\n", pos, pos + _DOCKER_ERROR_MAX)
+        if newline < 0:
+            if not final and end - pos < _DOCKER_ERROR_MAX:
+                return -1
+            newline = min(end, pos + _DOCKER_ERROR_MAX) - 1
+        self._docker_error(bytes(buffer[pos : newline + 1]))
+        return newline + 1
+
+    def _docker_error(self, text: bytes) -> None:
+        self.stats.docker_errors += 1
+        self.stats.last_docker_error = text.rstrip(b"\r\n").decode(errors="replace")[:300]
+
     # -- records -------------------------------------------------------------------------------
     def _record(self, payload: bytes, stream: str, entries: list[Entry]) -> None:
         space = payload.find(b" ", 0, 40)
@@ -273,12 +306,8 @@ class StreamDecoder:
         self.stats.records += 1
         if self._skip(ts_ns):
             return
-        before = StreamPosition(self._ts, self._count)
-        if ts_ns > self._ts:
-            self._ts, self._count = ts_ns, 1
-        elif ts_ns == self._ts:
-            self._count += 1
-        # else: older than the newest seen (stdout and stderr interleave): the position stays.
+        before = self._resume.position()
+        self._resume.count(ts_ns)
         text = payload[space + 1 :]
         is_part = len(text) == PART_BYTES and not text.endswith(b"\n")
         pending = self._pending.get(stream)
@@ -296,21 +325,13 @@ class StreamDecoder:
             self.starts.append(before)
 
     def _skip(self, ts_ns: int) -> bool:
-        """Records the previous connection delivered already (`since` is inclusive)."""
-        resume = self.resume_from
-        if self._first:
-            self._first = False
-            if resume.count and ts_ns > resume.ts_ns:
-                self.gap = True
-        if ts_ns < resume.ts_ns:
-            self.stats.skipped_on_resume += 1
-            return True
-        if ts_ns == resume.ts_ns and self._to_skip:
-            self._to_skip -= 1
-            self._count += 1
-            self.stats.skipped_on_resume += 1
-            return True
-        return False
+        """Records the previous connection delivered already."""
+        resume = self._resume
+        skip = resume.skip(ts_ns)
+        self.stats.skipped_on_resume = resume.skipped
+        if resume.gap:
+            self.gap, resume.gap = True, False
+        return skip
 
     def _append_part(self, pending: _Pending, text: bytes) -> None:
         if pending.truncated:

@@ -578,7 +578,7 @@ class FileTailer:
 
     def _lost(self, files: int, nbytes: int | None, why: str) -> None:
         self.stats.files_lost += files
-        self.stats.lost_events += files
+        self.stats.lose("rotated_file_deleted", files)
         if nbytes:
             self.stats.lost_bytes += nbytes
         for index in range(min(files, _LOST_LOG_LINES)):

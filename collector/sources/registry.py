@@ -151,7 +151,7 @@ class SourceRegistry:
         if not tracked.destroyed or tracked.source is None:
             return
         unread = tracked.source.unread_bytes()
-        tracked.stats.lost_events += 1
+        tracked.stats.lose("shutdown_after_destroy")
         if unread:
             tracked.stats.lost_bytes += unread
             self.lost_bytes["shutdown_after_destroy"] += unread
@@ -610,6 +610,7 @@ _COUNTERS = ("lines", "bytes", "errors", "truncated", "rotations", "truncations"
 def _add_stats(into: SourceStats, stats: SourceStats) -> None:
     for name in _COUNTERS:
         setattr(into, name, getattr(into, name) + getattr(stats, name))
+    into.losses.update(stats.losses)
 
 
 async def _early_response(early: asyncio.Task[aiohttp.ClientResponse]) -> aiohttp.ClientResponse | None:

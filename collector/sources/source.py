@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from collector.pipeline.entry import Origin, Position
@@ -26,10 +27,16 @@ class SourceStats:
     reconnects: int = 0  # stream sources: connections ended and opened again
     gaps: int = 0  # stream sources: Docker no longer had the records after the saved position
     lost_events: int = 0  # reads that ended with data left behind (removed before read, stalled drain)
+    losses: Counter[str] = field(default_factory=Counter)  # lost_events by reason (see lose())
     lost_bytes: int = 0  # of those, the bytes known to be unread
     files_lost: int = 0  # rotated json-file logs Docker deleted before they were read
     last_entry_ns: int = 0  # Docker's timestamp of the newest entry queued
     last_error: str = ""
+
+    def lose(self, reason: str, events: int = 1) -> None:
+        """Count a loss (collector_source_losses_total{reason}); the caller logs it."""
+        self.lost_events += events
+        self.losses[reason] += events
 
 
 class Source(Protocol):

@@ -22,7 +22,7 @@ import aiohttp
 from collector.docker.logstream import LogStreamClient, LogsUnavailable
 from collector.pipeline.entry import Entry, Origin, StreamPosition
 from collector.pipeline.queue import ChunkQueue
-from collector.sources.apistream import StreamDecoder, since_param
+from collector.sources.apistream import RESUME_WINDOW_NS, StreamDecoder, since_param
 from collector.sources.source import SourceStats
 from collector.transform.lines import LineProcessor
 from collector.transform.multiline import Joiner
@@ -51,7 +51,7 @@ class _End(Enum):
     RECONNECT = "reconnect"  # the connection ended while the container runs (or Docker is unreachable)
     IDLE = "idle"
     STALLED = "stalled"  # draining without progress
-    GONE = "gone"  # 404: the container was removed
+    GONE = "gone"  # 404: the container was removed; 409: dead or being removed (never readable again)
     REFUSED = "refused"  # 501: the driver cannot be read back
 
 
@@ -91,6 +91,8 @@ class StreamSource:
         self.removed_at_ns = 0
         self._follow_ended_ns = 0  # when the last follow stream ended (wall clock, like Docker's event times)
         self.refused = ""  # set when Docker will not give these logs (e.g. 501)
+        self._gone_status = 0  # 404 or 409: how Docker said the container is gone
+        self._records = 0  # records Docker sent over every connection of this source
         self.queued_position = start
         self._queue = queue
         self._client = client
@@ -147,16 +149,17 @@ class StreamSource:
                     return
                 if not self.draining or self.stats.lines == delivered_before:
                     # Removed before (or while) we read it: whatever it wrote after our position is gone.
-                    self.stats.lost_events += 1
-                    log.warning("container removed before its log stream was read to the end",
-                                extra={"container_id": short, "since": since_param(self.queued_position)})
+                    if self._gone_status == 409:
+                        self._lose("dead_or_removing", "docker refused the log stream of a container that is dead or "
+                                   "being removed (409) before it was read to the end")
+                    else:
+                        self._lose("removed_before_read", "container removed before its log stream was read to the end")
                 return
             if end is _End.REFUSED:
                 return
             if end is _End.STALLED:
-                self.stats.lost_events += 1
-                log.warning("log stream made no progress while draining; closed", extra={
-                    "container_id": short, "drain_timeout_s": self._settings.drain_timeout})
+                self._lose("stalled_drain", "log stream made no progress while draining; closed",
+                           drain_timeout_s=self._settings.drain_timeout)
                 return
             self.stats.reconnects += 1
             if end is _End.IDLE:
@@ -216,7 +219,8 @@ class StreamSource:
                     return _End.STOPPED
                 return _End.RECONNECT
         except LogsUnavailable as err:
-            if err.status == 404:
+            if err.status in (404, 409):  # 409: "can not get logs from container which is dead or marked for removal"
+                self._gone_status = err.status
                 return _End.GONE
             if err.status == 501 or "does not support reading" in err.message:
                 self.refused = err.message
@@ -247,10 +251,19 @@ class StreamSource:
                 async with asyncio.timeout(_REMOVAL_EVENT_WAIT):  # the 404 says the destroy event is on its way
                     await self._removed.wait()
         if self.removed_at_ns and self._follow_ended_ns >= self.removed_at_ns:
-            self.stats.lost_events += 1
-            log.warning("container removed while its log stream was still being read: Docker ends the stream when it "
-                        "removes the container, so lines after this point may be lost",
-                        extra={"container_id": short, "since": since_param(self.queued_position)})
+            self._lose("removed_while_reading", "container removed while its log stream was still being read: Docker "
+                       "ends the stream when it removes the container, so lines after this point may be lost")
+        elif not self._records and not self.stats.losses["docker_error"]:
+            # Docker sent nothing at all before the container went: its log was gone already,
+            # or (what cannot be told apart here) the container wrote nothing.
+            self._lose("ended_before_any_record", "the log stream of a removed container ended before any record: "
+                       "what it wrote (if anything) is lost")
+
+    def _lose(self, reason: str, message: str, events: int = 1, **facts: object) -> None:
+        """Count a loss by reason and log it with the container it hit."""
+        self.stats.lose(reason, events)
+        log.warning(message, extra={"container_id": self.container_id[:12], "loss": reason,
+                                    "since": since_param(self.queued_position), **facts})
 
     def join_lines(self, joiner: Joiner) -> None:
         self.joiner = joiner
@@ -280,9 +293,20 @@ class StreamSource:
 
     def _account(self, decoder: StreamDecoder) -> None:
         stats = decoder.stats
+        self._records += stats.records
+        if stats.docker_errors:
+            # dockerd's reader failed (e.g. the log deleted under it): what it could not read is lost.
+            self.stats.errors += stats.docker_errors
+            self._lose("docker_error", "docker could not read this container's log; what it could not read is lost",
+                       stats.docker_errors, count=stats.docker_errors, error=stats.last_docker_error)
         if stats.bad_records:
             self.stats.errors += stats.bad_records
             self.stats.last_error = stats.last_error
             log.warning("bad log stream records skipped", extra={
                 "container_id": self.container_id[:12], "count": stats.bad_records, "error": stats.last_error})
         self.stats.truncated += stats.truncated_lines
+        if stats.beyond_window:
+            log.warning("log records stamped more than the resume window earlier than a record before them (a clock "
+                        "step back?): a reconnect between the two would not get them again (dockerd's since hides them)",
+                        extra={"container_id": self.container_id[:12], "count": stats.beyond_window,
+                               "window_s": RESUME_WINDOW_NS // 1_000_000_000})
