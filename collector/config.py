@@ -324,8 +324,8 @@ class LokiConfig(_Section):
     timeout: Duration = Duration(10.0)
     min_backoff: Duration = Duration(0.5)
     max_backoff: Duration = Duration(30.0)
-    # A stream Loki keeps throttling (per-stream rate limit, active stream limit) is given up after
-    # this long: its entries are dropped and counted, so it cannot hold back its container forever.
+    # A throttled stream that makes no progress this long (Loki refuses every paced push) is given
+    # up: its entries are dropped and counted. A stream Loki takes slowly is never given up.
     limit_retry_max: Duration = Duration(300.0)
     # /ready turns false when no push has succeeded for this long (at once on 401/403/404).
     not_ready_after: Duration = Duration(30.0)
