@@ -1154,16 +1154,18 @@ class LokiReceiver:
 
 
 class TokenBucket:
-    """golang.org/x/time/rate's Limiter.AllowN, as Loki's limiters use it: `rate` bytes/s, `burst`."""
+    """golang.org/x/time/rate's Limiter.AllowN, as Loki's limiters use it: `rate` bytes/s, `burst`
+    (on `clock`: the real one here, a fake one in the sink's tests)."""
 
-    def __init__(self, rate: float, burst: float) -> None:
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.burst = burst
         self.tokens = burst
-        self.last = time.monotonic()
+        self.clock = clock
+        self.last = clock()
 
     def allow(self, n: float) -> bool:
-        now = time.monotonic()
+        now = self.clock()
         self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
         self.last = now
         if n > self.tokens:
