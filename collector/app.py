@@ -112,6 +112,12 @@ class Collector:
                 raise _Stopped  # ends the group: cancels what is left (inotify reader, metrics)
         except* _Stopped:
             pass
+        except* Exception:
+            # The collector's own machinery failed (a per-container fault never gets here): keep
+            # what Loki acknowledged so far, then end the process with the error.
+            log.error("collector machinery failed; writing the final checkpoint before exiting")
+            await self.positions.save()
+            raise
         finally:
             self.hub.close()
             await self.streams.close()
