@@ -80,38 +80,45 @@ class Collector:
         try:
             if self.config.metrics.listen:
                 await self.observability.start(self.config.metrics.listen)  # a busy port: ConfigError, exit 2
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self.hub.run(), name="inotify")
-                writer_task = group.create_task(self.positions.run(), name="positions")
-                sink_tasks = [group.create_task(lane.sink.run(lane.queue, self._acknowledge), name=f"sink:{lane.tenant or 'default'}")
-                              for lane in self.lanes.values()]
-                sink_tasks[0].add_done_callback(lambda _: stop.set())  # a sink that ends early (stdout closed) stops the run
-                registry_task = group.create_task(self.registry.run(), name="sources")
-                await self.registry.running.wait()  # its task group must exist before events arrive
-                discovery_task = group.create_task(self.discovery.run(), name="discovery")
-                if self.config.metrics.listen:
-                    group.create_task(self.observability.run(self.config.metrics.listen), name="metrics")
-                await stop.wait()
-                log.info("stopping: no more reading, flushing")
-                # Order matters: stop learning of containers, stop reading, then flush what was read.
-                discovery_task.cancel()
-                self.registry.stop()
-                await registry_task
-                for lane in self.lanes.values():
-                    lane.queue.close()
-                try:
-                    async with asyncio.timeout(self.config.shutdown.flush_timeout):
-                        await asyncio.shield(asyncio.gather(*sink_tasks))
-                except TimeoutError:
-                    log.error("flush timed out; unsent entries stay in the log files", extra={"queued_bytes": self.queue_bytes})
-                    for task in sink_tasks:
-                        task.cancel()
-                writer_task.cancel()
-                await asyncio.wait([writer_task])  # a save in progress ends before the final one starts
-                await self.positions.save()  # the final checkpoint: everything acknowledged
-                raise _Stopped  # ends the group: cancels what is left (inotify reader, metrics)
-        except* _Stopped:
-            pass
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self.hub.run(), name="inotify")
+                    writer_task = group.create_task(self.positions.run(), name="positions")
+                    sink_tasks = [group.create_task(lane.sink.run(lane.queue, self._acknowledge), name=f"sink:{lane.tenant or 'default'}")
+                                  for lane in self.lanes.values()]
+                    sink_tasks[0].add_done_callback(lambda _: stop.set())  # a sink that ends early (stdout closed) stops the run
+                    registry_task = group.create_task(self.registry.run(), name="sources")
+                    await self.registry.running.wait()  # its task group must exist before events arrive
+                    discovery_task = group.create_task(self.discovery.run(), name="discovery")
+                    if self.config.metrics.listen:
+                        group.create_task(self.observability.run(self.config.metrics.listen), name="metrics")
+                    await stop.wait()
+                    log.info("stopping: no more reading, flushing")
+                    # Order matters: stop learning of containers, stop reading, then flush what was read.
+                    discovery_task.cancel()
+                    self.registry.stop()
+                    await registry_task
+                    for lane in self.lanes.values():
+                        lane.queue.close()
+                    try:
+                        async with asyncio.timeout(self.config.shutdown.flush_timeout):
+                            await asyncio.shield(asyncio.gather(*sink_tasks))
+                    except TimeoutError:
+                        log.error("flush timed out; unsent entries stay in the log files", extra={"queued_bytes": self.queue_bytes})
+                        for task in sink_tasks:
+                            task.cancel()
+                    writer_task.cancel()
+                    await asyncio.wait([writer_task])  # a save in progress ends before the final one starts
+                    await self.positions.save()  # the final checkpoint: everything acknowledged
+                    raise _Stopped  # ends the group: cancels what is left (inotify reader, metrics)
+            except* _Stopped:
+                pass
+            except* Exception:
+                # The collector's own machinery failed (a per-container fault never gets here):
+                # keep what Loki acknowledged so far, then end the process with the error.
+                log.error("collector machinery failed; writing the final checkpoint before exiting")
+                await self.positions.save()
+                raise
         finally:
             self.hub.close()
             await self.streams.close()

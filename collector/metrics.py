@@ -136,6 +136,9 @@ class _StateCollector:
         yield _by_label(CounterMetricFamily, "collector_containers_skipped", "Containers not read, by reason.", "reason", registry.skipped)
         yield _by_label(CounterMetricFamily, "collector_fallbacks", "json-file containers read through the API stream instead, by reason.",
                         "reason", registry.fallbacks)
+        yield _by_label(CounterMetricFamily, "collector_source_faults",
+                        "Unexpected failures of one container's setup or source, by stage:exception (each kept to its container).",
+                        "reason", registry.faults)
         yield CounterMetricFamily("collector_labels_trimmed", "Labels cut or dropped to stay within Loki's limits.",
                                   value=registry.labels_trimmed)
         processing = registry.processing

@@ -18,6 +18,7 @@ from collector.pipeline.entry import Chunk, FilePosition, Origin
 from collector.pipeline.queue import ChunkQueue
 from collector.sources import files
 from collector.sources.files import FileTailer, InotifyHub, TailerSettings, fingerprint_of
+from collector.sources.handles import OwnedFd
 from collector.sources.jsonfile import JsonFileParser
 from collector.sources.source import SourceStats
 from collector.timefmt import rfc3339_nano
@@ -92,7 +93,7 @@ class Rig:
 
     # -- the reader ------------------------------------------------------------------------------
     def start(self, position: FilePosition | None = None, from_oldest: bool = False, chunk: int = 4096,
-              before_run: Callable[[FileTailer], object] | None = None, preopened: int | None = None) -> FileTailer:
+              before_run: Callable[[FileTailer], object] | None = None, preopened: OwnedFd | None = None) -> FileTailer:
         self.tailer = FileTailer(
             self.path, Origin("c" * 64, {}), self.queue, self.hub,
             TailerSettings(read_chunk_bytes=chunk, poll_interval=0.2, drain_quiet=0.2),
@@ -300,7 +301,7 @@ async def test_start_at_end_skips_the_rotated_files(rig: Rig) -> None:
 
 
 async def test_the_file_held_since_the_start_event_is_read_first_even_when_rotated_away(rig: Rig) -> None:
-    held = os.open(rig.path, os.O_RDONLY)  # what the registry opens when the start event arrives
+    held = OwnedFd.open(rig.path)  # what the registry opens when the start event arrives
     rig.append(10)
     for _ in range(2):  # max-file=2: the held file is rotated to .1, then deleted
         rig.rotate(max_file=2)
@@ -490,3 +491,69 @@ async def test_queue_overflow_wakes_every_subscriber(tmp_path) -> None:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
         hub.close()
+
+
+def damage(name: str, at: int) -> None:
+    """Overwrite a stretch of a .gz the way a power cut mid-compress or a bad sector does."""
+    with open(name, "r+b") as handle:
+        handle.seek(at)
+        handle.write(b"\xff" * 64)
+
+
+async def test_a_damaged_rotated_gz_is_counted_and_skipped_at_open(rig: Rig) -> None:
+    rig.append(10)
+    rig.rotate(max_file=5, compress=True)
+    rig.append(10)
+    rig.rotate(max_file=5, compress=True)  # lines 1..10 in .2.gz, 11..20 in .1.gz
+    rig.append(10)
+    damage(f"{rig.path}.2.gz", 10)  # right after the gzip header: not even its first record inflates
+    rig.start(from_oldest=True)
+    await rig.wait_lines(20)
+    await rig.settle()
+    assert rig.lines == expected(range(11, 31))
+    assert rig.stats.files_lost == 1 and rig.stats.errors == 1 and "damaged" in rig.stats.last_error
+
+
+async def test_a_rotated_gz_damaged_past_its_start_is_read_up_to_the_damage_then_skipped(rig: Rig) -> None:
+    # Incompressible lines, so that the damage lies past the first raw block zlib is given.
+    noise = [os.urandom(600).hex() for _ in range(300)]
+    with open(rig.path, "ab") as handle:
+        for i, text in enumerate(noise):
+            handle.write((json.dumps({"log": f"{text}\n", "stream": "stdout", "time": rfc3339_nano(BASE_NS + i)}) + "\n").encode())
+    rig.rotate(max_file=3, compress=True)
+    rig.written = 300
+    rig.append(5)
+    gz = f"{rig.path}.1.gz"
+    assert os.path.getsize(gz) > 150_000
+    damage(gz, 120_000)
+    rig.start(from_oldest=True)
+    await wait_until(lambda: rig.lines[-5:] == expected(range(301, 306)), 10, what=lambda: f"the live file read ({len(rig.lines)})")
+    await rig.settle()
+    read_of_gz = rig.lines[:-5]
+    assert 0 < len(read_of_gz) < 300 and read_of_gz == noise[: len(read_of_gz)]
+    assert rig.stats.files_lost == 1 and rig.stats.errors >= 1
+
+
+@pytest.mark.parametrize("failing", [1, 2], ids=["on-a-file-it-opened", "on-the-held-file"])
+async def test_a_tailer_failing_while_it_opens_closes_every_file_it_opened_once(rig: Rig, tmp_path, monkeypatch, failing) -> None:
+    from fdtrack import FdTracker
+
+    rig.append(10)
+    rig.rotate(max_file=5)
+    rig.append(10)
+    fds = FdTracker(monkeypatch, str(tmp_path))
+    calls = []
+
+    def failing_fingerprint(fd: int, gz: bool) -> int:
+        calls.append(fd)
+        if len(calls) == failing:
+            raise RuntimeError("unexpected")
+        return 1
+
+    monkeypatch.setattr(files, "fingerprint_fd", failing_fingerprint)
+    held = OwnedFd.open(rig.path)
+    with pytest.raises(RuntimeError):
+        FileTailer(rig.path, Origin("c" * 64, {}), rig.queue, rig.hub, TailerSettings(4096, 0.2), JsonFileParser(), None,
+                   rig.stats, held, from_oldest=True)
+    assert held.closed and fds.opened == 2 and fds.leaked() == {} and fds.double_closes == []
+    assert rig.hub.watch_count == 0  # its inotify subscription was dropped too

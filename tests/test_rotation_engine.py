@@ -182,3 +182,49 @@ async def test_reader_paused_past_max_file_rotations_reads_what_is_left_and_coun
     assert missing and lost >= 1
     # Each lost file held ~100 KB of ~75-byte records: the count matches the lines that never came.
     assert 1000 < len(missing) / lost < 1600, f"{len(missing)} lines missing for {lost:g} files counted lost"
+
+
+def deflate_start(gz: bytes) -> int:
+    """Where a gzip member's compressed data begins (RFC 1952: fixed header, then optional fields)."""
+    flags, at = gz[3], 10
+    if flags & 4:  # FEXTRA
+        at += 2 + int.from_bytes(gz[at:at + 2], "little")
+    for flag in (8, 16):  # FNAME, FCOMMENT: zero-terminated
+        if flags & flag:
+            at = gz.index(0, at) + 1
+    return at + 2 if flags & 2 else at  # FHCRC
+
+
+async def test_a_damaged_rotated_gz_is_counted_and_skipped_and_the_collector_lives_on(receiver, containers: DockerEngine, tmp_path) -> None:
+    """A power cut while dockerd compressed a rotated file leaves a .gz zlib cannot inflate: that
+    file is counted lost and skipped; the container's other files and every other container are
+    read, and the collector keeps running (before: exit 1 a second after start)."""
+    name, other = f"rotbadgz-{time.monotonic_ns()}", f"rotgood-{time.monotonic_ns()}"
+    cid = containers.run("awk 'BEGIN{for(j=1;j<=4800;j++) print \"p\", j}'; echo 4800 > /finished; sleep 300",
+                         "--log-opt", "max-size=100k", "--log-opt", "max-file=4", "--log-opt", "compress=true", name=name)
+    await written_when_finished(containers, name)
+    path = containers.log_path(cid)
+    await wait_until(lambda: not os.path.exists(f"{path}.1"), 30, what="no uncompressed .1 left")
+    damaged = f"{path}.1.gz"
+    with open(damaged, "rb") as handle:
+        in_damaged = numbered({json.loads(raw)["log"].rstrip("\n") for raw in gzip.decompress(handle.read()).splitlines() if raw})
+    readable = numbered(lines_on_disk(path)) - in_damaged
+    with open(damaged, "r+b") as handle:
+        handle.seek(deflate_start(handle.read()))  # after dockerd's gzip header (its Extra holds the last log time)
+        handle.write(b"\xff" * 64)
+    containers.run("echo healthy; sleep 300", name=other)
+    proc = collector(containers, receiver, str(tmp_path / "positions.json"))
+    proc.env["COLLECTOR_POSITIONS__START_AT"] = "all"
+    await proc.start()
+    try:
+        await wait_until(lambda: readable <= numbered(set(receiver.lines({"container_name": name})))
+                         and receiver.lines({"container_name": other}) == ["healthy"], 60,
+                         what=lambda: f"readable lines ({len(readable - numbered(set(receiver.lines({'container_name': name}))))} missing)")
+        assert not numbered(set(receiver.lines({"container_name": name}))) & in_damaged
+        samples = await scrape(proc.metrics_url)
+        assert value(samples, "collector_rotated_files_lost_total") == 1
+        assert (value(samples, "collector_source_errors_total", container_name=name) or 0) >= 1
+        assert any("is damaged" in line for line in proc.stderr)
+        assert proc.process is not None and proc.process.returncode is None
+    finally:
+        assert await proc.stop() == 0

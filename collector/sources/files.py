@@ -12,11 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from collector.pipeline.entry import Entry, FilePosition, Origin
 from collector.pipeline.queue import ChunkQueue
+from collector.sources.handles import OwnedFd
 from collector.sources.inotify import InotifyHub, Wakeup
 from collector.sources.jsonfile import JsonFileParser
 from collector.sources.logchain import Gunzip, Rotated, fingerprint_fd, fingerprint_of, first_line_plain, list_chain
@@ -50,20 +54,56 @@ class TailerSettings:
 
 @dataclass(slots=True, eq=False)
 class _LogFile:
-    """One file of the chain, held open."""
+    """One file of the chain, held open: it owns its descriptor."""
 
-    fd: int
+    handle: OwnedFd
     inode: int
     name: str  # its name when opened (Docker renames it later)
     seq: int | None  # which live file it was: 0 the live file when the tailer began, -k its .k
     gunzip: Gunzip | None = None
     fingerprint: int = 0
+    damaged: bool = False  # a .gz that zlib cannot inflate past some point: the rest is skipped
+
+    @classmethod
+    def adopt(cls, handle: OwnedFd, name: str, seq: int | None, gz: bool) -> _LogFile:
+        """Take `handle` over; if it cannot be made one (a damaged .gz), it is closed here."""
+        try:
+            fd = handle.fd
+            # A .gz's first record is one small inflate away: every position names its file.
+            return cls(handle, os.fstat(fd).st_ino, name, seq, Gunzip(fd) if gz else None, fingerprint_fd(fd, gz))
+        except BaseException:
+            handle.close()
+            raise
+
+    @property
+    def fd(self) -> int:
+        return self.handle.fd
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
 
     def close(self) -> None:
-        os.close(self.fd)
+        self.handle.close()
+
+
+_T = TypeVar("_T")
+
+
+async def _in_thread(call: Callable[[], _T]) -> _T:
+    """Run a read of a held file in a thread. Cancelled meanwhile, it still waits for the thread:
+    the file is closed after this returns, and the thread must not read a number reused by then."""
+    done = asyncio.ensure_future(asyncio.to_thread(call))
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        while not done.done():
+            try:
+                await asyncio.shield(done)
+            except asyncio.CancelledError:
+                continue
+            except Exception:  # noqa: BLE001 - we are cancelled: its own error no longer matters
+                break
+        raise
 
 
 class FileTailer:
@@ -89,7 +129,7 @@ class FileTailer:
         parser: JsonFileParser,
         position: FilePosition | None,
         stats: SourceStats,
-        preopened_fd: int | None = None,
+        preopened: OwnedFd | None = None,
         from_oldest: bool = False,
     ) -> None:
         self.path = path
@@ -110,17 +150,17 @@ class FileTailer:
         self._unsettled = 0  # looks in a row that found the directory mid-rotation
         self.offset = 0
         try:
-            self._open(position, preopened_fd, from_oldest)
+            self._open(position, preopened, from_oldest)
         except BaseException:
             self.close()  # _open closed whatever it opened; this drops the inotify subscription
             raise
 
     # -- where to begin --------------------------------------------------------------------------
-    def _open(self, position: FilePosition | None, preopened_fd: int | None, from_oldest: bool) -> None:
+    def _open(self, position: FilePosition | None, preopened: OwnedFd | None, from_oldest: bool) -> None:
         """Open at once (not in the task): the handles must exist before the files can be deleted.
 
-        `preopened_fd` is the live file, opened when the start event arrived (before inspect); it
-        is owned from here on. With a saved position, the file it names (same inode and first
+        `preopened` is the live file, opened when the start event arrived (before inspect); the
+        tailer owns it from its constructor on, whatever happens there. With a saved position, the file it names (same inode and first
         record, or its `.gz`) is read from there, then every newer file; if it is gone, Docker
         deleted it with whatever was left unread: counted, and every file there is read. Without
         one: `from_oldest` starts at the oldest rotated file (a fast writer may have rotated before
@@ -131,15 +171,14 @@ class FileTailer:
                 chain = self._listed_chain()
                 if chain is None:
                     # The directory is gone (a removed container whose log we hold) or mid-rotation.
-                    fd = preopened_fd if preopened_fd is not None else os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-                    preopened_fd = None
-                    self._file = self._wrap(fd, self.path, None, gz=False)
+                    handle, preopened = preopened or OwnedFd.open(self.path), None
+                    self._file = _LogFile.adopt(handle, self.path, None, gz=False)
                     same = position is not None and position.inode == self._file.inode
                     self.seek_to(position.offset if position is not None and same else 0)
                     return
                 first, offset = self._first_of(chain, position, from_oldest)
                 try:
-                    preopened_fd = self._open_chain(chain[max(first, 0):], preopened_fd)
+                    preopened = self._open_chain(chain[max(first, 0):], preopened)
                 except FileNotFoundError:
                     self._close_files()  # Docker renamed a file between the listing and the open
                     if attempt == 2:
@@ -148,34 +187,56 @@ class FileTailer:
                 break
             if first == -1:
                 self._lost(1, None, "the saved file was deleted (rotated away) before it was read to its end")
-            if preopened_fd is not None and position is None and from_oldest:
+            if preopened is not None and position is None and from_oldest:
                 # The file held since the start event is in the chain no more: rotated past every
                 # file there (a fast writer with a small max-file). It is the oldest: read it first.
-                assert self._file is not None
-                self._ahead.appendleft(self._file)
-                self._file = self._wrap(preopened_fd, self.path, None, gz=False)
-                preopened_fd = None
+                handle, preopened = preopened, None
+                held = _LogFile.adopt(handle, self.path, None, gz=False)
+                if self._file is not None:
+                    self._ahead.appendleft(self._file)
+                self._file = held
+            if self._file is None:
+                raise FileNotFoundError(f"no readable file in {self._directory}")  # every one was a damaged .gz
             self.seek_to(offset)
         except BaseException:
             self._close_files()
             raise
         finally:
-            if preopened_fd is not None:
-                os.close(preopened_fd)
+            if preopened is not None:
+                preopened.close()
 
-    def _open_chain(self, entries: list[Rotated], preopened_fd: int | None) -> int | None:
+    def _open_chain(self, entries: list[Rotated], preopened: OwnedFd | None) -> OwnedFd | None:
         """Open `entries` (oldest first) as the current file and the ones ahead; returns the
-        preopened descriptor if it was not one of them."""
+        preopened descriptor if it was not one of them. A damaged `.gz` is counted and skipped."""
         for entry in entries:
-            fd = self._open_entry(entry, preopened_fd)
-            if fd == preopened_fd:
-                preopened_fd = None
-            opened = self._wrap(fd, entry.name, -entry.index, entry.gz)
+            handle = self._open_entry(entry, preopened)
+            if handle is preopened:
+                preopened = None
+            opened = self._adopt(handle, entry.name, -entry.index, entry.gz)
+            if opened is None:
+                continue
             if self._file is None:
                 self._file = opened
             else:
                 self._ahead.append(opened)
-        return preopened_fd
+        return preopened
+
+    def _adopt(self, handle: OwnedFd, name: str, seq: int | None, gz: bool) -> _LogFile | None:
+        """The file as one of ours; None for a `.gz` whose start cannot be inflated (counted)."""
+        try:
+            return _LogFile.adopt(handle, name, seq, gz)
+        except zlib.error as err:
+            if not gz:
+                raise
+            self._damaged(name, err)
+            return None
+
+    def _damaged(self, name: str, err: zlib.error) -> None:
+        """A rotated `.gz` zlib cannot inflate (a power cut while dockerd compressed it): what it
+        holds from there on is lost; the files around it are read as usual."""
+        self.stats.errors += 1
+        self.stats.last_error = f"damaged {os.path.basename(name)}: {err}"
+        self._lost(1, None, f"{os.path.basename(name)} is damaged ({err}); the rest of it is skipped")
 
     def _first_of(self, chain: list[Rotated], position: FilePosition | None, from_oldest: bool) -> tuple[int, int]:
         """(index into `chain` to begin at, offset there); index -1: the saved file is gone, begin
@@ -190,31 +251,26 @@ class FileTailer:
     @staticmethod
     def _is_saved_file(entry: Rotated, position: FilePosition) -> bool:
         try:
-            fd = os.open(entry.name, os.O_RDONLY | os.O_CLOEXEC)
+            handle = OwnedFd.open(entry.name)
         except FileNotFoundError:
             return False
-        try:
+        with handle:
             if entry.gz:
-                return position.fingerprint != 0 and fingerprint_fd(fd, gz=True) == position.fingerprint
-            st = os.fstat(fd)
+                return position.fingerprint != 0 and _gz_fingerprint_of(handle) == position.fingerprint
+            st = os.fstat(handle.fd)
             if st.st_ino != position.inode or st.st_size < position.offset:
                 return False
-            return position.fingerprint == 0 or fingerprint_fd(fd, gz=False) == position.fingerprint
-        finally:
-            os.close(fd)
+            return position.fingerprint == 0 or fingerprint_fd(handle.fd, gz=False) == position.fingerprint
 
-    def _open_entry(self, entry: Rotated, preopened_fd: int | None) -> int:
-        if preopened_fd is not None and not entry.gz:
+    @staticmethod
+    def _open_entry(entry: Rotated, preopened: OwnedFd | None) -> OwnedFd:
+        if preopened is not None and not entry.gz:
             try:
-                if os.stat(entry.name).st_ino == os.fstat(preopened_fd).st_ino:
-                    return preopened_fd
+                if os.stat(entry.name).st_ino == os.fstat(preopened.fd).st_ino:
+                    return preopened
             except FileNotFoundError:
                 pass
-        return os.open(entry.name, os.O_RDONLY | os.O_CLOEXEC)
-
-    def _wrap(self, fd: int, name: str, seq: int | None, gz: bool) -> _LogFile:
-        # A .gz's first record is one small inflate away: every position names its file.
-        return _LogFile(fd, os.fstat(fd).st_ino, name, seq, Gunzip(fd) if gz else None, fingerprint_fd(fd, gz))
+        return OwnedFd.open(entry.name)
 
     def _listed_chain(self, tries: int = 100, holes_after: int | None = None) -> list[Rotated] | None:
         """The chain as it is now, with the hub's counts brought up to the same moment. A rotation
@@ -361,7 +417,8 @@ class FileTailer:
             assert self._file is not None
             if self._ahead:
                 # A newer file exists, so ours is complete: move on (a .gz once it is whole).
-                if self._file.gunzip is None or self._file.gunzip.complete or self._gz_abandoned(loop.time()):
+                gunzip = self._file.gunzip
+                if gunzip is None or gunzip.complete or self._file.damaged or self._gz_abandoned(loop.time()):
                     rest = await self._next_file(rest)
                     continue
             # At EOF of the live file. Rotation or truncation is looked for only when the
@@ -396,11 +453,19 @@ class FileTailer:
         assert current is not None
         if current.gunzip is None:
             return os.read(current.fd, self._settings.read_chunk_bytes)
+        if current.damaged:
+            return b""
         # Decompression costs CPU: off the loop.
         gunzip = current.gunzip
-        if gunzip.offset < self.offset and not await asyncio.to_thread(gunzip.skip, self.offset):
-            return b""  # resuming inside a .gz that is not written that far yet
-        return await asyncio.to_thread(gunzip.read, self._settings.read_chunk_bytes)
+        offset, chunk = self.offset, self._settings.read_chunk_bytes
+        try:
+            if gunzip.offset < offset and not await _in_thread(lambda: gunzip.skip(offset)):
+                return b""  # resuming inside a .gz that is not written that far yet
+            return await _in_thread(lambda: gunzip.read(chunk))
+        except zlib.error as err:
+            current.damaged = True
+            self._damaged(current.name, err)
+            return b""
 
     def _gz_abandoned(self, now: float) -> bool:
         """A .gz that ends early is being written: wait for it, unless it stopped growing long ago."""
@@ -528,12 +593,15 @@ class FileTailer:
         opened: list[_LogFile] = []
         try:
             for entry in newer:
-                fd = os.open(entry.name, os.O_RDONLY | os.O_CLOEXEC)
-                opened.append(self._wrap(fd, entry.name, live_seq - entry.index, entry.gz))
-        except FileNotFoundError:
+                made = self._adopt(OwnedFd.open(entry.name), entry.name, live_seq - entry.index, entry.gz)
+                if made is not None:
+                    opened.append(made)
+        except BaseException as err:
             for made in opened:
                 made.close()
-            return []  # renamed meanwhile: list again at the next wake
+            if isinstance(err, FileNotFoundError):
+                return []  # renamed meanwhile: list again at the next wake
+            raise
         return opened
 
     def _find(self, chain: list[Rotated], current: _LogFile) -> int | None:
@@ -555,13 +623,11 @@ class FileTailer:
     @staticmethod
     def _gz_fingerprint(name: str) -> int:
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+            handle = OwnedFd.open(name)
         except FileNotFoundError:
             return 0
-        try:
-            return fingerprint_fd(fd, gz=True)
-        finally:
-            os.close(fd)
+        with handle:
+            return _gz_fingerprint_of(handle)
 
     def _count_deleted(self, current: _LogFile, oldest: Rotated, live_seq: int) -> None:
         """Our file is gone from the directory (we read it through our handle): the files between
@@ -600,3 +666,11 @@ class FileTailer:
         self.seek_to(0)
         await self._put(entries, 0, 0, final=True)  # a joined entry does not span two files
         return b""
+
+
+def _gz_fingerprint_of(handle: OwnedFd) -> int:
+    """0 (matches nothing) for a `.gz` whose start zlib cannot inflate."""
+    try:
+        return fingerprint_fd(handle.fd, gz=True)
+    except zlib.error:
+        return 0

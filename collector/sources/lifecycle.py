@@ -38,14 +38,18 @@ class Action(Enum):
     FORGET = "forget"  # drop the container now
 
 
-def next_step(phase: Phase, event: Event, source_alive: bool) -> Action:
+def next_step(phase: Phase, event: Event, source_alive: bool, exclusion_lifted: bool = False) -> Action:
+    """`exclusion_lifted`: a container skipped by a name rule was renamed to a name no rule excludes."""
     if event is Event.START:
         if phase in (Phase.NEW, Phase.STOPPED, Phase.FAILED):
+            return Action.RESOLVE
+        if phase is Phase.SKIPPED and exclusion_lifted:
             return Action.RESOLVE
         if phase is Phase.DRAINING and source_alive:
             return Action.RESUME
         # RESOLVING or READING: a repeat; DRAINING whose source is ending: it is routed again when
-        # it has ended (the container runs); SKIPPED: a restart does not change its driver.
+        # it has ended (the container runs); SKIPPED: a restart does not change its driver (a rename
+        # can lift a name rule, though).
         return Action.NOTHING
     if event is Event.CATCH_UP:
         return Action.RESOLVE if phase is Phase.NEW else Action.NOTHING

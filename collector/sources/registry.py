@@ -18,16 +18,16 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aiohttp
-
 from collector.docker.containers import ContainerInfo, local_log_path
-from collector.docker.logstream import LogStreamClient, LogsUnavailable
+from collector.docker.logstream import LogStreamClient
 from collector.pipeline.entry import FilePosition, Origin, Position, StreamPosition
 from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
 from collector.preflight import CONTAINERS_DIR_FALLBACK, containers_dir_problem
 from collector.sources.apistream import since_param
+from collector.sources import supervision
 from collector.sources.files import FileTailer, InotifyHub, TailerSettings
+from collector.sources.handles import HeldLog, OwnedFd
 from collector.sources.jsonfile import BadTimestamp, JsonFileParser, parse_timestamp
 from collector.sources.lifecycle import Action, Event, Phase, next_step
 from collector.sources.source import Source, SourceStats
@@ -58,6 +58,8 @@ class Tracked:
     read_as: str = ""  # the kind of its last source: its metrics keep one series after it stops
     destroyed: bool = False
     found_at_startup: bool = False  # met in the first listing, not through a start event
+    faults: int = 0  # unexpected failures in a row (setup or source); see supervision.py
+    fell_back: bool = False  # read through the stream because the other way kept failing
 
     @property
     def mode(self) -> str:
@@ -117,6 +119,7 @@ class SourceRegistry:
         self.skipped = Counter[str]()
         self.fallbacks = Counter[str]()
         self.lost_bytes = Counter[str]()
+        self.faults = Counter[str]()  # unexpected per-container failures, by stage:exception
         self.labels_trimmed = 0  # labels cut or dropped to stay within Loki's limits
         self.retired = SourceStats()  # counters of removed containers, so totals never go back
         self.first_reconcile_done = False
@@ -203,6 +206,16 @@ class SourceRegistry:
         if tracked is None or not new_name:
             return
         tracked.info.name = new_name
+        try:
+            self._relabel(tracked)
+        except supervision.MACHINERY_ERRORS:
+            raise
+        except Exception as err:  # noqa: BLE001 - one container's fault stays with it
+            self._event_fault(tracked, err)
+
+    def _relabel(self, tracked: Tracked) -> None:
+        """After a rename: the labels of the chunks read from now on (an exclusion waits for the next start)."""
+        container_id, new_name = tracked.info.id, tracked.info.name
         if tracked.profile is None or tracked.profile.excluded_by:
             return
         profile = self._make_profile(tracked.info)
@@ -222,25 +235,37 @@ class SourceRegistry:
             self.destroyed(container_id)
         self._positions.retain(present_ids)
         for info in present:
-            tracked = self.containers.get(info.id)
-            if tracked is None:
-                tracked = self.containers[info.id] = Tracked(info, Phase.NEW, found_at_startup=at_startup)
-                if info.running:
-                    self.started(info, inspected=True)
-                elif self._may_have_unread(info):
-                    self._apply(tracked, Event.CATCH_UP, info, inspected=True)
+            try:
+                self._reconcile_one(info, at_startup)
+            except supervision.MACHINERY_ERRORS:
+                raise
+            except Exception as err:  # noqa: BLE001 - one container's fault stays with it
+                tracked = self.containers.get(info.id)
+                if tracked is not None:
+                    self._event_fault(tracked, err)
                 else:
-                    tracked.phase = Phase.STOPPED
-                continue
-            if info.name and info.name != tracked.info.name:
-                self.renamed(info.id, info.name)
-            if info.running and not tracked.info.running:
-                self.started(info, inspected=True)
-            elif not info.running and tracked.info.running and tracked.phase is not Phase.RESOLVING:
-                self.died(info.id)
+                    log.error("container could not be tracked", exc_info=err, extra={"container_id": info.id[:12]})
         self.first_reconcile_done = True
         if at_startup:
             self._report_routes(list(self._resolving.values()))
+
+    def _reconcile_one(self, info: ContainerInfo, at_startup: bool) -> None:
+        tracked = self.containers.get(info.id)
+        if tracked is None:
+            tracked = self.containers[info.id] = Tracked(info, Phase.NEW, found_at_startup=at_startup)
+            if info.running:
+                self.started(info, inspected=True)
+            elif self._may_have_unread(info):
+                self._apply(tracked, Event.CATCH_UP, info, inspected=True)
+            else:
+                tracked.phase = Phase.STOPPED
+            return
+        if info.name and info.name != tracked.info.name:
+            self.renamed(info.id, info.name)
+        if info.running and not tracked.info.running:
+            self.started(info, inspected=True)
+        elif not info.running and tracked.info.running and tracked.phase is not Phase.RESOLVING:
+            self.died(info.id)
 
     def _report_routes(self, resolving: list[asyncio.Task[None]]) -> None:
         """Log the containers found at startup and how each is read, once their routes are known."""
@@ -249,14 +274,26 @@ class SourceRegistry:
         async def report() -> None:
             if resolving:
                 await asyncio.wait(resolving, timeout=STARTUP_REPORT_WAIT)
-            routes = [(t.info.name or t.info.id[:12], t.mode, t.mode_reason) for t in self.containers.values() if t.found_at_startup]
-            log.info("containers found", extra=routes_facts(routes))
+            try:
+                routes = [(t.info.name or t.info.id[:12], t.mode, t.mode_reason) for t in self.containers.values() if t.found_at_startup]
+                log.info("containers found", extra=routes_facts(routes))
+            except Exception:  # noqa: BLE001 - a report is not worth the process
+                log.exception("startup report failed")
 
         self._startup_report = self._group.create_task(report(), name="startup-report")
 
     # -- the lifecycle -------------------------------------------------------------------------
     def _apply(self, tracked: Tracked, event: Event, info: ContainerInfo | None = None, inspected: bool = False) -> None:
-        action = next_step(tracked.phase, event, source_alive=tracked.task is not None and not tracked.task.done())
+        try:
+            self._step(tracked, event, info, inspected)
+        except supervision.MACHINERY_ERRORS:
+            raise
+        except Exception as err:  # noqa: BLE001 - one container's fault stays with it
+            self._event_fault(tracked, err)
+
+    def _step(self, tracked: Tracked, event: Event, info: ContainerInfo | None, inspected: bool) -> None:
+        action = next_step(tracked.phase, event, source_alive=tracked.task is not None and not tracked.task.done(),
+                           exclusion_lifted=event is Event.START and self._exclusion_lifted(tracked))
         if action is Action.RESOLVE:
             tracked.phase = Phase.RESOLVING
             self._resolve(tracked, info or tracked.info, catch_up=event is Event.CATCH_UP, inspected=inspected)
@@ -272,77 +309,105 @@ class SourceRegistry:
             self._remove(tracked)
         # Action.NOTHING: a repeat (re-list, replayed event) or a container not read
 
+    def _exclusion_lifted(self, tracked: Tracked) -> bool:
+        """Skipped by a name rule, and renamed since to a name no rule excludes: read it again."""
+        if tracked.phase is not Phase.SKIPPED or tracked.profile is None or not tracked.profile.excluded_by:
+            return False
+        return not self._make_profile(tracked.info, report=False).excluded_by
+
     def _resolve(self, tracked: Tracked, event_info: ContainerInfo, catch_up: bool, inspected: bool) -> None:
         """Open a json-file log now, inspect in a task (unless `event_info` came from one), then route."""
-        assert self._group is not None, "registry is not running"
-        container_id = tracked.info.id
+        tracked.faults, tracked.fell_back = 0, False  # a new start: every way is worth trying again
         known = tracked.info if tracked.info.log_path else event_info
         if self._excluded(tracked, known, report=False):  # routing makes it again, from the inspect
             return  # costs nothing: no file opened, no stream, no task
-        fd = None if catch_up else self._preopen(known)
-        task = self._group.create_task(self._inspect_and_route(tracked, event_info, fd, inspected),
-                                       name=f"resolve:{container_id[:12]}")
+        self._spawn_setup(tracked, event_info, HeldLog(None if catch_up else self._preopen(known)), inspected)
+
+    def _spawn_setup(self, tracked: Tracked, event_info: ContainerInfo, held: HeldLog, inspected: bool) -> None:
+        """Hand `held` to the task that sets the container up: from here on that task owns it."""
+        assert self._group is not None, "registry is not running"
+        container_id = tracked.info.id
+        try:
+            task = self._group.create_task(self._setup(tracked, event_info, held, inspected), name=f"resolve:{container_id[:12]}")
+        except BaseException:
+            held.close()
+            raise
+        # A task cancelled before its first step never runs its body: its end releases the log.
+        task.add_done_callback(lambda done: self._setup_ended(container_id, done, held))
         self._resolving[container_id] = task
 
-    def _preopen(self, info: ContainerInfo) -> int | None:
+    def _setup_ended(self, container_id: str, task: asyncio.Task[None], held: HeldLog) -> None:
+        held.close()
+        if self._resolving.get(container_id) is task:
+            del self._resolving[container_id]
+
+    def _preopen(self, info: ContainerInfo) -> OwnedFd | None:
         """Hold a starting container's json-file log before the inspect round-trip."""
         if not self.files_usable or info.id == self._settings.own_id:
             return None
         try:
-            return os.open(local_log_path(self._settings.containers_dir, info), os.O_RDONLY | os.O_CLOEXEC)
+            return OwnedFd.open(local_log_path(self._settings.containers_dir, info))
         except OSError:
             return None  # another driver, or gone already, or not readable: routing decides
 
-    async def _inspect_and_route(self, tracked: Tracked, event_info: ContainerInfo, fd: int | None, inspected: bool) -> None:
-        container_id = tracked.info.id
-        name_at_event = tracked.info.name
-        early: asyncio.Task[aiohttp.ClientResponse] | None = None
-        try:
-            info: ContainerInfo | None = None
-            if not inspected:
-                if fd is None and container_id != self._settings.own_id:
-                    # No json-file log: most likely another driver. Ask for the stream now, beside
-                    # the inspect: a short-lived `--rm` container may be removed before a request
-                    # sent after the inspect reaches dockerd (an open stream still reads it to the end).
-                    early = asyncio.create_task(self._streams.connect(container_id, since_param(self._stream_start(tracked))))
+    async def _setup(self, tracked: Tracked, event_info: ContainerInfo, held: HeldLog, inspected: bool) -> None:
+        """Inspect, route and start the container's source: the fault boundary of its setup.
+        After a fault it is set up again (inspected afresh, its log opened by path) after a pause."""
+        with held:
+            while True:
+                if tracked.faults:
+                    await asyncio.sleep(supervision.backoff(tracked.faults))
+                    if tracked.destroyed or not self._holds(tracked):
+                        break
+                    inspected = False
                 try:
-                    async with self._inspect_slots:
-                        info = await self._inspect(container_id)
-                except Exception as err:  # noqa: BLE001 - Docker unreachable: what the event said is enough
-                    log.info("inspect failed; routing by the event", extra={"container_id": container_id[:12], "error": str(err)})
-            info = info or event_info
-            # Events that came meanwhile win over the inspect: a die, destroy or rename may have passed.
-            info.running = info.running and tracked.info.running and not tracked.destroyed
-            if tracked.info.name != name_at_event:
-                info.name = tracked.info.name
-            tracked.info = info
-            opened = await _early_response(early) if early is not None else None
-            early = None
-            self._route(tracked, fd, opened)
-            fd = None
-        finally:
-            if fd is not None:
-                os.close(fd)
-            if early is not None:  # cancelled on the way: release whatever it opened
-                early.cancel()
-                response = (await asyncio.gather(early, return_exceptions=True))[0]
-                if isinstance(response, aiohttp.ClientResponse):
-                    response.close()
-            self._resolving.pop(container_id, None)
+                    if not tracked.faults:
+                        self._request_early_stream(tracked, held, inspected)
+                    await self._inspect_and_route(tracked, event_info, held, inspected)
+                    break
+                except supervision.MACHINERY_ERRORS:
+                    raise
+                except Exception as err:  # noqa: BLE001 - one container's fault stays with it
+                    held.close()  # what the failed attempt did not hand on; the next one opens by path
+                    if not self._after_fault(tracked, "resolve", err):
+                        break
         if tracked.source is None and tracked.destroyed:
             self._remove(tracked)
 
-    def _route(self, tracked: Tracked, fd: int | None, opened: aiohttp.ClientResponse | None = None) -> None:
-        try:
-            self._route_to_source(tracked, fd, opened)
-            opened = None
-        finally:
-            if opened is not None:
-                opened.close()
+    def _request_early_stream(self, tracked: Tracked, held: HeldLog, inspected: bool) -> None:
+        if inspected or held.has_file or tracked.info.id == self._settings.own_id:
+            return
+        # No json-file log: most likely another driver. Ask for the stream now, beside the inspect:
+        # a short-lived `--rm` container may be removed before a request sent after the inspect
+        # reaches dockerd (an open stream still reads it to the end).
+        held.request_stream(self._streams.connect(tracked.info.id, since_param(self._stream_start(tracked))))
 
-    def _route_to_source(self, tracked: Tracked, fd: int | None, opened: aiohttp.ClientResponse | None) -> None:
-        """Pick the container's source (file, stream fallback, stream) and start it; `opened` goes to a
-        stream source or is closed by the caller."""
+    def _holds(self, tracked: Tracked) -> bool:
+        return self.containers.get(tracked.info.id) is tracked and not self._stopping.is_set()
+
+    async def _inspect_and_route(self, tracked: Tracked, event_info: ContainerInfo, held: HeldLog, inspected: bool) -> None:
+        container_id = tracked.info.id
+        name_at_event = tracked.info.name
+        info: ContainerInfo | None = None
+        if not inspected:
+            try:
+                async with self._inspect_slots:
+                    info = await self._inspect(container_id)
+            except Exception as err:  # noqa: BLE001 - Docker unreachable: what the event said is enough
+                log.info("inspect failed; routing by the event", extra={"container_id": container_id[:12], "error": str(err)})
+        info = info or event_info
+        # Events that came meanwhile win over the inspect: a die, destroy or rename may have passed.
+        info.running = info.running and tracked.info.running and not tracked.destroyed
+        if tracked.info.name != name_at_event:
+            info.name = tracked.info.name
+        tracked.info = info
+        await held.settle()
+        self._route(tracked, held)
+
+    def _route(self, tracked: Tracked, held: HeldLog | None, forced: str = "") -> None:
+        """Pick the container's source (file, stream fallback, stream) and start it. The source
+        takes from `held` what it reads; the rest stays with `held`'s owner, who closes it.
+        `forced`: read it through the stream, for this reason."""
         info = tracked.info
         if info.id == self._settings.own_id:
             return self._skip(tracked, "self")
@@ -351,15 +416,16 @@ class SourceRegistry:
         if self._excluded(tracked, info):
             return None
         assert tracked.profile is not None
-        reason = ""
+        reason = forced
         source: Source | None = None
-        if tracked.profile.mode == "stream":
+        if forced:
+            pass
+        elif tracked.profile.mode == "stream":
             reason = "label collector.mode=stream"
         elif info.log_driver in FILE_DRIVERS:
             if self.files_usable:
                 try:
-                    source: Source = self._file_source(tracked, fd)
-                    fd = None
+                    source = self._file_source(tracked, held)
                 except OSError as err:
                     reason = _fallback_reason(err)
                     log.warning("container log file cannot be read; reading it through the Docker API instead",
@@ -368,14 +434,17 @@ class SourceRegistry:
                                        "error": err.strerror or str(err)})
             else:
                 reason = "containers_dir_unreadable" if self._settings.mode != "stream" else ""
-        if fd is not None:
-            os.close(fd)
         if source is None:
             if reason and not reason.startswith("label "):
                 self.fallbacks[reason] += 1
-            source = self._stream_source(tracked, opened)
+            source = self._stream_source(tracked, held)
         tracked.reason = reason
-        self._launch(tracked, source)
+        try:
+            self._launch(tracked, source)
+        except BaseException:
+            source.close()  # it never ran: nobody else will close what it holds
+            tracked.source = None
+            raise
 
     def _launch(self, tracked: Tracked, source: Source) -> None:
         assert self._group is not None
@@ -400,32 +469,43 @@ class SourceRegistry:
         tracked.task = self._group.create_task(self._run_source(tracked, source), name=f"{source.kind}:{tracked.info.id[:12]}")
 
     async def _run_source(self, tracked: Tracked, source: Source) -> None:
-        """A source's failure is logged and counted; it never takes the collector down."""
+        """The fault boundary of a running source: its failure stays with its container."""
         container_id = tracked.info.id
-        failure = ""
+        lines_before = tracked.stats.lines
+        failure: Exception | None = None
         try:
             await source.run()
         except asyncio.CancelledError:
             raise
+        except supervision.MACHINERY_ERRORS:
+            raise
         except Exception as err:  # noqa: BLE001 - isolate one container's fault from the rest
-            failure = f"{err.__class__.__name__}: {err}"
-            tracked.stats.errors += 1
-            tracked.stats.last_error = failure
-            log.exception("source failed", extra={"container_id": container_id[:12]})
+            failure = err
         finally:
             if not tracked.destroyed:
                 self._read_upto[container_id] = source.queued_position
-        self._source_ended(tracked, source, failure)
+        try:
+            self._source_ended(tracked, source, failure, progressed=tracked.stats.lines != lines_before)
+        except supervision.MACHINERY_ERRORS:
+            raise
+        except Exception as err:  # noqa: BLE001 - e.g. routing it again failed: same boundary
+            if self._after_fault(tracked, "route", err):
+                self._spawn_setup(tracked, tracked.info, HeldLog(), inspected=True)
 
-    def _source_ended(self, tracked: Tracked, source: Source, failure: str) -> None:
+    def _source_ended(self, tracked: Tracked, source: Source, failure: Exception | None, progressed: bool) -> None:
         if self.containers.get(tracked.info.id) is not tracked or self._stopping.is_set():
             return
         tracked.source, tracked.task = None, None
         refused = getattr(source, "refused", "")
-        if failure and not tracked.destroyed:
-            tracked.phase = Phase.FAILED  # the next start tries again; no retry loop on a fault
-            tracked.reason = failure
-        elif refused and tracked.reason:
+        if failure is not None and not tracked.destroyed:
+            if progressed:
+                tracked.faults = 0  # it read for a while: not the same fault over and over
+            if self._after_fault(tracked, "source", failure):
+                self._spawn_setup(tracked, tracked.info, HeldLog(), inspected=True)
+            return
+        if failure is None:
+            tracked.faults = 0
+        if refused and tracked.reason:
             # A json-file log we could not open, and Docker will not stream it either.
             tracked.phase = Phase.FAILED
             tracked.reason = f"{tracked.reason}; the API refused too: {refused}"
@@ -442,13 +522,60 @@ class SourceRegistry:
         else:
             tracked.phase = Phase.STOPPED
 
+    # -- faults (supervision.py says what follows one) --------------------------------------------
+    def _after_fault(self, tracked: Tracked, stage: str, err: Exception) -> bool:
+        """Count and log an unexpected failure of one container's setup or source; True: set it up
+        again after the backoff (its phase is RESOLVING meanwhile). Otherwise it was read another
+        way, failed for good (until its next start), or is gone."""
+        tracked.faults += 1
+        self._count_fault(tracked, stage, err)
+        where = {"container_id": tracked.info.id[:12], "container_name": tracked.info.name, "stage": stage,
+                 "faults_in_a_row": tracked.faults}
+        if tracked.faults == 1:
+            log.error(f"container {'source' if stage == 'source' else 'setup'} failed; trying again", exc_info=err, extra=where)
+        else:
+            log.warning("container failed again", extra={**where, "error": tracked.stats.last_error})
+        if tracked.destroyed or not self._holds(tracked):
+            return False
+        decided = supervision.verdict(tracked.faults, tracked.fell_back)
+        if decided is supervision.Verdict.RETRY:
+            tracked.phase = Phase.RESOLVING
+            return True
+        if decided is supervision.Verdict.FALL_BACK:
+            tracked.fell_back, tracked.faults = True, 0
+            try:
+                self._route(tracked, None, forced="setup_failed" if stage != "source" else "source_failed")
+                log.warning("container keeps failing; reading it through the Docker API instead", extra=where)
+                return False
+            except supervision.MACHINERY_ERRORS:
+                raise
+            except Exception as fallback_err:  # noqa: BLE001 - the stream cannot be set up either
+                self._count_fault(tracked, "fallback", fallback_err)
+        tracked.phase = Phase.FAILED
+        tracked.reason = f"failed: {tracked.stats.last_error}"
+        log.error("container cannot be read; its next start tries again", extra={**where, "error": tracked.stats.last_error})
+        return False
+
+    def _event_fault(self, tracked: Tracked, err: Exception) -> None:
+        """An event's handling failed for this container: it waits for its next start."""
+        self._count_fault(tracked, "event", err)
+        log.error("container event failed", exc_info=err, extra={"container_id": tracked.info.id[:12]})
+        if tracked.task is None and tracked.info.id not in self._resolving:
+            tracked.phase = Phase.FAILED
+            tracked.reason = f"failed: {tracked.stats.last_error}"
+
+    def _count_fault(self, tracked: Tracked, stage: str, err: Exception) -> None:
+        self.faults[supervision.fault_reason(stage, err)] += 1
+        tracked.stats.errors += 1
+        tracked.stats.last_error = f"{type(err).__name__}: {err}"
+
     def _remove(self, tracked: Tracked) -> None:
         if self.containers.get(tracked.info.id) is tracked:
             del self.containers[tracked.info.id]
             _add_stats(self.retired, tracked.stats)
 
     # -- sources -------------------------------------------------------------------------------
-    def _file_source(self, tracked: Tracked, fd: int | None) -> FileTailer:
+    def _file_source(self, tracked: Tracked, held: HeldLog | None) -> FileTailer:
         info = tracked.info
         position, first_meeting = self._start_point(tracked)
         file_position = position if isinstance(position, FilePosition) else None
@@ -461,12 +588,16 @@ class SourceRegistry:
             JsonFileParser(self._max_line_bytes(tracked)),
             file_position,
             tracked.stats,
-            fd,
+            held.take_file() if held is not None else None,  # the tailer owns it from its constructor on
             # Begin at the oldest rotated file still there; a first meeting's start_at moves on from it.
             from_oldest=True,
         )
         if first_meeting:
-            self._seek_first_meeting(tailer, info)
+            try:
+                self._seek_first_meeting(tailer, info)
+            except BaseException:
+                tailer.close()
+                raise
         return tailer
 
     def _stream_start(self, tracked: Tracked) -> StreamPosition:
@@ -481,14 +612,15 @@ class SourceRegistry:
             return StreamPosition(time.time_ns() - int(start_at * 1e9), 0)
         return StreamPosition(0, 0)
 
-    def _stream_source(self, tracked: Tracked, opened: aiohttp.ClientResponse | None = None) -> StreamSource:
+    def _stream_source(self, tracked: Tracked, held: HeldLog | None) -> StreamSource:
         info = tracked.info
         container_id = info.id
         return StreamSource(
             container_id, info.tty, self._origin(tracked),
             self._queue_for(tracked.profile.tenant if tracked.profile else ""), self._streams,
             dataclasses.replace(self._settings.stream, max_line_bytes=self._max_line_bytes(tracked)),
-            self._stream_start(tracked), tracked.stats, lambda: self._is_running(container_id), opened,
+            self._stream_start(tracked), tracked.stats, lambda: self._is_running(container_id),
+            held.take_response() if held is not None else None,  # taken last: the source owns it from here on
         )
 
     def _start_point(self, tracked: Tracked) -> tuple[Position | None, bool]:
@@ -611,14 +743,6 @@ def _add_stats(into: SourceStats, stats: SourceStats) -> None:
     for name in _COUNTERS:
         setattr(into, name, getattr(into, name) + getattr(stats, name))
     into.losses.update(stats.losses)
-
-
-async def _early_response(early: asyncio.Task[aiohttp.ClientResponse]) -> aiohttp.ClientResponse | None:
-    """The stream requested at the start event, if it worked (else the source asks again itself)."""
-    try:
-        return await early
-    except (LogsUnavailable, aiohttp.ClientError, OSError):
-        return None
 
 
 def _fallback_reason(err: OSError) -> str:
