@@ -94,6 +94,7 @@ class Feeder:
     lines_per_chunk: int = 100
     line_bytes: int = 120
     chunks: dict[int, list[str]] = field(default_factory=dict)  # id(chunk) -> its lines, for the ack check
+    made: list[Chunk] = field(default_factory=list)  # kept alive: an id is not reused while it is a key above
 
     def __post_init__(self) -> None:
         self.origin = Origin(self.name, {"container_name": self.name})
@@ -104,6 +105,7 @@ class Feeder:
         self.read += len(lines)
         chunk = Chunk(self.origin, entries, sum(len(line) + 1 for line in lines), FilePosition(1, self.read))
         self.chunks[id(chunk)] = lines
+        self.made.append(chunk)
         return chunk
 
     async def run(self, total_lines: int, pause_between: float = 0.0) -> None:
