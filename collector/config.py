@@ -115,6 +115,9 @@ class DockerConfig(_Section):
     self_id: str = ""
 
     def __post_init__(self) -> None:
+        # One spelling: log paths are joined onto it and inotify watches keyed by it ("a//b/" is "a/b").
+        if self.containers_dir:
+            self.containers_dir = os.path.normpath(self.containers_dir)
         _require(self.drain_timeout > 0, "drain_timeout", self.drain_timeout, "must be > 0")
         _require(self.relist_interval >= 1, "relist_interval", self.relist_interval, "must be >= 1s")
 
