@@ -147,6 +147,8 @@ class _StateCollector:
                                   value=processing.rate_limited_lines)
         yield CounterMetricFamily("collector_line_timestamp_fallbacks", "Lines whose own timestamp did not parse (Docker's time kept).",
                                   value=processing.timestamp_fallbacks)
+        yield CounterMetricFamily("collector_label_problems", "A container's collector.* processing labels ignored as invalid "
+                                  "(e.g. a regex RE2 cannot compile), counted each time a source is set up.", value=processing.problems)
         totals = registry.totals()
         yield CounterMetricFamily("collector_stream_reconnects", "API log streams ended and reopened from their position.", value=totals.reconnects)
         yield CounterMetricFamily("collector_stream_gaps", "Times Docker no longer had the records after a stream's saved position.", value=totals.gaps)
