@@ -184,6 +184,8 @@ class _StateCollector:
         yield GaugeMetricFamily("collector_inotify_watches", "inotify watches held (one per container directory).", value=app.hub.watch_count)
         yield GaugeMetricFamily("collector_docker_connected", "1 while the Docker event stream is followed.", value=int(app.discovery.connected))
         yield CounterMetricFamily("collector_docker_reconnects", "Times the Docker connection was lost and retried.", value=app.discovery.reconnects)
+        yield _by_label(CounterMetricFamily, "collector_docker_events_skipped", "Docker events skipped unread (too_large: over the "
+                        "events line limit; bad_json), each logged and followed by a re-list.", "reason", app.discovery.events_skipped)
 
         # Leak gauges: flat under container churn, or something leaks.
         yield GaugeMetricFamily("collector_asyncio_tasks", "asyncio tasks alive.", value=len(asyncio.all_tasks()))
