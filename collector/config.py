@@ -15,11 +15,11 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from collector.secrets import MASK, masked_headers, masked_url
 from collector.transform.patterns import compile_pattern
 
 ENV_PREFIX = "COLLECTOR_"
 SECRET_KEYS = frozenset({"password", "bearer_token"})
-MASK = "***"
 
 
 class ConfigError(Exception):
@@ -344,7 +344,7 @@ class LokiConfig(_Section):
 
     def __post_init__(self) -> None:
         if self.url:
-            _require(self.url.startswith(("http://", "https://")), "url", self.url, "must start with http:// or https://")
+            _require(self.url.startswith(("http://", "https://")), "url", masked_url(self.url), "must start with http:// or https://")
         _require(self.batch_max_bytes >= 1024, "batch_max_bytes", self.batch_max_bytes, "must be >= 1KiB")
         _require(self.timeout > 0, "timeout", self.timeout, "must be > 0")
         _require(self.min_backoff > 0, "min_backoff", self.min_backoff, "must be > 0")
@@ -531,7 +531,12 @@ def _explain(message: str, merged: dict[str, Any]) -> str:
         elif kind is bool and (reason.startswith("Expected `bool`") or not where):
             reason = "accepted values: true, false (or 1, 0)"
     value = _lookup(merged, dotted)
-    shown = MASK if dotted.rsplit(".", 1)[-1] in SECRET_KEYS else repr(value)
+    if dotted.rsplit(".", 1)[-1] in SECRET_KEYS or dotted.startswith("loki.headers"):
+        shown = MASK
+    elif isinstance(value, str) and dotted == "loki.url":
+        shown = repr(masked_url(value))
+    else:
+        shown = repr(value)
     return f"config error: {dotted} = {shown}: {reason}"
 
 
@@ -610,7 +615,10 @@ def masked(config: Config) -> dict[str, Any]:
             return [mask(v) for v in node]
         return node
 
-    return mask(msgspec.to_builtins(config, enc_hook=_enc_hook))
+    shown: dict[str, Any] = mask(msgspec.to_builtins(config, enc_hook=_enc_hook))
+    shown["loki"]["url"] = masked_url(config.loki.url)
+    shown["loki"]["headers"] = masked_headers(config.loki.headers)  # e.g. Authorization
+    return shown
 
 
 def start_at_seconds(config: Config) -> float | None:
