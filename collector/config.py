@@ -15,7 +15,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
-from collector.secrets import MASK, masked_headers, masked_url
+from collector.secrets import MASK, masked_headers, masked_url, url_has_credentials
 from collector.transform.patterns import compile_pattern
 
 ENV_PREFIX = "COLLECTOR_"
@@ -353,6 +353,15 @@ class LokiConfig(_Section):
         _require(not (self.bearer_token and self.bearer_token_file), "bearer_token_file", self.bearer_token_file, "set bearer_token or bearer_token_file, not both")
         _require(not ((self.username or self.password or self.password_file) and (self.bearer_token or self.bearer_token_file)),
                  "bearer_token", MASK, "basic auth and bearer token are exclusive")
+        # aiohttp refuses to send two sets of credentials (a ValueError at the first push).
+        credentials = [name for name, given in (
+            ("credentials in url", url_has_credentials(self.url)),
+            ("username/password", bool(self.username or self.password or self.password_file)),
+            ("bearer_token", bool(self.bearer_token or self.bearer_token_file)),
+            ("an Authorization header", any(name.lower() == "authorization" for name in self.headers)),
+        ) if given]
+        _require(len(credentials) <= 1, "headers" if "an Authorization header" in credentials else "url", MASK,
+                 f"{' and '.join(credentials)} are exclusive: set one way to authenticate")
 
 
 class PositionsConfig(_Section):

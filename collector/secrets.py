@@ -32,6 +32,14 @@ def masked_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:{MASK}@{host}"))
 
 
+def url_has_credentials(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return bool(parts.username or parts.password)
+    except ValueError:
+        return False
+
+
 def masked_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {name: value if name.lower() in _PLAIN_HEADERS else MASK for name, value in headers.items()}
 

@@ -47,8 +47,14 @@ CONFIGS = {
 loki:
   url: http://collector:{PASSWORD}@127.0.0.1:9/loki/api/v1/push
   headers:
-    Authorization: Bearer {HEADER}
+    X-Api-Key: {HEADER}
     X-Scope-OrgID: team-a
+""",
+    "header": f"""
+loki:
+  url: http://127.0.0.1:9/loki/api/v1/push
+  headers:
+    Authorization: Bearer {HEADER}
 """,
     "bearer": f"""
 loki:
@@ -84,10 +90,26 @@ def test_check_config_prints_no_secret(tmp_path, case: str) -> None:
 
 def test_masked_config_hides_url_password_and_credential_headers() -> None:
     config = load_config(None, {"COLLECTOR_LOKI__URL": f"http://u:{PASSWORD}@loki:3100/loki/api/v1/push",
-                                "COLLECTOR_LOKI__HEADERS": f'{{"Authorization": "Basic {HEADER}", "X-Scope-OrgID": "t1"}}'})
+                                "COLLECTOR_LOKI__HEADERS": f'{{"X-Api-Key": "{HEADER}", "X-Scope-OrgID": "t1"}}'})
     shown = masked(config)["loki"]
     assert shown["url"] == "http://u:***@loki:3100/loki/api/v1/push"
-    assert shown["headers"] == {"Authorization": "***", "X-Scope-OrgID": "t1"}
+    assert shown["headers"] == {"X-Api-Key": "***", "X-Scope-OrgID": "t1"}
+    with_header = masked(load_config(None, {"COLLECTOR_LOKI__HEADERS": f'{{"Authorization": "Basic {HEADER}"}}'}))["loki"]
+    assert with_header["headers"] == {"Authorization": "***"}
+
+
+@pytest.mark.parametrize("env", [
+    {"COLLECTOR_LOKI__URL": f"http://u:{PASSWORD}@loki/push", "COLLECTOR_LOKI__HEADERS": f'{{"Authorization": "Bearer {HEADER}"}}'},
+    {"COLLECTOR_LOKI__URL": f"http://u:{PASSWORD}@loki/push", "COLLECTOR_LOKI__USERNAME": "u"},
+    {"COLLECTOR_LOKI__URL": "http://loki/push", "COLLECTOR_LOKI__BEARER_TOKEN": TOKEN, "COLLECTOR_LOKI__HEADERS": '{"authorization": "x"}'},
+])
+def test_two_ways_to_authenticate_are_a_config_error_not_a_crash_at_the_first_push(env: dict[str, str]) -> None:
+    from collector.config import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, env)
+    assert "exclusive" in str(caught.value)
+    assert_clean(str(caught.value), "the config error")
 
 
 def test_a_config_error_about_the_url_does_not_print_its_password(tmp_path) -> None:
@@ -168,7 +190,8 @@ async def test_a_running_collector_shows_no_secret_anywhere(containers: DockerEn
     try:
         for url, env in (
             (f"http://collector:{PASSWORD}@127.0.0.1:{down_port}/loki/api/v1/push", {"COLLECTOR_LOKI__HEADERS": f'{{"X-Api-Key": "{HEADER}"}}'}),
-            (f"http://collector:{PASSWORD}@127.0.0.1:{echo_port}/loki/api/v1/push", {"COLLECTOR_LOKI__HEADERS": f'{{"Authorization": "Bearer {HEADER}"}}'}),
+            (f"http://collector:{PASSWORD}@127.0.0.1:{echo_port}/loki/api/v1/push", {}),
+            (f"http://127.0.0.1:{echo_port}/loki/api/v1/push", {"COLLECTOR_LOKI__HEADERS": f'{{"Authorization": "Bearer {HEADER}"}}'}),
             (f"http://127.0.0.1:{echo_port}/loki/api/v1/push", {"COLLECTOR_LOKI__BEARER_TOKEN": TOKEN}),
         ):
             proc = await CollectorProcess(containers, env={
@@ -177,7 +200,7 @@ async def test_a_running_collector_shows_no_secret_anywhere(containers: DockerEn
             }).start()
             try:
                 await wait_until(lambda: any("push failed" in line or "Loki refuses" in line for line in proc.stderr), 30,
-                                 what="a failed push logged")
+                                 what=lambda: f"a failed push logged: {proc.stderr[-10:]}")
                 ready_text = ""
 
                 async def not_ready() -> bool:
