@@ -47,6 +47,7 @@ class Collector:
         self.queue, self.sink = self.lanes[""].queue, default_sink
         self.own_id = config.docker.self_id or own_container_id()
         self.streams = LogStreamClient(config.docker.host)
+        self.profiler = Profiler(config)
         self.registry = SourceRegistry(
             queue=self.queue,
             queue_for=lambda tenant: self.lanes[tenant].queue if tenant in self.lanes else self.queue,
@@ -69,7 +70,7 @@ class Collector:
             ),
             inspect=self.engine.inspect,
             is_running=self.engine.is_running,
-            profiler=Profiler(config),
+            profiler=self.profiler,
         )
         self.discovery = Discovery(self.engine, self.registry, config.docker.reconnect_max_backoff, config.docker.relist_interval)
 
@@ -154,8 +155,24 @@ class Collector:
     def status(self) -> dict[str, Any]:
         throttled = [{**row, **({"tenant": lane.tenant} if lane.tenant else {})}
                      for lane in self.lanes.values() if isinstance(lane.sink, LokiSink) for row in lane.sink.throttled_streams()]
-        return build_status(self.registry, self.positions, self.inflight, self.queue_bytes, self.push_stats(),
-                            self.discovery.connected, throttled)
+        status = build_status(self.registry, self.positions, self.inflight, self.queue_bytes, self.push_stats(),
+                              self.discovery.connected, throttled)
+        status["tables"] = self.table_sizes()
+        return status
+
+    def table_sizes(self) -> dict[str, int]:
+        """Entries in the tables keyed by container, file or label set: flat under churn, or something leaks."""
+        sizes = {
+            "containers": len(self.registry.containers),
+            "inflight_containers": len(self.inflight.containers()),
+            "stream_guard_label_sets": self.profiler.guard.size(),
+            "sink_unacknowledged_chunks": sum(lane.sink.pending for lane in self.lanes.values() if isinstance(lane.sink, LokiSink)),
+            "sink_throttled_label_sets": sum(len(lane.sink.throttle.sets) for lane in self.lanes.values() if isinstance(lane.sink, LokiSink)),
+            "queue_paused_containers": sum(len(lane.queue.paused) for lane in self.lanes.values()),
+        }
+        sizes.update({f"positions_{name}": size for name, size in self.positions.table_sizes().items()})
+        sizes.update({f"inotify_{name}": size for name, size in self.hub.table_sizes().items()})
+        return sizes
 
 
 class _Stopped(Exception):

@@ -15,11 +15,11 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from collector.secrets import MASK, masked_headers, masked_url, url_has_credentials
 from collector.transform.patterns import compile_pattern
 
 ENV_PREFIX = "COLLECTOR_"
 SECRET_KEYS = frozenset({"password", "bearer_token"})
-MASK = "***"
 
 
 class ConfigError(Exception):
@@ -115,6 +115,9 @@ class DockerConfig(_Section):
     self_id: str = ""
 
     def __post_init__(self) -> None:
+        # One spelling: log paths are joined onto it and inotify watches keyed by it ("a//b/" is "a/b").
+        if self.containers_dir:
+            self.containers_dir = os.path.normpath(self.containers_dir)
         _require(self.drain_timeout > 0, "drain_timeout", self.drain_timeout, "must be > 0")
         _require(self.relist_interval >= 1, "relist_interval", self.relist_interval, "must be >= 1s")
 
@@ -341,7 +344,7 @@ class LokiConfig(_Section):
 
     def __post_init__(self) -> None:
         if self.url:
-            _require(self.url.startswith(("http://", "https://")), "url", self.url, "must start with http:// or https://")
+            _require(self.url.startswith(("http://", "https://")), "url", masked_url(self.url), "must start with http:// or https://")
         _require(self.batch_max_bytes >= 1024, "batch_max_bytes", self.batch_max_bytes, "must be >= 1KiB")
         _require(self.timeout > 0, "timeout", self.timeout, "must be > 0")
         _require(self.min_backoff > 0, "min_backoff", self.min_backoff, "must be > 0")
@@ -350,6 +353,15 @@ class LokiConfig(_Section):
         _require(not (self.bearer_token and self.bearer_token_file), "bearer_token_file", self.bearer_token_file, "set bearer_token or bearer_token_file, not both")
         _require(not ((self.username or self.password or self.password_file) and (self.bearer_token or self.bearer_token_file)),
                  "bearer_token", MASK, "basic auth and bearer token are exclusive")
+        # aiohttp refuses to send two sets of credentials (a ValueError at the first push).
+        credentials = [name for name, given in (
+            ("credentials in url", url_has_credentials(self.url)),
+            ("username/password", bool(self.username or self.password or self.password_file)),
+            ("bearer_token", bool(self.bearer_token or self.bearer_token_file)),
+            ("an Authorization header", any(name.lower() == "authorization" for name in self.headers)),
+        ) if given]
+        _require(len(credentials) <= 1, "headers" if "an Authorization header" in credentials else "url", MASK,
+                 f"{' and '.join(credentials)} are exclusive: set one way to authenticate")
 
 
 class PositionsConfig(_Section):
@@ -528,7 +540,12 @@ def _explain(message: str, merged: dict[str, Any]) -> str:
         elif kind is bool and (reason.startswith("Expected `bool`") or not where):
             reason = "accepted values: true, false (or 1, 0)"
     value = _lookup(merged, dotted)
-    shown = MASK if dotted.rsplit(".", 1)[-1] in SECRET_KEYS else repr(value)
+    if dotted.rsplit(".", 1)[-1] in SECRET_KEYS or dotted.startswith("loki.headers"):
+        shown = MASK
+    elif isinstance(value, str) and dotted == "loki.url":
+        shown = repr(masked_url(value))
+    else:
+        shown = repr(value)
     return f"config error: {dotted} = {shown}: {reason}"
 
 
@@ -607,7 +624,10 @@ def masked(config: Config) -> dict[str, Any]:
             return [mask(v) for v in node]
         return node
 
-    return mask(msgspec.to_builtins(config, enc_hook=_enc_hook))
+    shown: dict[str, Any] = mask(msgspec.to_builtins(config, enc_hook=_enc_hook))
+    shown["loki"]["url"] = masked_url(config.loki.url)
+    shown["loki"]["headers"] = masked_headers(config.loki.headers)  # e.g. Authorization
+    return shown
 
 
 def start_at_seconds(config: Config) -> float | None:

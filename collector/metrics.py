@@ -150,6 +150,8 @@ class _StateCollector:
                                   value=processing.rate_limited_lines)
         yield CounterMetricFamily("collector_line_timestamp_fallbacks", "Lines whose own timestamp did not parse (Docker's time kept).",
                                   value=processing.timestamp_fallbacks)
+        yield CounterMetricFamily("collector_label_problems", "A container's collector.* processing labels ignored as invalid "
+                                  "(e.g. a regex RE2 cannot compile), counted each time a source is set up.", value=processing.problems)
         totals = registry.totals()
         yield CounterMetricFamily("collector_stream_reconnects", "API log streams ended and reopened from their position.", value=totals.reconnects)
         yield CounterMetricFamily("collector_stream_gaps", "Times Docker no longer had the records after a stream's saved position.", value=totals.gaps)
@@ -187,6 +189,8 @@ class _StateCollector:
         yield GaugeMetricFamily("collector_inotify_watches", "inotify watches held (one per container directory).", value=app.hub.watch_count)
         yield GaugeMetricFamily("collector_docker_connected", "1 while the Docker event stream is followed.", value=int(app.discovery.connected))
         yield CounterMetricFamily("collector_docker_reconnects", "Times the Docker connection was lost and retried.", value=app.discovery.reconnects)
+        yield _by_label(CounterMetricFamily, "collector_docker_events_skipped", "Docker events skipped unread (too_large: over the "
+                        "events line limit; bad_json), each logged and followed by a re-list.", "reason", app.discovery.events_skipped)
 
         # Leak gauges: flat under container churn, or something leaks.
         yield GaugeMetricFamily("collector_asyncio_tasks", "asyncio tasks alive.", value=len(asyncio.all_tasks()))

@@ -151,6 +151,11 @@ class PositionStore:
         for container_id in [cid for cid in self._acked if cid not in container_ids]:
             self.forget(container_id)
 
+    def table_sizes(self) -> dict[str, int]:
+        """Entries per table, for /status and the churn tests: positions follow the containers
+        that exist; destroyed ids are remembered up to GONE_REMEMBERED."""
+        return {"positions": len(self._acked), "gone": len(self._gone)}
+
     def checkpoint_age(self) -> float:
         return time.monotonic() - self.last_write if self.last_write else 0.0
 

@@ -7,22 +7,11 @@ import os
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from collector.config import Config
+from collector.secrets import masked_url
 
 MAX_LISTED = 50  # containers named one by one in the startup line; the rest are counted
-
-
-def masked_url(url: str) -> str:
-    """The URL with a password in it replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def sink_text(config: Config) -> str:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from collector.transform.saferegex import PatternError, compile_untrusted
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
@@ -47,8 +48,9 @@ def log_attributes(log_options: dict[str, str], labels: dict[str, str], env: lis
         pattern = log_options.get(f"{option}-regex", "")
         if pattern:
             try:
-                compiled = re.compile(pattern)
-            except re.error:
+                # Docker checks these with Go's regexp, RE2's syntax; RE2 also cannot backtrack.
+                compiled = compile_untrusted(pattern)
+            except PatternError:
                 continue  # Docker refuses such a container at create; nothing to add
             attrs.update({key: value for key, value in source.items() if compiled.search(key)})
     return attrs

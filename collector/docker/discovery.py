@@ -12,12 +12,14 @@ import asyncio
 import dataclasses
 import logging
 import random
+from collections import Counter
 from typing import Any, Protocol
 
 import aiodocker
 import aiohttp
 
 from collector.docker.containers import ContainerInfo, from_event
+from collector.docker.eventlines import Skipped
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class Discovery:
         self.reconnects = 0
         self.relists = 0
         self.events_seen = 0
+        self.events_skipped: Counter[str] = Counter()  # by reason (too_large, bad_json): a fixed set
         self._last_event = ""  # "<seconds>.<nanoseconds>" of the last event handled
 
     async def run(self) -> None:
@@ -76,7 +79,7 @@ class Discovery:
     async def _follow(self, events: Any) -> None:
         """Handle events as they come; re-list every interval. The stream is read by a pump task, so
         waiting for the next event can time out without ending the stream."""
-        arrived: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
+        arrived: asyncio.Queue[dict[str, Any] | Skipped | BaseException | None] = asyncio.Queue()
 
         async def pump() -> None:
             try:
@@ -102,6 +105,12 @@ class Discovery:
                     return
                 if isinstance(item, BaseException):
                     raise item
+                if isinstance(item, Skipped):
+                    self._skipped(item)
+                    # Whatever it was about (a start, a destroy), a re-list finds it; not more
+                    # often than once a second however many such events come.
+                    next_relist = min(next_relist, loop.time() + 1.0)
+                    continue
                 self._dispatch(item)
         finally:
             pump_task.cancel()
@@ -123,6 +132,17 @@ class Discovery:
                 present.append(info)
         self._handler.reconcile(present)
         self.relists += 1
+
+    def _skipped(self, skipped: Skipped) -> None:
+        self.events_skipped[skipped.reason] += 1
+        log.warning("docker event skipped", extra={
+            "reason": skipped.reason, "bytes": skipped.size, "action": skipped.action or None,
+            "container_id": skipped.container_id or None, "time_nano": skipped.time_nano or None,
+        })
+        if skipped.time_nano:
+            # `since` is inclusive: resume 1 ns after it, or every reconnect would replay it again.
+            seconds, nanos = divmod(skipped.time_nano + 1, 1_000_000_000)
+            self._last_event = f"{seconds}.{nanos:09d}"
 
     def _dispatch(self, event: dict[str, Any]) -> None:
         action = event.get("Action") or event.get("status", "")

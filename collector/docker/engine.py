@@ -12,8 +12,10 @@ from typing import Any
 
 import aiodocker
 import aiohttp
+from yarl import URL
 
 from collector.docker.containers import ContainerInfo, from_inspect
+from collector.docker.eventlines import Event, EventLines
 
 WATCHED_EVENTS = ("start", "die", "destroy", "rename")
 # aiodocker's default ClientTimeout has no timeouts at all: a hung daemon would hang discovery.
@@ -57,21 +59,30 @@ class Engine:
         return info is not None and info.running
 
     @asynccontextmanager
-    async def events(self, since: str = "") -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+    async def events(self, since: str = "") -> AsyncIterator[AsyncIterator[Event]]:
         """Container events from now on (or replayed from `since`: dockerd keeps its last 256). The
-        stream is open when this is entered, so a list taken afterwards misses nothing in between."""
+        stream is open when this is entered, so a list taken afterwards misses nothing in between.
+        Lines are split here, with our own limit (`eventlines`): an event too large or not JSON
+        comes out as `Skipped` instead of ending the stream."""
         params = {"filters": json.dumps({"type": ["container"], "event": list(WATCHED_EVENTS)})}
         if since:
             params["since"] = since
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=10)
-        async with self.docker._query("events", params=params, timeout=timeout) as response:
+        # aiodocker's session and host, with an unversioned path (dockerd serves its newest API there).
+        url = URL(f"{self.docker.docker_host}/events")
+        async with self.docker.session.get(url, params=params, timeout=timeout) as response:
+            if response.status != 200:
+                text = await response.text(errors="replace")
+                raise aiohttp.ClientResponseError(response.request_info, response.history, status=response.status,
+                                                  message=text[:300])
 
-            async def lines() -> AsyncIterator[dict[str, Any]]:
-                async for raw in response.content:
-                    if raw.strip():
-                        yield json.loads(raw)
+            async def events() -> AsyncIterator[Event]:
+                lines = EventLines()
+                async for data in response.content.iter_any():
+                    for item in lines.feed(data):
+                        yield item
 
-            yield lines()
+            yield events()
 
     async def close(self) -> None:
         await self.docker.close()

@@ -17,6 +17,7 @@ import aiohttp
 
 from collector import __version__
 from collector.config import LokiConfig
+from collector.secrets import Redactor, masked_url, secret_values
 from collector.sinks.answer import sentence
 
 
@@ -82,7 +83,9 @@ def retry_after_seconds(value: str | None, now_wall: float) -> float | None:
 
 
 def describe_error(err: BaseException, url: str, timeout: float) -> str:
-    """A connection failure as short text for logs and /ready, never a Python repr."""
+    """A connection failure as short text for logs and /ready, never a Python repr. The URL is
+    shown without its password (the caller also redacts the text: an exception may quote it)."""
+    url = masked_url(url)
     if isinstance(err, aiohttp.ClientConnectorError):
         where = f"{err.host}:{err.port}"
         os_error = err.os_error
@@ -113,6 +116,8 @@ class AiohttpTransport:
     def __init__(self, config: LokiConfig) -> None:
         self.config = config
         self._session: aiohttp.ClientSession | None = None
+        # Every text leaving here (errors, answer bodies) ends in logs, /ready and last_error.
+        self.redact = Redactor(secret_values(config.url, config.username, config.password, config.bearer_token, config.headers))
 
     def _open(self) -> aiohttp.ClientSession:
         config = self.config
@@ -146,9 +151,11 @@ class AiohttpTransport:
         try:
             async with self._session.post(self.config.url, data=body, headers=headers) as response:
                 text = await response.text(errors="replace")
-                return Reply(response.status, text, response.headers.get("Retry-After"))
+                # A gateway's error page may echo the credentials it was sent.
+                return Reply(response.status, self.redact(text), response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
-            raise Unreachable(describe_error(err, self.config.url, self.config.timeout)) from err
+            # `from None`: a traceback of the chained aiohttp error would show the raw URL.
+            raise Unreachable(self.redact(describe_error(err, self.config.url, self.config.timeout))) from None
 
     async def close(self) -> None:
         if self._session is not None:

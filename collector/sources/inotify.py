@@ -3,14 +3,19 @@
 Linux allows 128 inotify instances per user by default, so the process has exactly one. Events are
 read synchronously whenever the descriptor is readable (and on demand through `sync()`), so a
 tailer can bring the hub up to date with the directory before it looks at the files. The hub also
-counts, per directory, how often each name was created: a json-file tailer learns from it how many
-live files Docker opened, including ones it deleted before anybody read them.
+counts, per directory, how often a live json-file log (`<id>-json.log`) was created: a tailer learns
+from it how many live files Docker opened, including ones it deleted before anybody read them. Other
+names are not counted: dockerd writes `.tmp-config.v2.json<random>` on every health probe.
+
+Directories are keyed by their normalised path, the form asyncinotify gives back in `watch.path`: a
+directory spelled `a//b` or `a/b/` must match the events of its watch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import Counter
 
 from asyncinotify import Inotify, Mask, Watch
@@ -20,6 +25,8 @@ log = logging.getLogger(__name__)
 _DIR_MASK = (
     Mask.MODIFY | Mask.CREATE | Mask.MOVED_TO | Mask.MOVED_FROM | Mask.DELETE | Mask.DELETE_SELF | Mask.CLOSE_WRITE
 )
+# The only name a tailer asks `creations` about (Docker's live json-file log).
+_COUNTED_SUFFIX = "-json.log"
 _STRUCTURE = Mask.CREATE | Mask.MOVED_TO | Mask.MOVED_FROM | Mask.DELETE | Mask.DELETE_SELF | Mask.IGNORED
 
 
@@ -46,6 +53,7 @@ class InotifyHub:
         # The watch each directory holds now. An IN_IGNORED names the watch it ends: one removed
         # and added again (docker restart) must not take the new watch with it.
         self._watches: dict[str, Watch] = {}
+        self._directory_of: dict[Watch, str] = {}  # the inverse of _watches
         self._created: dict[str, Counter[str]] = {}
         self.overflows = 0  # IN_Q_OVERFLOW seen: events were dropped, every tailer looked again
 
@@ -53,18 +61,30 @@ class InotifyHub:
     def watch_count(self) -> int:
         return len(self._watches)
 
+    def table_sizes(self) -> dict[str, int]:
+        """Entries in each table (for /status and the churn tests): all bounded by the watched directories."""
+        return {
+            "watches": len(self._watches),
+            "waiter_dirs": len(self._waiters),
+            "waiters": sum(len(waiters) for waiters in self._waiters.values()),
+            "created_names": sum(len(names) for names in self._created.values()),
+        }
+
     def watching(self, directory: str) -> bool:
-        return directory in self._watches
+        return os.path.normpath(directory) in self._watches
 
     def creations(self, directory: str, name: str) -> int:
-        """How many times `name` was created in `directory` since the watch was added."""
-        return self._created.get(directory, Counter())[name]
+        """How many times `name` (a live `*-json.log`) was created in `directory` since the watch was added."""
+        return self._created.get(os.path.normpath(directory), Counter())[name]
 
     def subscribe(self, directory: str) -> Wakeup:
+        directory = os.path.normpath(directory)
         wake = Wakeup()
         if directory not in self._watches:
             try:
-                self._watches[directory] = self._inotify.add_watch(directory, _DIR_MASK)
+                watch = self._inotify.add_watch(directory, _DIR_MASK)
+                self._watches[directory] = watch
+                self._directory_of[watch] = directory
                 self._created[directory] = Counter()
             except OSError as err:
                 # No watch (e.g. a --rm container's directory is gone already, its log held open):
@@ -74,6 +94,7 @@ class InotifyHub:
         return wake
 
     def unsubscribe(self, directory: str, wake: Wakeup) -> None:
+        directory = os.path.normpath(directory)
         waiters = self._waiters.get(directory)
         if waiters is None:
             return
@@ -84,6 +105,7 @@ class InotifyHub:
         self._created.pop(directory, None)
         watch = self._watches.pop(directory, None)
         if watch is not None:
+            del self._directory_of[watch]
             try:
                 self._inotify.rm_watch(watch)
             except OSError:
@@ -118,17 +140,13 @@ class InotifyHub:
                 for wake in waiters:
                     wake.set_structure()
             return
-        if watch is None:
-            return
-        directory = str(watch.path)
+        directory = self._directory_of.get(watch) if watch is not None else None
+        if directory is None:
+            return  # a late event of a removed watch (or the end of one this directory no longer holds)
         if Mask.IGNORED in mask:
-            if self._watches.get(directory) is watch:
-                del self._watches[directory]
-            else:
-                return  # the end of a watch this directory no longer holds
-        elif self._watches.get(directory) is not watch:
-            return  # a late event of a removed watch
-        if Mask.CREATE in mask and name:
+            del self._watches[directory]
+            del self._directory_of[watch]
+        if Mask.CREATE in mask and name and name.endswith(_COUNTED_SUFFIX):
             self._created.setdefault(directory, Counter())[name] += 1
         structural = bool(mask & _STRUCTURE)
         for wake in self._waiters.get(directory, ()):

@@ -57,6 +57,10 @@ class StreamGuard:
     def active(self, tenant: str) -> int:
         return len(self._active.get(tenant, ()))
 
+    def size(self) -> int:
+        """Label sets remembered over every tenant (those seen within `window`, or up to the limit)."""
+        return sum(len(active) for active in self._active.values())
+
     def _expire(self, active: dict[LabelKey, float], now: float) -> None:
         for key in [key for key, seen in active.items() if now - seen > self.window]:
             del active[key]

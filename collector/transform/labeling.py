@@ -18,6 +18,7 @@ from collector.transform import relabel
 from collector.transform.lines import LineProcessor, ProcessingStats, build_processor
 from collector.transform.guard import StreamGuard
 from collector.transform.multiline import Joiner, continuation_matcher
+from collector.transform.saferegex import PatternError, compile_untrusted
 from collector.transform.routing import StreamLabeler
 from collector.transform.selection import Selector
 
@@ -99,13 +100,15 @@ class Profiler:
 
     def joiner(self, info: ContainerInfo, max_bytes: int, problems: list[str]) -> Joiner | None:
         """Multiline joining for a source of this container, or None."""
+        own = MULTILINE_LABEL in info.labels  # set, even empty (off), it replaces the config's
         spec = info.labels.get(MULTILINE_LABEL, self._processing.multiline).strip()
         if not spec:
             return None
         try:
-            continues = continuation_matcher(spec)
-        except re.error as err:
-            problems.append(f"{MULTILINE_LABEL}={spec!r}: not a preset (java, python, go) or a valid regular expression ({err}); ignored")
+            # The container's own pattern on RE2 (linear time); the config's was checked at startup.
+            continues = continuation_matcher(spec, compile_untrusted) if own else continuation_matcher(spec)
+        except (re.error, PatternError) as err:
+            problems.append(f"{MULTILINE_LABEL}={spec!r}: not a preset (java, python, go) and {err}; ignored")
             return None
         return Joiner(continues, max_bytes, float(self._processing.multiline_timeout))
 

@@ -19,6 +19,7 @@ import msgspec
 from collector.config import ProcessingConfig
 from collector.pipeline.entry import Entry
 from collector.sources.jsonfile import BadTimestamp, parse_timestamp
+from collector.transform.saferegex import Matcher, PatternError, compile_untrusted
 
 DROP_LABEL = "collector.drop"
 KEEP_LABEL = "collector.keep"
@@ -111,7 +112,7 @@ class LineTimestamp:
 
 
 class LineProcessor:
-    def __init__(self, *, drop: list[tuple[str, re.Pattern[str]]], keep: list[re.Pattern[str]],
+    def __init__(self, *, drop: list[tuple[str, Matcher]], keep: list[Matcher],
                  redact: list[tuple[re.Pattern[str], str]], parse: str, fields: frozenset[str],
                  timestamp: LineTimestamp | None, rate: TokenBucket | None, stats: ProcessingStats) -> None:
         self._drop, self._keep, self._redact = drop, keep, redact
@@ -163,18 +164,19 @@ def build_processor(config: ProcessingConfig, docker_labels: dict[str, str], sta
                     problems: list[str]) -> LineProcessor | None:
     """The container's processor, or None when nothing applies; bad labels go to `problems`."""
 
-    def label_regex(name: str) -> re.Pattern[str] | None:
+    def label_regex(name: str) -> Matcher | None:
+        # A container's own pattern: RE2, so no line can make it backtrack for minutes.
         text = docker_labels.get(name, "")
         if not text:
             return None
         try:
-            return re.compile(text)
-        except re.error as err:
-            problems.append(f"{name}={text!r}: not a valid regular expression ({err}); ignored")
+            return compile_untrusted(text)
+        except PatternError as err:
+            problems.append(f"{name}={text!r}: {err}; ignored")
             return None
 
-    drop = [(f"drop[{i}]", re.compile(text)) for i, text in enumerate(config.drop)]
-    keep = [re.compile(text) for text in config.keep]
+    drop: list[tuple[str, Matcher]] = [(f"drop[{i}]", re.compile(text)) for i, text in enumerate(config.drop)]
+    keep: list[Matcher] = [re.compile(text) for text in config.keep]
     own_drop, own_keep = label_regex(DROP_LABEL), label_regex(KEEP_LABEL)
     if own_drop is not None:
         drop.append((f"label {DROP_LABEL}", own_drop))

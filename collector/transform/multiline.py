@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.pipeline.entry import Entry
+from collector.transform.saferegex import Matcher
 
 # Continuation lines of the presets (anything else starts an entry).
 PRESETS = {
@@ -32,12 +33,13 @@ PRESETS = {
 }
 
 
-def continuation_matcher(spec: str) -> Callable[[str], Any]:
-    """A preset name, or a first-line regular expression (lines that do not match it continue)."""
+def continuation_matcher(spec: str, compile: Callable[[str], Matcher] = re.compile) -> Callable[[str], Any]:
+    """A preset name, or a first-line regular expression (lines that do not match it continue),
+    compiled by `compile` (RE2 for a container's own label)."""
     preset = PRESETS.get(spec)
     if preset is not None:
         return preset.match
-    first_line = re.compile(spec)
+    first_line = compile(spec)
     return lambda line: first_line.search(line) is None
 
 

@@ -52,6 +52,10 @@ class StreamLabeler:
         chunks[-1].position = position
         return chunks
 
+    def origin_count(self) -> int:
+        """Label sets remembered (bounded: cleared past 256)."""
+        return len(self._origins)
+
     def _origin(self, base: Origin, labels: dict[str, str]) -> Origin:
         admitted = self.guard.admit(self.tenant, labels, self.foldable)
         if admitted is base.labels:
