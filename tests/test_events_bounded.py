@@ -10,7 +10,6 @@ import logging
 from typing import Any
 
 from aiohttp import web
-
 from polling import wait_until
 
 from collector.docker.containers import ContainerInfo

@@ -10,10 +10,9 @@ from contextlib import contextmanager
 import msgspec
 
 from collector.config import Config, _dec_hook
-from collector.docker.containers import log_attributes
+from collector.docker.containers import ContainerInfo, log_attributes
 from collector.pipeline.entry import Entry
 from collector.transform.labeling import Profiler
-from collector.docker.containers import ContainerInfo
 from collector.transform.lines import ProcessingStats, build_processor
 
 T = 1_795_372_655_000_000_000

@@ -14,7 +14,6 @@ import time
 import aiohttp
 import pytest
 from aiohttp import web
-
 from dockerengine import DockerEngine
 from harness import REPO, CollectorProcess
 from polling import wait_until
@@ -180,6 +179,32 @@ async def _get_text(url: str) -> str:
             return await response.text()
 
 
+async def _outputs_of_a_failing_run(engine: DockerEngine, url: str, env: dict[str, str]) -> list[tuple[str, str]]:
+    """Run the collector against `url` until /ready names the sink; what it showed on every channel."""
+    proc = await CollectorProcess(engine, env={
+        "COLLECTOR_LOKI__URL": url, "COLLECTOR_METRICS__LISTEN": "127.0.0.1:0", "COLLECTOR_LOKI__NOT_READY_AFTER": "1s",
+        "COLLECTOR_LOKI__MIN_BACKOFF": "0.1s", "COLLECTOR_LOKI__MAX_BACKOFF": "0.5s", "COLLECTOR_LOG__LEVEL": "debug", **env,
+    }).start()
+    outputs: list[tuple[str, str]] = []
+    try:
+        await wait_until(lambda: any("push failed" in line or "Loki refuses" in line for line in proc.stderr), 30,
+                         what=lambda: f"a failed push logged: {proc.stderr[-10:]}")
+        deadline = time.monotonic() + 30
+        while True:
+            ready_text = await _get_text(f"{proc.metrics_url}/ready")
+            if '"ready": false' in ready_text and "Loki" in ready_text:
+                break
+            assert time.monotonic() < deadline, f"/ready never named the sink: {ready_text}"
+            await asyncio.sleep(0.3)
+        outputs += [("/ready", ready_text), ("/status", await _get_text(f"{proc.metrics_url}/status")),
+                    ("/metrics", await _get_text(f"{proc.metrics_url}/metrics"))]
+    finally:
+        await proc.stop()
+    outputs.append((f"the log of a run against {url.split('@')[-1]}", "\n".join(proc.stderr)))
+    outputs.append(("stdout", "\n".join(str(entry) for entry in proc.entries)))
+    return outputs
+
+
 @pytest.mark.docker
 async def test_a_running_collector_shows_no_secret_anywhere(containers: DockerEngine) -> None:
     runner, echo_port = await echo_401_server()
@@ -194,30 +219,7 @@ async def test_a_running_collector_shows_no_secret_anywhere(containers: DockerEn
             (f"http://127.0.0.1:{echo_port}/loki/api/v1/push", {"COLLECTOR_LOKI__HEADERS": f'{{"Authorization": "Bearer {HEADER}"}}'}),
             (f"http://127.0.0.1:{echo_port}/loki/api/v1/push", {"COLLECTOR_LOKI__BEARER_TOKEN": TOKEN}),
         ):
-            proc = await CollectorProcess(containers, env={
-                "COLLECTOR_LOKI__URL": url, "COLLECTOR_METRICS__LISTEN": "127.0.0.1:0", "COLLECTOR_LOKI__NOT_READY_AFTER": "1s",
-                "COLLECTOR_LOKI__MIN_BACKOFF": "0.1s", "COLLECTOR_LOKI__MAX_BACKOFF": "0.5s", "COLLECTOR_LOG__LEVEL": "debug", **env,
-            }).start()
-            try:
-                await wait_until(lambda: any("push failed" in line or "Loki refuses" in line for line in proc.stderr), 30,
-                                 what=lambda: f"a failed push logged: {proc.stderr[-10:]}")
-                ready_text = ""
-
-                async def not_ready() -> bool:
-                    nonlocal ready_text
-                    ready_text = await _get_text(f"{proc.metrics_url}/ready")
-                    return '"ready": false' in ready_text and "Loki" in ready_text
-
-                deadline = time.monotonic() + 30
-                while not await not_ready():
-                    assert time.monotonic() < deadline, f"/ready never named the sink: {ready_text}"
-                    await asyncio.sleep(0.3)
-                outputs += [("/ready", ready_text), ("/status", await _get_text(f"{proc.metrics_url}/status")),
-                            ("/metrics", await _get_text(f"{proc.metrics_url}/metrics"))]
-            finally:
-                await proc.stop()
-            outputs.append((f"the log of a run against {url.split('@')[-1]}", "\n".join(proc.stderr)))
-            outputs.append(("stdout", "\n".join(str(entry) for entry in proc.entries)))
+            outputs += await _outputs_of_a_failing_run(containers, url, env)
     finally:
         await runner.cleanup()
     assert any("refused" in text or "cannot connect" in text for where, text in outputs if where == "/ready")

@@ -11,10 +11,8 @@ import time
 
 import pytest
 from asyncinotify import Inotify, Mask
-
 from dockerengine import DockerEngine
 from harness import CollectorProcess
-from polling import wait_until
 from scrape import get, scrape, value
 
 pytestmark = pytest.mark.docker

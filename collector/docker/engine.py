@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import aiodocker
 import aiohttp
@@ -36,8 +35,9 @@ class Engine:
         containers = await self.docker.containers.list(all=True)
         states = {}
         for container in containers:
-            names = container._container.get("Names") or [""]
-            states[container.id] = (names[0].lstrip("/"), container._container.get("State") == "running")
+            # The list's own fields, through the container's public mapping interface.
+            names = (container["Names"] if "Names" in container else None) or [""]
+            states[container.id] = (names[0].lstrip("/"), "State" in container and container["State"] == "running")
         return states
 
     async def inspect(self, container_id: str) -> ContainerInfo | None:

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from collector.config import Config, ConfigError, RelabelRule, parse_size
 from collector.docker.containers import ContainerInfo
 from collector.transform import relabel
-from collector.transform.lines import LineProcessor, ProcessingStats, build_processor
 from collector.transform.guard import StreamGuard
+from collector.transform.lines import LineProcessor, ProcessingStats, build_processor
 from collector.transform.multiline import Joiner, continuation_matcher
-from collector.transform.saferegex import PatternError, compile_untrusted
 from collector.transform.routing import StreamLabeler
+from collector.transform.saferegex import PatternError, compile_untrusted
 from collector.transform.selection import Selector
 
 LABEL_PREFIX = "collector.label."
