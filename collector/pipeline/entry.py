@@ -45,6 +45,16 @@ class StreamPosition(NamedTuple):
 Position = FilePosition | StreamPosition
 
 
+class SpoolMark(NamedTuple):
+    """Where a chunk read back from a lane's spool lies: its delivery is acknowledged to that spool
+    (its position was checkpointed when it became durable), never to the positions."""
+
+    lane: str  # the tenant of the lane whose spool holds it ("" the default lane)
+    segment: int
+    offset: int
+    end: int
+
+
 @dataclass(eq=False, slots=True)
 class Origin:
     """The container a chunk came from, as it was when the chunk was read (rename makes a new Origin)."""
@@ -61,3 +71,4 @@ class Chunk:
     entries: list[Entry]
     nbytes: int  # raw bytes read for these entries: what the queue bound counts
     position: Position | None = None  # resume point after this chunk, advanced when acknowledged
+    spooled: SpoolMark | None = None  # set on chunks read back from the spool

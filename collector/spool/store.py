@@ -1,0 +1,421 @@
+"""A lane's spool: chunks the queue had no room for, on disk, until Loki has them.
+
+Append-only segment files under the lane's directory, one writer: `append` encodes a chunk and
+queues it; the writer task writes what has queued up in one batch and fsyncs it in a thread, then
+the chunks are *durable* (`on_durable`: their positions may advance). Segments rotate at
+`segment_bytes`. Reading back goes oldest first, never past what is durable; a chunk read back
+carries a SpoolMark, and its delivery (`delivered`) advances its segment's delivered prefix. A
+segment is deleted whole once it is sealed, read and delivered. The cursor file holds each
+segment's delivered prefix, checkpointed every second: a restart re-sends at most what was
+delivered since then.
+
+Bounded by `max_bytes` and by `headroom_bytes` kept free on the volume (the positions file lives
+there too). A failure (disk full, an unwritable directory, a segment that cannot be read) is
+counted, logged and makes the spool report itself full until a retry works: the sources then
+wait for queue room as they would without a spool, and no other lane is affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+
+from collector.pipeline.entry import Chunk, SpoolMark
+from collector.spool.cursor import load_cursor, save_cursor
+from collector.spool.format import (
+    HEADER_BYTES,
+    Corrupt,
+    Record,
+    SegmentHeaderError,
+    decode_chunk,
+    encode_chunk,
+    encode_record,
+    parse_header,
+    scan,
+)
+from collector.spool.segment import Segment, SegmentWriter, read_range, segment_seq
+
+log = logging.getLogger(__name__)
+
+READ_WINDOW = 1024 * 1024  # read back this much of a segment at a time (doubled for a larger record)
+ERROR_LOG_INTERVAL = 60.0  # a failing disk is logged once a minute, not once per retry
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolSettings:
+    path: str  # this lane's directory
+    max_bytes: int
+    segment_bytes: int
+    headroom_bytes: int = 4 * 1024 * 1024  # left free on the volume for the positions file
+    lane: str = ""  # the tenant of the lane ("" the default lane): read-back chunks' marks name it
+    checkpoint_interval: float = 1.0
+    retry_interval: float = 1.0
+
+
+@dataclass(slots=True)
+class SpoolStats:
+    writes: int = 0  # records made durable
+    reads: int = 0  # records read back
+    corrupt_records: int = 0  # regions that failed their check (and unreadable segments)
+    skipped_bytes: int = 0
+    torn_records: int = 0  # incomplete last records after a crash: never durable, never acknowledged
+    write_errors: int = 0
+
+
+class Spool:
+    def __init__(self, settings: SpoolSettings, on_durable: Callable[[list[Chunk]], None]) -> None:
+        self.settings = settings
+        self.directory = settings.path
+        self.stats = SpoolStats()
+        self.problem = ""  # why the spool takes nothing now; "" when it is usable
+        self._on_durable = on_durable
+        self._on_change: Callable[[], None] = lambda: None
+        self._segments: dict[int, Segment] = {}  # by sequence number, oldest first; bounded by max_bytes
+        self._active: Segment | None = None
+        self._writer: SegmentWriter | None = None  # owns the active segment's fd
+        self._next_seq = 1
+        self._pending: deque[tuple[Chunk, bytes]] = deque()  # appended, not yet durable
+        self._pending_bytes = 0
+        self._durable_bytes = 0
+        self._batch: asyncio.Task[None] | None = None  # the write in progress
+        self._wake = asyncio.Event()
+        self._free = 0  # free bytes on the volume at the last look
+        self._retry_at = 0.0
+        self._error_logged_at = -ERROR_LOG_INTERVAL
+        self._cursor_dirty = False
+        self._closed = False
+
+    def attach(self, on_change: Callable[[], None]) -> None:
+        """Called when room or readable records may have appeared (the queue wakes its waiters)."""
+        self._on_change = on_change
+
+    # -- startup ---------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Find the segments a previous run left (blocking: once, before anything runs)."""
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            names = sorted(os.listdir(self.directory))
+            self._free = self._free_bytes()
+        except OSError as err:
+            self._failed("cannot use the spool directory", err)
+            return
+        delivered_to = load_cursor(self.directory)
+        for name in names:
+            seq = segment_seq(name)
+            if seq is not None:
+                self._adopt(seq, os.path.join(self.directory, name), delivered_to.get(seq, HEADER_BYTES))
+        self._next_seq = max(self._segments, default=0) + 1
+        self._collect()
+        if self._segments:
+            log.info("spool holds records from the last run", extra={"path": self.directory, "bytes": self.bytes,
+                                                                     "segments": len(self._segments)})
+
+    def _adopt(self, seq: int, path: str, delivered_to: int) -> None:
+        try:
+            size = os.path.getsize(path)
+            if size < HEADER_BYTES:  # cut short while being created: it never held a record
+                os.unlink(path)
+                self.stats.torn_records += 1
+                return
+            created_ns = parse_header(read_range(path, 0, HEADER_BYTES))
+        except SegmentHeaderError as err:
+            self.stats.corrupt_records += 1
+            self.stats.skipped_bytes += size
+            aside = f"{path}.unreadable"
+            log.error("spool segment unreadable; set aside", extra={"path": path, "moved_to": aside, "error": str(err)})
+            try:
+                os.replace(path, aside)
+            except OSError:
+                pass
+            return
+        except OSError as err:
+            self._failed("cannot read a spool segment", err)
+            return
+        start = min(max(HEADER_BYTES, delivered_to), size)
+        self._segments[seq] = Segment(seq, path, created_ns, size, sealed=True, read_at=start, delivered_to=start)
+        self._durable_bytes += size
+
+    # -- what the queue asks -----------------------------------------------------------------------
+    @property
+    def bytes(self) -> int:
+        return self._durable_bytes + self._pending_bytes
+
+    @property
+    def segments(self) -> int:
+        return len(self._segments)
+
+    def oldest_age(self, now_ns: int) -> float:
+        """Seconds since the oldest segment still held was created; 0 when empty."""
+        oldest = next(iter(self._segments.values()), None)
+        return max(0.0, (now_ns - oldest.created_ns) / 1e9) if oldest else 0.0
+
+    def has_room(self, nbytes: int) -> bool:
+        if self.problem or self._closed:
+            return False
+        return (self.bytes + nbytes <= self.settings.max_bytes
+                and self._free - self._pending_bytes - nbytes >= self.settings.headroom_bytes)
+
+    def has_unread(self) -> bool:
+        return any(segment.unread for segment in self._segments.values())
+
+    def caught_up(self) -> bool:
+        """Everything appended is durable and has been read back."""
+        return not self._pending and not self.has_unread()
+
+    # -- writing ------------------------------------------------------------------------------------
+    def append(self, chunk: Chunk) -> None:
+        """Queue the chunk for the next write (after has_room; a little over the bound is taken)."""
+        blob = encode_record(encode_chunk(chunk))
+        self._pending.append((chunk, blob))
+        self._pending_bytes += len(blob)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The writer: batches appends, retries after failures, checkpoints the cursor."""
+        last_checkpoint = time.monotonic()
+        while True:
+            self._wake.clear()
+            now = time.monotonic()
+            if self.problem and not self._pending and now >= self._retry_at:
+                await self._probe()
+            if self._pending and now >= self._retry_at:
+                await self._write_pending()
+                continue
+            if self._cursor_dirty and now - last_checkpoint >= self.settings.checkpoint_interval:
+                await self.save_cursor()
+                last_checkpoint = now
+                continue
+            timeouts = [self.settings.checkpoint_interval]  # also how often free space is looked at
+            if self._pending or self.problem:
+                timeouts.append(self._retry_at - now)
+            try:
+                async with asyncio.timeout(max(0.0, min(timeouts))):
+                    await self._wake.wait()
+            except TimeoutError:
+                await self._refresh_free()
+
+    async def flush(self) -> None:
+        """Write what is queued now (shutdown); stops at the first failure."""
+        while self._pending:
+            errors = self.stats.write_errors
+            await self._write_pending()
+            if self.stats.write_errors != errors:
+                return
+
+    async def _write_pending(self) -> None:
+        while self._batch is not None and not self._batch.done():
+            await asyncio.shield(self._batch)
+        if self._pending:
+            # A task of its own: a cancelled caller must not leave a write half accounted for.
+            self._batch = asyncio.create_task(self._write_batch(), name="spool-write")
+            await asyncio.shield(self._batch)
+
+    async def _write_batch(self) -> None:
+        try:
+            if self._writer is None or self._active is None or self._active.size >= self.settings.segment_bytes:
+                await self._rotate()
+        except OSError as err:
+            self._failed("cannot create a spool segment", err)
+            return
+        writer, active = self._writer, self._active
+        assert writer is not None and active is not None
+        room = self.settings.segment_bytes - active.size
+        count = size = 0
+        for _, blob in self._pending:  # up to the segment's size; at least one record
+            if count and size + len(blob) > room:
+                break
+            count, size = count + 1, size + len(blob)
+        data = b"".join(blob for _, blob in list(self._pending)[:count])
+        try:
+            await asyncio.to_thread(writer.write, data)
+        except OSError as err:
+            try:
+                await asyncio.to_thread(writer.truncate, active.size)
+            except OSError:
+                pass  # the record's CRC still tells it from a whole one when read back
+            self._seal_active()
+            self._failed("cannot write to the spool", err)
+            return
+        active.size += size
+        self._durable_bytes += size
+        self._pending_bytes -= size
+        durable = [self._pending.popleft()[0] for _ in range(count)]
+        self.stats.writes += count
+        if self.problem:
+            log.info("spool writable again", extra={"path": self.directory})
+            self.problem = ""
+        await self._refresh_free()
+        self._on_durable(durable)
+        self._on_change()
+
+    async def _rotate(self) -> None:
+        self._seal_active()
+        seq, self._next_seq = self._next_seq, self._next_seq + 1
+        created_ns = time.time_ns()
+        self._writer = await asyncio.to_thread(SegmentWriter.create, self.directory, seq, created_ns)
+        self._active = self._segments[seq] = Segment(seq, self._writer.path, created_ns, HEADER_BYTES, sealed=False)
+        self._durable_bytes += HEADER_BYTES
+
+    def _seal_active(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close()
+        if self._active is not None:
+            self._active.sealed = True
+            self._active = None
+
+    async def _probe(self) -> None:
+        """After a failure with nothing waiting to be written: is the directory usable again?"""
+        try:
+            await asyncio.to_thread(os.makedirs, self.directory, exist_ok=True)
+            if not os.access(self.directory, os.W_OK):
+                raise PermissionError(f"{self.directory} is not writable")
+        except OSError as err:
+            self._failed("cannot use the spool directory", err)
+            return
+        self.problem = ""
+        await self._refresh_free()
+
+    def _failed(self, what: str, err: OSError) -> None:
+        self.stats.write_errors += 1
+        self.problem = f"{what}: {err}"
+        self._retry_at = time.monotonic() + self.settings.retry_interval
+        if time.monotonic() - self._error_logged_at >= ERROR_LOG_INTERVAL:
+            self._error_logged_at = time.monotonic()
+            log.error("spool unusable; sources wait for queue room until it works again",
+                      extra={"path": self.directory, "error": self.problem, "write_errors": self.stats.write_errors})
+
+    def _free_bytes(self) -> int:
+        status = os.statvfs(self.directory)
+        return status.f_bavail * status.f_frsize
+
+    async def _refresh_free(self) -> None:
+        try:
+            self._free = await asyncio.to_thread(self._free_bytes)
+        except OSError:
+            self._free = 0
+        self._on_change()
+
+    # -- reading back ---------------------------------------------------------------------------------
+    async def read(self, max_bytes: int) -> list[Chunk]:
+        """Durable chunks not yet read, oldest first, up to `max_bytes` of them (at least one)."""
+        out: list[Chunk] = []
+        taken = 0
+        while taken < max_bytes and (segment := self._first_unread()) is not None:
+            taken += await self._read_segment(segment, max_bytes - taken, out)
+        self._collect()
+        return out
+
+    def _first_unread(self) -> Segment | None:
+        return next((segment for segment in self._segments.values() if segment.unread), None)
+
+    async def _read_segment(self, segment: Segment, budget: int, out: list[Chunk]) -> int:
+        window = READ_WINDOW
+        while True:
+            start, length = segment.read_at, min(segment.size - segment.read_at, window)
+            try:
+                data = await asyncio.to_thread(read_range, segment.path, start, length)
+            except OSError as err:
+                self._skip(segment, start, segment.size, f"spool segment unreadable: {err}")
+                return 0
+            if len(data) < length:  # shorter than it was: the rest is gone
+                self._skip(segment, start + len(data), segment.size, "spool segment shorter than written")
+            at_eof = start + len(data) >= segment.size
+            taken, progressed = 0, False
+            for item in scan(data, base=start, at_eof=at_eof):
+                progressed = True
+                segment.read_at = item.end
+                if not isinstance(item, Record):
+                    self._skip(segment, item.offset, item.end, "corrupt spool record skipped" if isinstance(item, Corrupt) else "")
+                    continue
+                try:
+                    chunk = decode_chunk(item.payload)
+                except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as err:
+                    self._skip(segment, item.offset, item.end, f"spool record undecodable: {err}")
+                    continue
+                chunk.spooled = SpoolMark(self.settings.lane, segment.seq, item.offset, item.end)
+                out.append(chunk)
+                self.stats.reads += 1
+                taken += chunk.nbytes
+                if taken >= budget:
+                    break
+            if progressed or at_eof:
+                return taken
+            window *= 2  # one record larger than the window
+
+    def _skip(self, segment: Segment, offset: int, end: int, why: str) -> None:
+        """Bytes that will never be sent: a torn tail (`why` empty) or corruption (counted, logged)."""
+        segment.read_at = max(segment.read_at, end)
+        segment.resolve(offset, end)
+        self._cursor_dirty = True
+        if not why:
+            self.stats.torn_records += 1
+            return
+        self.stats.corrupt_records += 1
+        self.stats.skipped_bytes += end - offset
+        log.error(why, extra={"path": segment.path, "offset": offset, "skipped_bytes": end - offset})
+
+    # -- delivery --------------------------------------------------------------------------------
+    def delivered(self, mark: SpoolMark) -> None:
+        """Loki has the chunk read back at `mark` (or it was counted as dropped)."""
+        segment = self._segments.get(mark.segment)
+        if segment is None:
+            return
+        segment.resolve(mark.offset, mark.end)
+        self._cursor_dirty = True
+        if segment.delivered:
+            self._collect()
+
+    def _collect(self) -> None:
+        """Delete segments that are sealed, read and delivered (the active one too when idle)."""
+        writing = bool(self._pending) or (self._batch is not None and not self._batch.done())
+        freed = False
+        for segment in [s for s in self._segments.values() if s.delivered]:
+            if segment is self._active:
+                if writing:
+                    continue
+                self._seal_active()
+            try:
+                os.unlink(segment.path)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                log.error("cannot delete a delivered spool segment", extra={"path": segment.path, "error": str(err)})
+                continue
+            del self._segments[segment.seq]
+            self._durable_bytes -= segment.size
+            self._cursor_dirty = freed = True
+        if freed:
+            self._on_change()
+
+    async def save_cursor(self) -> None:
+        self._cursor_dirty = False
+        delivered_to = {segment.seq: segment.delivered_to for segment in self._segments.values()}
+        try:
+            await asyncio.to_thread(save_cursor, self.directory, delivered_to)
+        except OSError as err:
+            self._cursor_dirty = True
+            self._failed("cannot write the spool cursor", err)
+
+    # -- the end ------------------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Write what is queued, checkpoint the cursor, close the segment file (once)."""
+        if self._closed:
+            return
+        if not self.problem or self._pending:
+            await self.flush()
+        if not self.problem:
+            await self.save_cursor()
+        self.abandon()
+
+    def abandon(self) -> None:
+        """Close the file without writing anything more (what a crash leaves; also the end of close)."""
+        self._closed = True
+        self._seal_active()
