@@ -134,9 +134,14 @@ class PositionStore:
     def acknowledge(self, chunks: Iterable[Chunk]) -> None:
         # Chunks of one container are acknowledged in read order, so the last one wins.
         for chunk in chunks:
-            if chunk.position is not None and chunk.origin.container_id not in self._gone:
-                self._acked[chunk.origin.container_id] = chunk.position
-                self._dirty.set()
+            if chunk.position is not None:
+                self.advance(chunk.origin.container_id, chunk.position)
+
+    def advance(self, container_id: str, position: Position) -> None:
+        """The container's chunks up to `position` are delivered or durable (in read order)."""
+        if container_id not in self._gone:
+            self._acked[container_id] = position
+            self._dirty.set()
 
     def forget(self, container_id: str) -> None:
         self._gone[container_id] = None

@@ -5,15 +5,35 @@ each source puts bounded chunks and waits its turn behind the others.
 
 The sink can pause one container (Loki throttles its stream): its source then waits before it
 reads, out of the line of putters, so the others keep their turns and the log file stays the buffer.
+
+With a spool (spool/store.py), a full queue *spills*: room() returns at once while the spool has
+room, and put_nowait appends to the spool instead. Once the lane spills, every chunk of it goes to
+the spool until `refill` has read the spool back up to its writer (order is kept without tracking
+containers); then the memory path again. A full spool: room() waits, as without one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from collector.pipeline.entry import Chunk
+
+log = logging.getLogger(__name__)
+
+
+class Overflow(Protocol):
+    """What the queue needs of a spool."""
+
+    def attach(self, on_change: Callable[[], None]) -> None: ...
+    def has_room(self, nbytes: int) -> bool: ...
+    def append(self, chunk: Chunk) -> None: ...
+    def has_unread(self) -> bool: ...
+    def caught_up(self) -> bool: ...
+    async def read(self, max_bytes: int) -> list[Chunk]: ...
 
 
 class QueueClosed(Exception):
@@ -21,9 +41,16 @@ class QueueClosed(Exception):
 
 
 class ChunkQueue:
-    def __init__(self, max_bytes: int, on_put: Callable[[Chunk], None] | None = None) -> None:
+    def __init__(self, max_bytes: int, on_put: Callable[[Chunk], None] | None = None, spool: Overflow | None = None) -> None:
         self.max_bytes = max_bytes
-        self._on_put = on_put  # sees every chunk that goes in (the in-flight ledger)
+        self._on_put = on_put  # sees every chunk that goes in, to memory or to the spool (the ledgers)
+        self._spool = spool
+        # A backlog a previous run left in the spool goes before anything read now.
+        self._spilling = spool is not None and spool.has_unread()
+        self._refill_wanted = asyncio.Event()
+        self.spills = 0  # times the lane switched to the spool
+        if spool is not None:
+            spool.attach(self._spool_changed)
         self._items: deque[Chunk] = deque()
         self._bytes = 0
         self._closed = False
@@ -35,9 +62,24 @@ class ChunkQueue:
     def nbytes(self) -> int:
         return self._bytes
 
+    @property
+    def spilling(self) -> bool:
+        return self._spilling
+
     def _fits(self, nbytes: int) -> bool:
+        if self._spilling:
+            return self._spool is not None and self._spool.has_room(nbytes)
         # An item larger than the bound still goes in when the queue is empty, else it never would.
-        return not self._items or self._bytes + nbytes <= self.max_bytes
+        return not self._items or self._bytes + nbytes <= self.max_bytes or self._spills_to_spool(nbytes)
+
+    def _spills_to_spool(self, nbytes: int) -> bool:
+        return self._spool is not None and self._spool.has_room(nbytes)
+
+    def _spool_changed(self) -> None:
+        """The spool has durable records to read back, or room again."""
+        self._refill_wanted.set()
+        if self._fits(1):
+            self._wake(self._putters)
 
     async def room(self, nbytes: int, container_id: str = "") -> None:
         """Wait for this caller's turn and room for `nbytes`. A source calls it before it reads, then
@@ -47,7 +89,7 @@ class ChunkQueue:
         A paused container waits first, outside the line, until the sink resumes it."""
         while (paused := self._paused.get(container_id)) is not None and not self._closed:
             await paused.wait()
-        if await self._turn(nbytes) and self._bytes < self.max_bytes:
+        if await self._turn(nbytes) and self._fits(1):
             self._wake(self._putters)
 
     async def put(self, chunk: Chunk) -> None:
@@ -91,19 +133,63 @@ class ChunkQueue:
         """Queue without waiting (after room(), or for the little a source flushes at its end)."""
         if self._closed:
             raise QueueClosed("queue closed")
-        self._items.append(chunk)
-        self._bytes += chunk.nbytes
         if self._on_put is not None:
             self._on_put(chunk)
-        self._wake(self._getters)
-        if self._bytes < self.max_bytes:
+        if self._spool is not None and (self._spilling or self._items and self._bytes + chunk.nbytes > self.max_bytes
+                                        and self._spool.has_room(chunk.nbytes)):
+            if not self._spilling:
+                self._spilling = True
+                self.spills += 1
+                log.info("queue full: spilling to the spool", extra={"queued_bytes": self._bytes})
+            self._spool.append(chunk)
+        else:
+            self._items.append(chunk)
+            self._bytes += chunk.nbytes
+            self._wake(self._getters)
+        if self._fits(1):
             self._wake(self._putters)
+
+    async def refill(self) -> None:
+        """Read the spool back into memory, in order, whenever there is room (a task per lane with
+        a spool); ends when the queue closes."""
+        spool = self._spool
+        assert spool is not None
+        while not self._closed:
+            self._refill_wanted.clear()
+            free = self.max_bytes - self._bytes
+            if free > 0 and spool.has_unread():
+                for chunk in await spool.read(free):  # at least one, even above the bound
+                    self._items.append(chunk)
+                    self._bytes += chunk.nbytes
+                self._wake(self._getters)
+                continue
+            if self._spilling and spool.caught_up():
+                self._spilling = False  # read back up to the writer: the memory path again
+                log.info("spool read back: the memory path again")
+                self._wake(self._putters)
+            await self._refill_wanted.wait()
+
+    def spill_remaining(self) -> int:
+        """At shutdown, once the sink is gone: what is still queued goes to the spool (durable at
+        its flush) rather than being lost with the process. Read-back chunks are in the spool
+        already. Returns how many chunks were spooled."""
+        if self._spool is None:
+            return 0
+        spooled = 0
+        while self._items:
+            chunk = self._items.popleft()
+            self._bytes -= chunk.nbytes
+            if chunk.spooled is None:
+                self._spool.append(chunk)
+                spooled += 1
+        return spooled
 
     def get_nowait(self) -> Chunk | None:
         if not self._items:
             return None
         chunk = self._items.popleft()
         self._bytes -= chunk.nbytes
+        self._refill_wanted.set()
         self._wake(self._putters)
         return chunk
 
@@ -126,6 +212,7 @@ class ChunkQueue:
     def close(self) -> None:
         """No more puts; getters drain what is left, then get QueueClosed."""
         self._closed = True
+        self._refill_wanted.set()
         for container_id in list(self._paused):
             self.resume(container_id)
         for waiters in (self._putters, self._getters):
