@@ -165,6 +165,10 @@ def _status(listen: str, url: str, raw: bool) -> int:
         return 0
     print(f"host {status['host']}  docker {'connected' if status['docker_connected'] else 'DISCONNECTED'}  "
           f"sink {status['sink']}  queue {status['queue_bytes']} bytes  last push {'ok' if status['last_push_ok'] else 'FAILED'}")
+    if (spool := status.get("spool")) and spool.get("enabled"):
+        print(f"spool {spool['bytes']} of {spool['max_bytes']} bytes  oldest {spool['oldest_age_seconds']:.0f} s"
+              + (f"  spilling: {', '.join(spool['spilling'])}" if spool["spilling"] else "")
+              + (f"  PROBLEM: {'; '.join(spool['problems'])}" if spool["problems"] else ""))
     print(format_table(status_rows(status)))
     if throttled := throttled_rows(status):
         print()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import time
 from typing import Any
 
-from collector.config import Config, start_at_seconds
+from collector.config import Config, spool_directory, start_at_seconds
 from collector.docker.discovery import Discovery
 from collector.docker.engine import Engine
 from collector.docker.logstream import LogStreamClient
@@ -15,12 +17,14 @@ from collector.docker.self_id import own_container_id
 from collector.metrics import Observability
 from collector.pipeline.entry import Chunk
 from collector.pipeline.inflight import InFlight
+from collector.pipeline.readorder import ReadOrder
 from collector.positions import PositionStore
 from collector.sinks.base import Sink
 from collector.sinks.lanes import make_lanes, merged_stats
 from collector.sinks.loki import LokiSink, PushStats
 from collector.sinks.stdout import StdoutSink
 from collector.sources.files import InotifyHub, TailerSettings
+from collector.spool.store import Spool, SpoolSettings
 from collector.sources.registry import RegistrySettings, SourceRegistry
 from collector.sources.stream import StreamSettings
 from collector.startup_report import settings_facts
@@ -36,6 +40,10 @@ class Collector:
         self.config_path = config_path
         self.inflight = InFlight()
         self.positions = PositionStore(config.positions.path, config.positions.sync_interval)
+        # Positions advance past a chunk once it and every older chunk of its container are durable
+        # in a spool or delivered by the sink.
+        self.order = ReadOrder(self.positions.advance)
+        self.spools: dict[str, Spool] = {}  # by tenant; owned here, closed once at the end of run()
         self.hub = InotifyHub()
         self.engine = Engine(config.docker.host)
         self.observability = Observability(self)
@@ -43,7 +51,8 @@ class Collector:
             LokiSink(config.loki, self.observability.sink_metrics) if config.loki.url else StdoutSink()
         )
         # One queue and sender per tenant; the default lane is the only one without tenants_allowed.
-        self.lanes = make_lanes(config, default_sink, self.inflight.queued, self.observability.sink_metrics)
+        self.lanes = make_lanes(config, default_sink, self._queued, self.observability.sink_metrics,
+                                self._make_spool if config.spool.enabled else lambda tenant, lanes: None)
         self.queue, self.sink = self.lanes[""].queue, default_sink
         self.own_id = config.docker.self_id or own_container_id()
         self.streams = LogStreamClient(config.docker.host)
@@ -78,6 +87,9 @@ class Collector:
         log.info("collector starting", extra=settings_facts(
             self.config, self.config_path, self.own_id, self.registry.files_usable, self.registry.files_problem))
         self.positions.load()
+        for tenant, spool in self.spools.items():
+            spool.open()
+            self.lanes[tenant].queue.backlog_first()
         try:
             if self.config.metrics.listen:
                 await self.observability.start(self.config.metrics.listen)  # a busy port: ConfigError, exit 2
@@ -88,6 +100,9 @@ class Collector:
                     sink_tasks = [group.create_task(lane.sink.run(lane.queue, self._acknowledge), name=f"sink:{lane.tenant or 'default'}")
                                   for lane in self.lanes.values()]
                     sink_tasks[0].add_done_callback(lambda _: stop.set())  # a sink that ends early (stdout closed) stops the run
+                    spool_tasks = [group.create_task(task, name=f"{what}:{tenant or 'default'}")
+                                   for tenant, spool in self.spools.items()
+                                   for what, task in (("spool", spool.run()), ("refill", self.lanes[tenant].queue.refill()))]
                     registry_task = group.create_task(self.registry.run(), name="sources")
                     await self.registry.running.wait()  # its task group must exist before events arrive
                     discovery_task = group.create_task(self.discovery.run(), name="discovery")
@@ -105,9 +120,20 @@ class Collector:
                         async with asyncio.timeout(self.config.shutdown.flush_timeout):
                             await asyncio.shield(asyncio.gather(*sink_tasks))
                     except TimeoutError:
-                        log.error("flush timed out; unsent entries stay in the log files", extra={"queued_bytes": self.queue_bytes})
                         for task in sink_tasks:
                             task.cancel()
+                        await asyncio.wait(sink_tasks)
+                        # What is still queued goes to the spool (a `--rm` stream's lines are nowhere else);
+                        # what the sink held is re-read from the log files (positions never passed it).
+                        spooled = sum(lane.queue.spill_remaining() for lane in self.lanes.values())
+                        log.error("flush timed out; queued chunks go to the spool, unsent entries the sink held stay in the log files",
+                                  extra={"queued_bytes": self.queue_bytes, "spooled_chunks": spooled})
+                    for task in spool_tasks:
+                        task.cancel()
+                    if spool_tasks:
+                        await asyncio.wait(spool_tasks)
+                    for spool in self.spools.values():
+                        await spool.close()  # durable: their positions advance before the final checkpoint
                     writer_task.cancel()
                     await asyncio.wait([writer_task])  # a save in progress ends before the final one starts
                     await self.positions.save()  # the final checkpoint: everything acknowledged
@@ -121,14 +147,36 @@ class Collector:
                 await self.positions.save()
                 raise
         finally:
+            for spool in self.spools.values():
+                spool.abandon()  # closed already after an orderly stop; after a failure, what is on disk stays
             self.hub.close()
             await self.streams.close()
             await self.engine.close()
         log.info("collector stopped")
 
+    def _make_spool(self, tenant: str, lanes: int) -> Spool:
+        config = self.config.spool
+        name = f"tenant-{tenant.encode().hex()}" if tenant else "default"  # any tenant id is a safe file name
+        settings = SpoolSettings(os.path.join(spool_directory(self.config), name), max(2 * config.segment_bytes, config.max_bytes // lanes),
+                                 config.segment_bytes, lane=tenant)
+        spool = self.spools[tenant] = Spool(settings, self.order.complete)
+        return spool
+
+    def _queued(self, chunk: Chunk) -> None:
+        """A chunk was read: into the queue or a spool."""
+        self.inflight.queued(chunk)
+        self.order.track(chunk)
+
     def _acknowledge(self, chunks: list[Chunk]) -> None:
-        """Delivered: advance the positions and settle the in-flight ledger."""
-        self.positions.acknowledge(chunks)
+        """Delivered: a read-back chunk settles its spool (its position advanced when it became
+        durable); any other advances the positions in read order. Both settle the in-flight ledger."""
+        fresh = []
+        for chunk in chunks:
+            if chunk.spooled is None:
+                fresh.append(chunk)
+            elif (spool := self.spools.get(chunk.spooled.lane)) is not None:
+                spool.delivered(chunk.spooled)
+        self.order.complete(fresh)
         self.inflight.acknowledged(chunks)
 
     # -- what /metrics, /ready and /status read ----------------------------------------------
@@ -144,6 +192,10 @@ class Collector:
         if not self.discovery.connected:
             problems.append("docker unreachable")
         problems += self.registry.unreadable()
+        for tenant, spool in self.spools.items():
+            if spool.bytes > 0.9 * spool.settings.max_bytes:
+                problems.append(f"spool{' of tenant ' + tenant if tenant else ''} over 90 % full ({spool.bytes} of {spool.settings.max_bytes} bytes); "
+                                "when it is full, sources wait and Docker may rotate unread lines away")
         for lane in self.lanes.values():
             if isinstance(lane.sink, LokiSink):
                 waiting = lane.sink.pending or lane.queue.nbytes
@@ -158,7 +210,21 @@ class Collector:
         status = build_status(self.registry, self.positions, self.inflight, self.queue_bytes, self.push_stats(),
                               self.discovery.connected, throttled)
         status["tables"] = self.table_sizes()
+        status["spool"] = self.spool_status()
         return status
+
+    def spool_status(self) -> dict[str, Any]:
+        now_ns = time.time_ns()
+        spools = list(self.spools.values())
+        return {
+            "enabled": bool(spools),
+            "bytes": sum(spool.bytes for spool in spools),
+            "max_bytes": sum(spool.settings.max_bytes for spool in spools),
+            "segments": sum(spool.segments for spool in spools),
+            "oldest_age_seconds": round(max((spool.oldest_age(now_ns) for spool in spools), default=0.0), 3),
+            "spilling": [lane.tenant or "default" for lane in self.lanes.values() if lane.queue.spilling],
+            "problems": [spool.problem for spool in spools if spool.problem],
+        }
 
     def table_sizes(self) -> dict[str, int]:
         """Entries in the tables keyed by container, file or label set: flat under churn, or something leaks."""
@@ -169,6 +235,8 @@ class Collector:
             "sink_unacknowledged_chunks": sum(lane.sink.pending for lane in self.lanes.values() if isinstance(lane.sink, LokiSink)),
             "sink_throttled_label_sets": sum(len(lane.sink.throttle.sets) for lane in self.lanes.values() if isinstance(lane.sink, LokiSink)),
             "queue_paused_containers": sum(len(lane.queue.paused) for lane in self.lanes.values()),
+            "read_order_chunks": len(self.order),
+            "spool_segments": sum(spool.segments for spool in self.spools.values()),
         }
         sizes.update({f"positions_{name}": size for name, size in self.positions.table_sizes().items()})
         sizes.update({f"inotify_{name}": size for name, size in self.hub.table_sizes().items()})

@@ -378,6 +378,19 @@ class PositionsConfig(_Section):
                 _require(False, "start_at", self.start_at, "must be a duration (e.g. 1h), 'all' or 'end'")
 
 
+class SpoolConfig(_Section):
+    # Where read chunks go when the queue is full (Loki slow or down), so sources keep reading
+    # while Docker rotates their logs away; read back oldest first once Loki takes them.
+    enabled: bool = True
+    path: str = ""  # "": a `spool` directory beside positions.path (the same volume)
+    max_bytes: ByteSize = ByteSize(1024 * 1024 * 1024)
+    segment_bytes: ByteSize = ByteSize(8 * 1024 * 1024)
+
+    def __post_init__(self) -> None:
+        _require(self.segment_bytes >= 64 * 1024, "segment_bytes", self.segment_bytes, "must be >= 64KiB")
+        _require(self.max_bytes >= 2 * self.segment_bytes, "max_bytes", self.max_bytes, "must be >= 2 x segment_bytes")
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -410,6 +423,7 @@ class Config(_Section):
     processing: ProcessingConfig = msgspec.field(default_factory=ProcessingConfig)
     loki: LokiConfig = msgspec.field(default_factory=LokiConfig)
     positions: PositionsConfig = msgspec.field(default_factory=PositionsConfig)
+    spool: SpoolConfig = msgspec.field(default_factory=SpoolConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
@@ -628,6 +642,11 @@ def masked(config: Config) -> dict[str, Any]:
     shown["loki"]["url"] = masked_url(config.loki.url)
     shown["loki"]["headers"] = masked_headers(config.loki.headers)  # e.g. Authorization
     return shown
+
+
+def spool_directory(config: Config) -> str:
+    """spool.path, or a `spool` directory beside the positions file."""
+    return config.spool.path or os.path.join(os.path.dirname(config.positions.path) or ".", "spool")
 
 
 def start_at_seconds(config: Config) -> float | None:

@@ -13,7 +13,7 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -28,6 +28,7 @@ from collector.positions import PositionStore
 from collector.sinks.loki import PushStats
 from collector.sources.files import InotifyHub
 from collector.sources.registry import SourceRegistry
+from collector.spool.store import Spool
 
 log = logging.getLogger(__name__)
 disable_created_metrics()  # *_created series only add noise here
@@ -83,6 +84,26 @@ class SinkMetrics:
             self.lag.observe(max(0.0, now - ts_ns / 1e9))
 
 
+def spool_metrics(spools: Iterable[Spool]) -> Iterator[Metric]:
+    """Every lane's spool added up."""
+    spools = list(spools)
+    now_ns = time.time_ns()
+    yield GaugeMetricFamily("collector_spool_bytes", "Bytes in the spools (on disk and being written).", value=sum(s.bytes for s in spools))
+    yield GaugeMetricFamily("collector_spool_max_bytes", "The spools' bound (spool.max_bytes).", value=sum(s.settings.max_bytes for s in spools))
+    yield GaugeMetricFamily("collector_spool_segments", "Segment files in the spools.", value=sum(s.segments for s in spools))
+    yield GaugeMetricFamily("collector_spool_oldest_age_seconds", "Age of the oldest spool segment not yet delivered.",
+                            value=max((s.oldest_age(now_ns) for s in spools), default=0.0))
+    for name, field, doc in (
+        ("writes", "writes", "Chunks made durable in a spool."),
+        ("reads", "reads", "Chunks read back from a spool."),
+        ("corrupt_records", "corrupt_records", "Spool records (or whole segments) that failed their check and were skipped."),
+        ("skipped_bytes", "skipped_bytes", "Spool bytes skipped as corrupt."),
+        ("torn_records", "torn_records", "Incomplete last records found after a crash (never durable, never acknowledged)."),
+        ("write_errors", "write_errors", "Spool writes that failed (disk full, unwritable directory); the spool is retried."),
+    ):
+        yield CounterMetricFamily(f"collector_spool_{name}", doc, value=sum(getattr(s.stats, field) for s in spools))
+
+
 def _by_label(family: type[CounterMetricFamily] | type[GaugeMetricFamily], name: str, doc: str, label: str, counts: Mapping[str, int]) -> Metric:
     metric = family(name, doc, labels=[label])
     for key, count in counts.items():
@@ -99,6 +120,7 @@ class Pipeline(Protocol):
     hub: InotifyHub
     streams: LogStreamClient
     discovery: Discovery
+    spools: dict[str, Spool]  # by tenant; empty when spool.enabled is false
 
     def push_stats(self) -> PushStats | None: ...
     def not_ready(self) -> list[str]: ...
@@ -180,6 +202,8 @@ class _StateCollector:
                                 value=sum(lane.queue.nbytes for lane in lanes))
         yield GaugeMetricFamily("collector_queue_max_bytes", "The queues' bound (every tenant's share added up).",
                                 value=sum(lane.queue.max_bytes for lane in lanes))
+
+        yield from spool_metrics(app.spools.values())
 
         positions = app.positions
         yield GaugeMetricFamily("collector_position_checkpoint_age_seconds", "Seconds since positions were last written.", value=positions.checkpoint_age())

@@ -45,8 +45,8 @@ class ChunkQueue:
         self.max_bytes = max_bytes
         self._on_put = on_put  # sees every chunk that goes in, to memory or to the spool (the ledgers)
         self._spool = spool
-        # A backlog a previous run left in the spool goes before anything read now.
-        self._spilling = spool is not None and spool.has_unread()
+        self._spilling = False
+        self.backlog_first()
         self._refill_wanted = asyncio.Event()
         self.spills = 0  # times the lane switched to the spool
         if spool is not None:
@@ -61,6 +61,12 @@ class ChunkQueue:
     @property
     def nbytes(self) -> int:
         return self._bytes
+
+    def backlog_first(self) -> None:
+        """A backlog a previous run left in the spool goes before anything read now (call it once
+        the spool is open, before sources start)."""
+        if self._spool is not None and self._spool.has_unread():
+            self._spilling = True
 
     @property
     def spilling(self) -> bool:

@@ -14,7 +14,7 @@ import msgspec
 
 from collector.config import Config
 from collector.pipeline.entry import Chunk
-from collector.pipeline.queue import ChunkQueue
+from collector.pipeline.queue import ChunkQueue, Overflow
 from collector.sinks.base import Sink
 from collector.sinks.loki import LokiSink, PushObserver, PushStats
 
@@ -29,14 +29,18 @@ class Lane:
 
 
 def make_lanes(config: Config, default_sink: Sink, on_put: Callable[[Chunk], None],
-               observer: PushObserver | None) -> dict[str, Lane]:
+               observer: PushObserver | None,
+               spool_for: Callable[[str, int], Overflow | None] = lambda tenant, lanes: None) -> dict[str, Lane]:
+    """`spool_for(tenant, number of lanes)`: the lane's spool (each lane has its share), or None."""
     tenants = [tenant for tenant in dict.fromkeys(config.loki.tenants_allowed) if tenant]
     if not isinstance(default_sink, LokiSink):
         tenants = []  # stdout: one lane; the tenant is a Loki notion
     share = max(MIN_LANE_BYTES, config.queue.max_bytes // (1 + len(tenants)))
-    lanes = {"": Lane("", ChunkQueue(share if tenants else config.queue.max_bytes, on_put=on_put), default_sink)}
+    count = 1 + len(tenants)
+    lanes = {"": Lane("", ChunkQueue(share if tenants else config.queue.max_bytes, on_put=on_put, spool=spool_for("", count)),
+                      default_sink)}
     for tenant in tenants:
-        lanes[tenant] = Lane(tenant, ChunkQueue(share, on_put=on_put),
+        lanes[tenant] = Lane(tenant, ChunkQueue(share, on_put=on_put, spool=spool_for(tenant, count)),
                              LokiSink(msgspec.structs.replace(config.loki, tenant=tenant), observer))
     return lanes
 
