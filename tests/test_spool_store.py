@@ -187,3 +187,22 @@ async def test_a_write_error_keeps_the_chunks_and_retries_them(tmp_path: Path) -
     runner.cancel()
     assert len(durable.chunks) == 1 and spool.has_room(1)
     await spool.close()
+
+
+async def test_chunks_read_back_share_their_containers_origin_object(tmp_path: Path) -> None:
+    """The sink files a push's entries under (id(origin), stream) and orders streams by size: a new
+    Origin per read-back chunk would make each its own stream and reorder a container's lines."""
+    spool = opened(tmp_path)
+    live = [chunk("a", i) for i in range(3)]
+    for c in live:
+        c.origin = live[0].origin  # a source keeps one Origin until a rename
+        spool.append(c)
+    spool.append(chunk("b", 0))
+    await spool.flush()
+    back = await read_all(spool)
+    assert all(c.origin is live[0].origin for c in back[:3]) and back[3].origin is not live[0].origin
+    await spool.close()
+    again = opened(tmp_path)  # after a restart: one Origin per container among themselves
+    back = await read_all(again)
+    assert back[0].origin is back[1].origin is back[2].origin and back[3].origin is not back[0].origin
+    await again.close()

@@ -40,6 +40,7 @@ from collector.spool.format import (
     parse_header,
     scan,
 )
+from collector.spool.origins import Origins
 from collector.spool.segment import Segment, SegmentWriter, read_range, segment_seq
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class Spool:
         self._error_logged_at = -ERROR_LOG_INTERVAL
         self._cursor_dirty = False
         self._closed = False
+        self._origins = Origins()  # read-back chunks share their container's Origin object
 
     def attach(self, on_change: Callable[[], None]) -> None:
         """Called when room or readable records may have appeared (the queue wakes its waiters)."""
@@ -173,6 +175,7 @@ class Spool:
     def append(self, chunk: Chunk) -> None:
         """Queue the chunk for the next write (after has_room; a little over the bound is taken)."""
         blob = encode_record(encode_chunk(chunk))
+        self._origins.live(chunk.origin)
         self._pending.append((chunk, blob))
         self._pending_bytes += len(blob)
         self._wake.set()
@@ -340,6 +343,7 @@ class Spool:
                 except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as err:
                     self._skip(segment, item.offset, item.end, f"spool record undecodable: {err}")
                     continue
+                chunk.origin = self._origins.seen(chunk.origin)
                 chunk.spooled = SpoolMark(self.settings.lane, segment.seq, item.offset, item.end)
                 out.append(chunk)
                 self.stats.reads += 1
