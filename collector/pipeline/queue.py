@@ -147,6 +147,9 @@ class ChunkQueue:
                 self._spilling = True
                 self.spills += 1
                 log.info("queue full: spilling to the spool", extra={"queued_bytes": self._bytes})
+                # What waits in memory goes first: once durable it no longer pins its container's
+                # position for the rest of the outage (after a crash, Docker may have rotated it away).
+                self.spill_remaining()
             self._spool.append(chunk)
         else:
             self._items.append(chunk)
@@ -176,18 +179,22 @@ class ChunkQueue:
             await self._refill_wanted.wait()
 
     def spill_remaining(self) -> int:
-        """At shutdown, once the sink is gone: what is still queued goes to the spool (durable at
-        its flush) rather than being lost with the process. Read-back chunks are in the spool
-        already. Returns how many chunks were spooled."""
+        """What is queued and not read back goes to the spool (when the lane starts spilling, and at
+        shutdown once the sink is gone): durable at the next write rather than lost with the process.
+        Read-back chunks are in the spool already: they stay, ahead. Returns how many were spooled."""
         if self._spool is None:
             return 0
         spooled = 0
+        kept: deque[Chunk] = deque()  # read back already: older than the rest, sent from memory first
         while self._items:
             chunk = self._items.popleft()
-            self._bytes -= chunk.nbytes
             if chunk.spooled is None:
+                self._bytes -= chunk.nbytes
                 self._spool.append(chunk)
                 spooled += 1
+            else:
+                kept.append(chunk)
+        self._items = kept
         return spooled
 
     def get_nowait(self) -> Chunk | None:
