@@ -122,7 +122,7 @@ async def start(containers: DockerEngine, receiver: LokiReceiver, **env: str) ->
 
 
 async def finish(case: str, receiver: LokiReceiver, procs: list[CollectorProcess], wanted: dict[str, list[str]],
-                 finals: list[dict[str, float]], rss: list[float]) -> None:
+                 finals: list[dict[str, float]], rss: list[float], ordered: bool = True) -> None:
     try:
         await receiver.wait_for(lambda: all(set(wanted[name]) <= set(receiver.lines({"container_name": name})) for name in wanted),
                                 60 if WITHOUT_SPOOL else float(os.environ.get("OUTAGE_WAIT_S", "240")))
@@ -143,7 +143,7 @@ async def finish(case: str, receiver: LokiReceiver, procs: list[CollectorProcess
           f"corrupt {last.get('collector_spool_corrupt_records_total', 0):.0f}")
     if WITHOUT_SPOOL:
         return
-    assert missing == 0 and in_order
+    assert missing == 0 and (in_order or not ordered)
     assert max(rss) < 150 * 2**20, f"RSS {max(rss) / 2**20:.1f} MiB"
     await wait_until(lambda: spool_empty(procs[-1]), 30, what="the spool emptied once everything was delivered")
 
@@ -202,8 +202,10 @@ async def test_killed_twice_during_the_outage_still_every_line(containers: Docke
             rss, finals = await outage(containers, receiver, {n: paced_writer(n, 1300, 20) for n in names},
                                        {n: opts for n in names}, procs, kill_at=(20, 40))
             assert len(procs) == 3
+            # Not in order after a kill: what the killed run's sink held (never durable) is read again
+            # from the file and arrives after the older spool backlog (duplicates, never a loss).
             await finish("json-file, Loki down 60 s, 3 x 1300 lines at 20/s, retention 100 KB, kill -9 at 20 s and 40 s", receiver, procs,
-                         {n: expected(n, 1300) for n in names}, finals, rss)
+                         {n: expected(n, 1300) for n in names}, finals, rss, ordered=False)
         finally:
             for proc in procs:
                 await proc.stop()
