@@ -4,15 +4,13 @@ Every error names the key and the bad value (ConfigError); the CLI turns it into
 Other modules import from here; the modules of this package import each other directly.
 """
 
+from collector.config.env import ENV_PREFIX, NOT_KEYS, env_names, stray_env_warnings
+from collector.config.errors import ConfigError
+from collector.config.loader import load_config
+from collector.config.masking import SECRET_KEYS, masked
 from collector.config.schema import (
-    ENV_PREFIX,
-    NOT_KEYS,
-    SECRET_KEYS,
-    ByteSize,
     Config,
-    ConfigError,
     DockerConfig,
-    Duration,
     LabelsConfig,
     LogConfig,
     LokiConfig,
@@ -28,15 +26,9 @@ from collector.config.schema import (
     ShutdownConfig,
     SourcesConfig,
     TLSConfig,
-    _dec_hook,
-    env_names,
-    load_config,
-    masked,
-    parse_duration,
-    parse_size,
     start_at_seconds,
-    stray_env_warnings,
 )
+from collector.config.units import ByteSize, Duration, _dec_hook, parse_duration, parse_size
 
 __all__ = [
     "ENV_PREFIX", "NOT_KEYS", "SECRET_KEYS", "ByteSize", "Config", "ConfigError", "DockerConfig", "Duration",
