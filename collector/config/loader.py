@@ -13,6 +13,7 @@ import yaml
 from collector.config.env import _env_overrides
 from collector.config.errors import ConfigError
 from collector.config.explain import _explain
+from collector.config.labelbudget import check_label_budget
 from collector.config.schema import Config
 from collector.config.units import _dec_hook
 
@@ -82,8 +83,6 @@ def load_config(path: str | None, environ: dict[str, str] | os._Environ[str] | N
         config = msgspec.convert(merged, Config, dec_hook=_dec_hook, strict=False)
     except msgspec.ValidationError as err:
         raise ConfigError(_explain(str(err), merged)) from None
-    from collector.transform.labeling import check_label_budget  # it builds on this module's types
-
     check_label_budget(config)
     if config.loki.password_file:
         config.loki.password = _read_secret_file(config.loki.password_file, "password_file")
