@@ -1,5 +1,6 @@
 """The layout stays readable: no import cycle among collector's modules (imports inside functions
-count too: they only hide a cycle), and no module so long that it holds several jobs."""
+count too: they only hide a cycle), no module so long that it holds several jobs, and no reliance
+on private attributes of aiohttp or aiodocker (they change without notice between releases)."""
 
 from __future__ import annotations
 
@@ -111,3 +112,52 @@ def test_no_module_is_long_enough_to_hold_several_jobs() -> None:
     assert too_long == {}, f"over {MAX_LINES} lines: split them so each module has one job"
     split_already = sorted(path for path in TOO_LONG_FOR_NOW if lengths.get(path, 0) <= MAX_LINES)
     assert split_already == [], "split (or gone): take them off TOO_LONG_FOR_NOW"
+
+
+# Private attributes of aiohttp and aiodocker that code has reached for (or easily would).
+DEPENDENCY_PRIVATES = frozenset({
+    "_server", "_sites", "_acquired", "_conns", "_connector", "_connection", "_protocol", "_transport",
+    "_query", "_query_json", "_container", "_docker", "_session", "_closed", "_released",
+})
+# Private-looking but public: namedtuple's API.
+PUBLIC_UNDERSCORED = frozenset({"_replace", "_asdict", "_fields", "_make"})
+DEPENDENCIES = ("aiohttp", "aiodocker")
+
+
+def private_uses(source: str) -> list[tuple[int, str]]:
+    """(line, text) for each `x._name` on an object not our own (not self or cls), and each
+    getattr(x, "_name"): of any name in a module that imports aiohttp or aiodocker, else of the
+    names of DEPENDENCY_PRIVATES."""
+    tree = ast.parse(source)
+    uses_dependency = any(
+        (isinstance(node, ast.Import) and any(alias.name.split(".")[0] in DEPENDENCIES for alias in node.names))
+        or (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in DEPENDENCIES)
+        for node in ast.walk(tree))
+
+    def suspect(name: str) -> bool:
+        if not name.startswith("_") or name.startswith("__") or name in PUBLIC_UNDERSCORED:
+            return False
+        return uses_dependency or name in DEPENDENCY_PRIVATES
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and suspect(node.attr):
+            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                found.append((node.lineno, ast.unparse(node)))
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+              and len(node.args) > 1 and isinstance(node.args[1], ast.Constant)
+              and isinstance(node.args[1].value, str) and suspect(node.args[1].value)):
+            found.append((node.lineno, ast.unparse(node)))
+    return found
+
+
+def test_the_private_attribute_check_sees_what_it_looks_for() -> None:
+    with_aiohttp = "import aiohttp\nsockets = site._server.sockets\nn = len(getattr(pool, '_acquired', ()))\nself._runner = 1\n"
+    assert [line for line, _ in private_uses(with_aiohttp)] == [2, 3]
+    without = "x = response._container\ny = other._mine\nz = parts._replace(path='')\n"
+    assert private_uses(without) == [(1, "response._container")]
+
+
+def test_no_private_attribute_of_aiohttp_or_aiodocker_is_used() -> None:
+    found = {str(path.relative_to(REPO)): uses for path in modules().values() if (uses := private_uses(path.read_text()))}
+    assert found == {}, "use the public API, or wrap what it lacks in one small module of ours"
