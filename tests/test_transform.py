@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from collector.config import Config, ConfigError, RelabelRule, _dec_hook
+from collector.config import Config, ConfigError, RelabelRule, decode_hook
 from collector.config.labelbudget import check_label_budget, label_budget_problem
 from collector.docker.containers import ContainerInfo, log_attributes
 from collector.transform import relabel
@@ -13,7 +13,7 @@ from collector.transform.labeling import Profiler, compile_rules, sanitize
 
 
 def config(**tree) -> Config:
-    return msgspec.convert(tree, Config, dec_hook=_dec_hook, strict=False)
+    return msgspec.convert(tree, Config, dec_hook=decode_hook, strict=False)
 
 
 def rules(*specs: dict) -> list[relabel.Rule]:

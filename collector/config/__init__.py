@@ -28,12 +28,12 @@ from collector.config.schema import (
     TLSConfig,
     start_at_seconds,
 )
-from collector.config.units import ByteSize, Duration, _dec_hook, parse_duration, parse_size
+from collector.config.units import ByteSize, Duration, decode_hook, parse_duration, parse_size
 
 __all__ = [
     "ENV_PREFIX", "NOT_KEYS", "SECRET_KEYS", "ByteSize", "Config", "ConfigError", "DockerConfig", "Duration",
     "LabelsConfig", "LogConfig", "LokiConfig", "MetricsConfig", "NameFilters", "PositionsConfig",
     "ProcessingConfig", "QueueConfig", "RateLimitConfig", "RedactRule", "RelabelRule", "SelectionConfig",
-    "ShutdownConfig", "SourcesConfig", "TLSConfig", "_dec_hook", "env_names", "load_config", "masked",
+    "ShutdownConfig", "SourcesConfig", "TLSConfig", "decode_hook", "env_names", "load_config", "masked",
     "parse_duration", "parse_size", "start_at_seconds", "stray_env_warnings",
 ]

@@ -4,7 +4,7 @@ overrides, and warnings for variables that look meant for us but name no key."""
 from __future__ import annotations
 
 import difflib
-import os
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -30,7 +30,7 @@ def env_names(section: type[msgspec.Struct] | None = None, path: tuple[str, ...]
     return names
 
 
-def stray_env_warnings(environ: dict[str, str] | os._Environ[str]) -> list[str]:
+def stray_env_warnings(environ: Mapping[str, str]) -> list[str]:
     """A variable that looks meant for the collector but names no key (one underscore, lower case):
     ignored, so say so, with the closest key; else logs quietly go somewhere else."""
     known = env_names()
@@ -48,7 +48,7 @@ def stray_env_warnings(environ: dict[str, str] | os._Environ[str]) -> list[str]:
     return warnings
 
 
-def _env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """COLLECTOR_LOKI__URL=... -> {"loki": {"url": ...}}; values parse as YAML (so JSON lists/maps work)."""
     tree: dict[str, Any] = {}
     for name, raw in environ.items():

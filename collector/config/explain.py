@@ -47,7 +47,7 @@ def _key_type(dotted: str) -> Any:
     return kind
 
 
-def _explain(message: str, merged: dict[str, Any]) -> str:
+def explain_validation_error(message: str, merged: dict[str, Any]) -> str:
     """msgspec's ValidationError text -> 'config error: <key> = <value>: <why>'. The one place that
     reads msgspec's wording: tests/test_config.py has a case per message shape, so an upgrade that
     rewords one fails a test, not a user."""

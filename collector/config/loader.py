@@ -4,18 +4,19 @@ validation into a Config; every failure is a ConfigError naming the key and the 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import yaml
 
-from collector.config.env import _env_overrides
+from collector.config.env import env_overrides
 from collector.config.errors import ConfigError
-from collector.config.explain import _explain
+from collector.config.explain import explain_validation_error
 from collector.config.labelbudget import check_label_budget
 from collector.config.schema import Config
-from collector.config.units import _dec_hook
+from collector.config.units import decode_hook
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +66,7 @@ def _read_secret_file(path: str, key: str) -> str:
         raise ConfigError(f"config error: loki.{key} = {path!r}: cannot read: {err.strerror}") from None
 
 
-def load_config(path: str | None, environ: dict[str, str] | os._Environ[str] | None = None) -> Config:
+def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> Config:
     environ = os.environ if environ is None else environ
     raw: Any = {}
     if path:
@@ -77,12 +78,12 @@ def load_config(path: str | None, environ: dict[str, str] | os._Environ[str] | N
             raise ConfigError(_yaml_error(path, err)) from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config error: {path} must hold a mapping at the top, got {type(raw).__name__}")
-    merged = _merge(raw, _env_overrides(environ))
+    merged = _merge(raw, env_overrides(environ))
     try:
         # strict=False: env values are text, "5" must fill an int and "true" a bool.
-        config = msgspec.convert(merged, Config, dec_hook=_dec_hook, strict=False)
+        config = msgspec.convert(merged, Config, dec_hook=decode_hook, strict=False)
     except msgspec.ValidationError as err:
-        raise ConfigError(_explain(str(err), merged)) from None
+        raise ConfigError(explain_validation_error(str(err), merged)) from None
     check_label_budget(config)
     if config.loki.password_file:
         config.loki.password = _read_secret_file(config.loki.password_file, "password_file")

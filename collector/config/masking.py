@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from collector.config.schema import Config
-from collector.config.units import _enc_hook
+from collector.config.units import encode_hook
 from collector.secrets import MASK, masked_headers, masked_url
 
 SECRET_KEYS = frozenset({"password", "bearer_token"})
@@ -23,7 +23,7 @@ def masked(config: Config) -> dict[str, Any]:
             return [mask(v) for v in node]
         return node
 
-    shown: dict[str, Any] = mask(msgspec.to_builtins(config, enc_hook=_enc_hook))
+    shown: dict[str, Any] = mask(msgspec.to_builtins(config, enc_hook=encode_hook))
     shown["loki"]["url"] = masked_url(config.loki.url)
     shown["loki"]["headers"] = masked_headers(config.loki.headers)  # e.g. Authorization
     return shown

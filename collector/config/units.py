@@ -56,7 +56,8 @@ def parse_size(value: object) -> ByteSize:
     return ByteSize(size)
 
 
-def _dec_hook(kind: type, value: Any) -> Any:
+def decode_hook(kind: type, value: Any) -> Any:
+    """msgspec's dec_hook: Duration and ByteSize from a number or their text with a unit."""
     if kind is Duration:
         return parse_duration(value)
     if kind is ByteSize:
@@ -64,7 +65,8 @@ def _dec_hook(kind: type, value: Any) -> Any:
     raise NotImplementedError(kind)
 
 
-def _enc_hook(value: Any) -> Any:
+def encode_hook(value: Any) -> Any:
+    """msgspec's enc_hook: Duration and ByteSize (subclasses msgspec does not know) as plain numbers."""
     if isinstance(value, float):
         return float(value)
     if isinstance(value, int):
