@@ -174,12 +174,14 @@ async def _rm_container_read_behind(tmp_path: Any, end: Callable[[FakeStreams, s
     return delivered, totals
 
 
-async def test_rm_container_whose_stream_ends_cleanly_after_its_removal_counts_no_loss(tmp_path) -> None:
-    """Docker's follow stream of a stopped container ends by an orderly EOF once everything was sent,
-    however long after the removal that is (the reader holds the log open): no loss."""
+async def test_rm_container_whose_stream_ends_orderly_after_its_removal_is_counted_as_possibly_cut(tmp_path) -> None:
+    """Docker's follow stream of a stopped container usually ends by an orderly EOF once everything
+    was sent, however long after the removal; but dockerd 20.10 also ends it orderly and short when
+    the container stopped while an older backlog was still being sent, and nothing in the stream
+    tells the two apart. Counted under a reason of its own, never a silent loss."""
     lines, totals = await _rm_container_read_behind(tmp_path, FakeStreams.stopped)
     assert lines == [f"line {i}" for i in range(200)]
-    assert totals.lost_events == 0 and not totals.losses
+    assert totals.losses == {"possibly_cut_at_removal": 1}
 
 
 async def test_rm_container_whose_stream_is_cut_mid_frame_after_its_removal_counts_a_loss(tmp_path, caplog) -> None:

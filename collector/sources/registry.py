@@ -187,14 +187,18 @@ class SourceRegistry:
             tracked.info.running = False
             self._apply(tracked, Event.DIE)
 
-    def destroyed(self, container_id: str) -> None:
-        """Forget the container; a source still reading finishes in its own task first."""
+    def destroyed(self, container_id: str, at_ns: int = 0) -> None:
+        """Forget the container; a source still reading finishes in its own task first. `at_ns`:
+        when Docker removed it (the event's time), which tells a stream source whether its end
+        came before or after the removal."""
         self._positions.forget(container_id)
         self._read_upto.pop(container_id, None)
         tracked = self.containers.get(container_id)
         if tracked is not None:
             tracked.info.running = False
             tracked.destroyed = True
+            if isinstance(tracked.source, StreamSource):
+                tracked.source.removed(at_ns or time.time_ns())
             self._apply(tracked, Event.DESTROY)
 
     def renamed(self, container_id: str, new_name: str) -> None:

@@ -9,8 +9,10 @@ an idle stream, dockerd restarting, or the collector itself restarting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -38,6 +40,9 @@ class StreamSettings:
     drain_timeout: float  # after die: no progress (and not waiting for queue room) for this long ends it
     max_line_bytes: int
     max_backoff: float = 10.0
+
+
+_REMOVAL_EVENT_WAIT = 2.0  # seconds to wait for the destroy event after a 404
 
 
 class _End(Enum):
@@ -85,6 +90,9 @@ class StreamSource:
         # The last connection was cut (ended inside a frame, or by a connection error) rather than
         # ended by Docker: what came after our position is unread until a later read gets it.
         self._cut = False
+        self._removed = asyncio.Event()  # Docker removed the container (its destroy event)
+        self.removed_at_ns = 0
+        self._follow_ended_ns = 0  # when the last follow stream ended (wall clock, like Docker's event times)
         self.refused = ""  # set when Docker will not give these logs (e.g. 501)
         self._gone_status = 0  # 404 or 409: how Docker said the container is gone
         self._records = 0  # records Docker sent over every connection of this source
@@ -139,7 +147,7 @@ class StreamSource:
                 continue
             if end is _End.GONE:
                 if not follow:
-                    self._gone_after_stop()
+                    await self._gone_after_stop()
                     return
                 if not self.draining or self.stats.lines == delivered_before:
                     # Removed before (or while) we read it: whatever it wrote after our position is gone.
@@ -204,6 +212,8 @@ class StreamSource:
                 # The stream ended: the container stopped, or the connection was cut (then the
                 # next pass continues from our position).
                 self._cut = decoder.cut
+                if follow:
+                    self._follow_ended_ns = time.time_ns()
                 if not follow:
                     if self._cut:
                         return _End.RECONNECT  # the read-through was cut: read again from our position
@@ -234,7 +244,11 @@ class StreamSource:
             self.connected = False
             self._account(decoder)
 
-    def _gone_after_stop(self) -> None:
+    def removed(self, at_ns: int) -> None:
+        self.removed_at_ns = at_ns
+        self._removed.set()
+
+    async def _gone_after_stop(self) -> None:
         """The follow stream ended and the container is gone before the last plain read (a `--rm`
         container). Docker ends a stopped container's stream once it sent everything, between two
         frames, however long after the removal that is (its reader holds the log open): that end
@@ -243,6 +257,15 @@ class StreamSource:
         Blind spot: dockerd 20.10 also ends a stream orderly, short, when the container stops while
         it still sends the backlog the log held at the request; nothing in the stream tells."""
         if not self._cut:
+            if not self._removed.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_REMOVAL_EVENT_WAIT):  # the 404 says the destroy event is on its way
+                        await self._removed.wait()
+            if self.removed_at_ns and self._follow_ended_ns >= self.removed_at_ns:
+                # The blind spot above cannot be told from a complete stream: say so rather than
+                # lose lines silently (an over-count at worst, under a reason of its own).
+                self._lose("possibly_cut_at_removal", "the log stream ended orderly after Docker removed the container; "
+                           "Docker may have ended it before sending everything, so lines after this point may be lost")
             return
         if self._records:
             self._lose("removed_while_reading", "log stream cut while the container was being removed; it is gone, "
