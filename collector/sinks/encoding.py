@@ -42,17 +42,20 @@ class PushEncoder:
 
     def encode(self, push: Push) -> tuple[bytes, dict[str, str]]:
         """The body and its content headers, with or without structured metadata as Loki allows."""
-        streams = []
         labels_of: dict[str, dict[str, str]] = {}
-        # Largest stream last: Loki's ingester reports only the last stream's failure, and the
-        # largest is the one most likely to hit its per-stream rate limit.
-        for key, entries in sorted(push.streams.items(), key=lambda item: sum(map(len, map(LINE, item[1])))):
+        groups: dict[str, list[PushStream]] = {}  # by label string, in read order
+        for key, entries in push.streams.items():
             origin = push.origins[key]
             labels = {**origin.labels, "stream": key[1]}
             text = label_string(labels)
             labels_of[text] = labels
             per_entry = self.send_metadata and any(map(ATTRS, entries))
-            streams.append(PushStream(text, entries, self.metadata(origin), per_entry))
+            groups.setdefault(text, []).append(PushStream(text, entries, self.metadata(origin), per_entry))
+        # Largest stream last: Loki's ingester reports only the last stream's failure, and the
+        # largest is the one most likely to hit its per-stream rate limit. Parts of one Loki stream
+        # (two sources with the same labels, e.g. a restarted one) stay together, in read order.
+        streams = [stream for group in sorted(groups.values(), key=lambda group: sum(
+            sum(map(len, map(LINE, stream.entries))) for stream in group)) for stream in group]
         if self._config.encoding == "json":
             body = encode_json(streams, labels_of)
             headers = {"Content-Type": "application/json"}
