@@ -118,6 +118,12 @@ class StreamDecoder:
         return self._resume.position()
 
     @property
+    def cut(self) -> bool:
+        """The stream ended inside a frame. Docker ends a stream only between frames; a TTY stream
+        has none, and its unfinished tail is a final line (the process exited mid-line)."""
+        return not self.tty and bool(self._buffer)
+
+    @property
     def buffered(self) -> int:
         return len(self._buffer) + sum(p.size for p in self._pending.values())
 

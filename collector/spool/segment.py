@@ -103,3 +103,16 @@ def read_range(path: str, offset: int, size: int) -> bytes:
     with open(path, "rb") as handle:
         handle.seek(offset)
         return handle.read(size)
+
+
+def free_bytes(directory: str) -> int:
+    """Free bytes on the directory's volume for an unprivileged writer (blocking)."""
+    status = os.statvfs(directory)
+    return status.f_bavail * status.f_frsize
+
+
+def usable_directory(directory: str) -> None:
+    """Make the directory if needed; OSError unless it can be written to (blocking)."""
+    os.makedirs(directory, exist_ok=True)
+    if not os.access(directory, os.W_OK):
+        raise PermissionError(f"{directory} is not writable")

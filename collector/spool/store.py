@@ -1,18 +1,15 @@
 """A lane's spool: chunks the queue had no room for, on disk, until Loki has them.
 
-Append-only segment files under the lane's directory, one writer: `append` encodes a chunk and
-queues it; the writer task writes what has queued up in one batch and fsyncs it in a thread, then
-the chunks are *durable* (`on_durable`: their positions may advance). Segments rotate at
-`segment_bytes`. Reading back goes oldest first, never past what is durable; a chunk read back
-carries a SpoolMark, and its delivery (`delivered`) advances its segment's delivered prefix. A
-segment is deleted whole once it is sealed, read and delivered. The cursor file holds each
-segment's delivered prefix, checkpointed every second: a restart re-sends at most what was
-delivered since then.
+Segment files under the lane's directory, one writer: `append` queues an encoded chunk; the writer
+task writes and fsyncs what has queued up in one batch, in a thread, then the chunks are *durable*
+(`on_durable`). Segments rotate at `segment_bytes`. Reading back goes oldest first, never past what
+is durable; a read-back chunk carries a SpoolMark and `delivered` advances its segment's delivered
+prefix; a segment is deleted whole once sealed, read and delivered. The cursor file (every second)
+holds the prefixes: a restart re-sends at most what was delivered since.
 
-Bounded by `max_bytes` and by `headroom_bytes` kept free on the volume (the positions file lives
-there too). A failure (disk full, an unwritable directory, a segment that cannot be read) is
-counted, logged and makes the spool report itself full until a retry works: the sources then
-wait for queue room as they would without a spool, and no other lane is affected.
+Bounded by `max_bytes` and by `headroom_bytes` kept free on the volume (for the positions file). A
+failure (disk full, unwritable directory, unreadable segment) is counted, logged, and makes the
+spool report itself full until a retry works: sources then wait for queue room, other lanes go on.
 """
 
 from __future__ import annotations
@@ -23,7 +20,6 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import msgspec
 
@@ -41,33 +37,15 @@ from collector.spool.format import (
     scan,
 )
 from collector.spool.origins import Origins
-from collector.spool.segment import Segment, SegmentWriter, read_range, segment_seq
+from collector.spool.segment import Segment, SegmentWriter, free_bytes, read_range, segment_seq, usable_directory
+from collector.spool.settings import SpoolSettings, SpoolStats
+
+__all__ = ["Spool", "SpoolSettings", "SpoolStats"]
 
 log = logging.getLogger(__name__)
 
 READ_WINDOW = 1024 * 1024  # read back this much of a segment at a time (doubled for a larger record)
 ERROR_LOG_INTERVAL = 60.0  # a failing disk is logged once a minute, not once per retry
-
-
-@dataclass(frozen=True, slots=True)
-class SpoolSettings:
-    path: str  # this lane's directory
-    max_bytes: int
-    segment_bytes: int
-    headroom_bytes: int = 4 * 1024 * 1024  # left free on the volume for the positions file
-    lane: str = ""  # the tenant of the lane ("" the default lane): read-back chunks' marks name it
-    checkpoint_interval: float = 1.0
-    retry_interval: float = 1.0
-
-
-@dataclass(slots=True)
-class SpoolStats:
-    writes: int = 0  # records made durable
-    reads: int = 0  # records read back
-    corrupt_records: int = 0  # regions that failed their check (and unreadable segments)
-    skipped_bytes: int = 0
-    torn_records: int = 0  # incomplete last records after a crash: never durable, never acknowledged
-    write_errors: int = 0
 
 
 class Spool:
@@ -104,7 +82,7 @@ class Spool:
         try:
             os.makedirs(self.directory, exist_ok=True)
             names = sorted(os.listdir(self.directory))
-            self._free = self._free_bytes()
+            self._free = free_bytes(self.directory)
         except OSError as err:
             self._failed("cannot use the spool directory", err)
             return
@@ -277,9 +255,7 @@ class Spool:
     async def _probe(self) -> None:
         """After a failure with nothing waiting to be written: is the directory usable again?"""
         try:
-            await asyncio.to_thread(os.makedirs, self.directory, exist_ok=True)
-            if not os.access(self.directory, os.W_OK):
-                raise PermissionError(f"{self.directory} is not writable")
+            await asyncio.to_thread(usable_directory, self.directory)
         except OSError as err:
             self._failed("cannot use the spool directory", err)
             return
@@ -295,13 +271,9 @@ class Spool:
             log.error("spool unusable; sources wait for queue room until it works again",
                       extra={"path": self.directory, "error": self.problem, "write_errors": self.stats.write_errors})
 
-    def _free_bytes(self) -> int:
-        status = os.statvfs(self.directory)
-        return status.f_bavail * status.f_frsize
-
     async def _refresh_free(self) -> None:
         try:
-            self._free = await asyncio.to_thread(self._free_bytes)
+            self._free = await asyncio.to_thread(free_bytes, self.directory)
         except OSError:
             self._free = 0
         self._on_change()
