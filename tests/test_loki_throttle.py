@@ -304,3 +304,30 @@ def test_loki3_answers_read_as_they_are() -> None:
     assert interpret(200, "").action is Action.STORED and interpret(204, "").reason == ""
     other = interpret(202, "")
     assert other.action is Action.STORED and other.reason == "http_202"
+
+
+async def test_a_backlog_read_back_for_a_throttled_container_is_held_within_a_bound() -> None:
+    """What the spool reads back was written before any pause: 8 MiB of a throttled container put
+    into the queue regardless. The sink takes no more from the queue than its bound allows."""
+    clock = FakeClock()
+    loki = FakeLoki3(clock, rate=64 * KB, burst=64 * KB, limited={"hot"})
+    queue = ChunkQueue(1 << 20)
+    hot = Feeder(queue, "hot")
+    acks = Acks(loki, [hot])
+    sink = _sink(loki, clock)
+    run = asyncio.create_task(sink.run(queue, acks))
+    bound = queue.max_bytes + 2 * 256 * KB
+    held: list[int] = []
+
+    async def read_back() -> None:  # as ChunkQueue.refill does: whenever the queue has room
+        while hot.read < 70_000:
+            while queue.nbytes >= queue.max_bytes:
+                await asyncio.sleep(0.0005)
+            queue.put_nowait(hot.next_chunk())
+            held.append(sink.throttle.queued_bytes)
+
+    await read_back()
+    queue.close()
+    await asyncio.wait_for(run, 120)
+    assert len(set(loki.lines("hot"))) == 70_000 and not sink.stats.dropped
+    assert max(held) <= bound + 256 * KB  # a batch may land on top of the bound before the sink stops taking

@@ -77,6 +77,11 @@ class LokiSink:
             batch_max_bytes=config.batch_max_bytes, min_backoff=config.min_backoff, max_backoff=config.max_backoff,
             give_up_after=config.limit_retry_max)
         self._throttle_changed = asyncio.Event()
+        # Room for more chunks while throttled streams hold entries: the pause keeps them to about a
+        # push plus what was queued, but what the spool reads back was written before any pause.
+        self._throttle_room = asyncio.Event()
+        self._throttle_room.set()
+        self._throttle_max_bytes = 0  # set in run(): the queue's bound and two batches
         self._other_2xx_logged: set[int] = set()
 
     @property
@@ -94,6 +99,7 @@ class LokiSink:
     async def run(self, queue: ChunkQueue, acknowledge: Acknowledge) -> None:
         self._acknowledge = acknowledge
         self._queue = queue
+        self._throttle_max_bytes = queue.max_bytes + 2 * self.config.batch_max_bytes
         ready: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=1)  # one batch ready while one is sent (see _close_batch)
         try:
             async with asyncio.TaskGroup() as group:
@@ -116,6 +122,13 @@ class LokiSink:
         if self._queue is not None:
             self._queue.resume(container_id)
 
+    def _throttle_moved(self) -> None:
+        self._throttle_changed.set()
+        if self.throttle.queued_bytes > self._throttle_max_bytes > 0:
+            self._throttle_room.clear()
+        else:
+            self._throttle_room.set()
+
     async def _accumulate(self, queue: ChunkQueue, ready: asyncio.Queue[Batch | None]) -> None:
         max_bytes = self.config.batch_max_bytes
         max_wait = self.config.batch_max_wait
@@ -134,6 +147,7 @@ class LokiSink:
                     except QueueClosed:
                         closed = True
             else:
+                await self._throttle_room.wait()  # bounded: never more held for throttled streams than this
                 try:
                     chunk = await queue.get()
                 except QueueClosed:
@@ -180,10 +194,10 @@ class LokiSink:
         while work:
             part = work.pop()
             if not self.throttle.divert(part, self.clock.monotonic()):
-                self._throttle_changed.set()
+                self._throttle_moved()
                 continue  # all of it belongs to paced streams now
             if self.throttle.sets:
-                self._throttle_changed.set()
+                self._throttle_moved()
             verdict, took = await self._push_until_answered(part)
             action = verdict.action
             if action in (Action.STORED, Action.REJECTED):
@@ -221,7 +235,7 @@ class LokiSink:
         self.stats.entries_sent += len(entries) - len(unstored)
         self.throttle.set_aside(part, key, unstored, verdict, self.clock.monotonic())
         self.stats.throttled[verdict.reason] += len(unstored)
-        self._throttle_changed.set()
+        self._throttle_moved()
         work.extend(part.only(other) for other in reversed(list(part.streams)) if other != key)
 
     async def _push_until_answered(self, push: Push) -> tuple[Verdict, float]:
@@ -354,7 +368,7 @@ class LokiSink:
             if verdict.action is Action.STREAM_THROTTLED:
                 self.stats.entries_sent += len(entries) - len(unstored)
             throttle.settle(item, taken, verdict, unstored, retry_after, self.clock.monotonic())
-            self._throttle_changed.set()
+            self._throttle_moved()
 
 
 def _unstored(entries: list[Entry], verdict: Verdict) -> list[Entry]:

@@ -104,6 +104,10 @@ class Throttle:
         self.sets: dict[str, Throttled] = {}
 
     @property
+    def queued_bytes(self) -> int:
+        return sum(item.queued_bytes for item in self.sets.values())
+
+    @property
     def pending(self) -> bool:
         """Entries still queued here."""
         return any(item.segments for item in self.sets.values())
