@@ -30,8 +30,8 @@ from itertools import repeat
 from operator import add
 
 from collector.pipeline.entry import Entry, StreamPosition
-from collector.sources.jsonfile import BadTimestamp, parse_timestamp
 from collector.sources.resume import RESUME_WINDOW_NS, Resume
+from collector.timefmt import BadTimestamp, parse_timestamp
 
 __all__ = ["PART_BYTES", "RESUME_WINDOW_NS", "StreamDecoder", "StreamStats", "since_param"]
 
