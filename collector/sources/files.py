@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from collector.pipeline.entry import Entry, FilePosition, Origin
 from collector.pipeline.queue import ChunkQueue
 from collector.sources.chainopen import open_chain
+from collector.sources.emit import emit, joined
 from collector.sources.gzread import GzPatience, read_gz
 from collector.sources.handles import OwnedFd
 from collector.sources.heldchain import HeldChain, LogFile
@@ -28,7 +29,7 @@ from collector.sources.seek import end_offset, offset_for_time, record_time
 from collector.sources.source import SourceStats
 from collector.transform.lines import LineProcessor
 from collector.transform.multiline import Joiner
-from collector.transform.routing import StreamLabeler, chunks_of
+from collector.transform.routing import StreamLabeler
 
 __all__ = ["FileTailer", "InotifyHub", "TailerSettings", "Wakeup", "fingerprint_of"]
 
@@ -279,17 +280,10 @@ class FileTailer:
         # Counted here, not where records are parsed: a final line without newline comes from the
         # parser's flush at EOF, truncation or rotation.
         self.stats.lines += len(entries)
-        if self.joiner is not None:
-            entries, resume = self.joiner.take(entries, self._parser.starts if entries else [], resume, final)
+        entries, resume = joined(self, entries, self._parser.starts, resume, final)
         assert self._file is not None
         position = FilePosition(self._file.inode, resume, self._file.fingerprint)
-        if self.processor is not None:
-            entries = self.processor.process(entries)  # dropped lines still move the position
-        for chunk in chunks_of(self.origin, entries, nbytes, position, self.labeler):
-            # After room() in _follow; the flushes at a file's end (a pending line) add a little over.
-            self._queue.put_nowait(chunk)
-        if entries:
-            self.stats.last_entry_ns = entries[-1].ts_ns
+        emit(self, self._queue, entries, nbytes, position)  # after room() in _follow
         # Where a new run of this container continues if this one ends now.
         self.queued_position = position
 
