@@ -13,7 +13,7 @@ import time
 
 import msgspec
 
-from collector.config import Config, _dec_hook
+from collector.config import Config, decode_hook
 from collector.pipeline.entry import Entry
 from collector.transform.lines import ProcessingStats, build_processor
 from collector.transform.multiline import Joiner, continuation_matcher
@@ -26,7 +26,7 @@ TRACE = ["ERROR request failed id={i}", "java.lang.IllegalStateException: boom",
 
 
 def processing(**tree):
-    return msgspec.convert({"processing": tree}, Config, dec_hook=_dec_hook, strict=False).processing
+    return msgspec.convert({"processing": tree}, Config, dec_hook=decode_hook, strict=False).processing
 
 
 def per_line(run, entries: list[Entry], chunk: int = 2000) -> float:

@@ -228,8 +228,8 @@ class Observability:
             why = "address in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
             raise ConfigError(f"config error: metrics.listen = {listen!r}: cannot listen: {why}") from None
         self._runner = runner
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else int(port)
+        addresses = runner.addresses  # the bound port, when `listen` asked for port 0
+        self.port = int(addresses[0][1]) if addresses else int(port)
         log.info("metrics listening", extra={"host": host, "port": self.port})
 
     async def run(self, listen: str) -> None:

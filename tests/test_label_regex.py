@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import msgspec
 
-from collector.config import Config, _dec_hook
+from collector.config import Config, decode_hook
 from collector.docker.containers import ContainerInfo, log_attributes
 from collector.pipeline.entry import Entry
 from collector.transform.labeling import Profiler
@@ -37,7 +37,7 @@ def alarm(seconds: float) -> Iterator[None]:
 
 
 def processing(**tree):
-    return msgspec.convert({"processing": tree}, Config, dec_hook=_dec_hook, strict=False).processing
+    return msgspec.convert({"processing": tree}, Config, dec_hook=decode_hook, strict=False).processing
 
 
 def entries(*lines: str) -> list[Entry]:

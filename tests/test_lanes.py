@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import msgspec
 
-from collector.config import Config, _dec_hook
+from collector.config import Config, decode_hook
 from collector.sinks.lanes import make_lanes, merged_stats
 from collector.sinks.loki import LokiSink
 from collector.sinks.stdout import StdoutSink
 
 
 def config(**tree) -> Config:
-    return msgspec.convert(tree, Config, dec_hook=_dec_hook, strict=False)
+    return msgspec.convert(tree, Config, dec_hook=decode_hook, strict=False)
 
 
 def test_a_lane_per_allowed_tenant_each_with_a_share_of_the_queue() -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import msgspec
 
-from collector.config import Config, _dec_hook
+from collector.config import Config, decode_hook
 from collector.pipeline.entry import Entry
-from collector.transform.lines import (ProcessingStats, TokenBucket, build_processor, json_fields, logfmt_fields)
+from collector.transform.lines import ProcessingStats, TokenBucket, build_processor, json_fields, logfmt_fields
 
 T = 1_795_372_655_000_000_000
 
 
 def processing(**tree):
-    return msgspec.convert({"processing": tree}, Config, dec_hook=_dec_hook, strict=False).processing
+    return msgspec.convert({"processing": tree}, Config, dec_hook=decode_hook, strict=False).processing
 
 
 def entries(*lines: str) -> list[Entry]:

@@ -440,3 +440,21 @@ async def test_an_outage_does_not_count_towards_limit_retry_max() -> None:
     await harness.deliver(chunk("a", ["a1"], 0), chunk("b", ["b1"], 0))
     assert stored_lines(transport, "b") == ["b1"] and not harness.sink.stats.dropped
     assert clock.now > 600
+
+
+def test_two_sources_of_one_stream_stay_together_in_read_order_whatever_their_sizes() -> None:
+    """A restarted source makes a new Origin with the same labels: both parts are one Loki stream,
+    so they go out adjacent and in read order (sorting by size alone would put the newer, smaller
+    part first), while a larger other stream still goes last."""
+    from collector.sinks.batch import Batch
+    from collector.sinks.encoding import PushEncoder
+
+    batch = Batch()
+    old, new = Origin("a", {"container_name": "a"}), Origin("a", {"container_name": "a"})
+    batch.add(chunk("a", ["old-1-long-line", "old-2-long-line"], 0, origin=old))
+    batch.add(chunk("b", ["b" * 100], 0))
+    batch.add(chunk("a", ["new"], 2, origin=new))
+    body, _ = PushEncoder(config()).encode(batch.push)
+    streams = json.loads(body)["streams"]
+    assert [(s["stream"]["container_name"], [v[1] for v in s["values"]]) for s in streams] == [
+        ("a", ["old-1-long-line", "old-2-long-line"]), ("a", ["new"]), ("b", ["b" * 100])]

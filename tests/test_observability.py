@@ -123,6 +123,30 @@ async def test_collector_status_lists_containers_with_their_modes(receiver, cont
         assert await proc.stop() == 0
 
 
+def distinct(receiver: LokiReceiver, name: str) -> list[str]:
+    """A container's lines without exact repeats of (timestamp, line): what Loki keeps."""
+    seen: dict[tuple[int, str], str] = {}
+    for entry in receiver.entries({"container_name": name}):
+        seen.setdefault((entry.ts_ns, entry.line), entry.line)
+    return list(seen.values())
+
+
+async def test_push_answered_after_the_collector_gave_up_is_sent_again_as_exact_repeats(receiver, containers: DockerEngine) -> None:
+    """What made the churn test see a container's lines twice: its receiver, blocked, answered a push
+    after the collector's timeout; the collector sent it again (at-least-once) and the receiver kept
+    both copies. The copies are exact repeats (same timestamps), which Loki drops."""
+    proc = await start(containers, receiver, COLLECTOR_LOKI__TIMEOUT="1s")
+    try:
+        receiver.delay_next(1, 2.0)  # stored, but answered after the 1 s timeout
+        name = f"late-{time.monotonic_ns()}"
+        await asyncio.to_thread(containers.run, "for i in 1 2 3; do echo l $i; done", name=name)
+        await receiver.wait_for(lambda: len(receiver.lines({"container_name": name})) >= 6)
+        assert distinct(receiver, name) == ["l 1", "l 2", "l 3"]
+        assert any("no answer within 1s" in line for line in proc.stderr)
+    finally:
+        assert await proc.stop() == 0
+
+
 async def test_container_churn_leaves_no_tasks_fds_or_watches(receiver, containers: DockerEngine) -> None:
     proc = await start(containers, receiver)
     try:
@@ -138,9 +162,13 @@ async def test_container_churn_leaves_no_tasks_fds_or_watches(receiver, containe
         names = [f"churn-{tag}-{i}" for i in range(30)]
         for index, name in enumerate(names):
             opts = ("--rm",) if index % 2 else ()
-            containers.run("for i in 1 2 3 4 5; do echo c $i; done", *opts, name=name)
+            # Off the loop: the receiver answers from this loop, and 30 blocking `docker run`s held
+            # it past the collector's push timeout (10 s): a push stored but answered late is sent
+            # again, and the receiver (unlike Loki) keeps the exact repeats.
+            await asyncio.to_thread(containers.run, "for i in 1 2 3 4 5; do echo c $i; done", *opts, name=name)
         for name in names:
-            await receiver.wait_for(lambda name=name: len(receiver.lines({"container_name": name})) == 5)
+            # Distinct entries, as Loki stores them: at-least-once may repeat a push.
+            await receiver.wait_for(lambda name=name: distinct(receiver, name) == [f"c {i}" for i in range(1, 6)])
         containers.rm(*[n for i, n in enumerate(names) if not i % 2])
         await asyncio.sleep(2.5)  # drains end, watches go, the heartbeat settles
         after = await scrape(proc.metrics_url)

@@ -310,7 +310,8 @@ async def test_rm_container_removed_while_its_stream_waits_is_counted_as_a_loss(
 async def test_burst_of_short_lived_rm_local_containers_loses_nothing_silently(containers: DockerEngine) -> None:
     """Issue 22 item 10: 20 `--rm` containers of the `local` driver, started at once, each printing
     numbered lines and exiting. Each arrives whole, or its shortfall is counted and logged by
-    container: no silent loss, and no text of Docker's own read as a log line."""
+    container (no silent loss), no certain loss counted for a container that arrived whole, and no
+    text of Docker's own read as a log line."""
     proc = await CollectorProcess(containers, env=METRICS).start()
     lines_each = 3000
     try:
@@ -338,9 +339,16 @@ async def test_burst_of_short_lived_rm_local_containers_loses_nothing_silently(c
             if len(lines) < lines_each:
                 short[name] = lines_each - len(lines)
         said = [line for line in proc.stderr if '"loss":' in line]  # each loss is logged with its reason
-        silent = [name for name in short if not any(ids[name][:12] in line for line in said)]
-        print(f"\nburst: short {short}; losses {losses}")
-        assert not silent, (silent, short, losses, said[-10:])
+        named = {name for name in names if any(ids[name][:12] in line for line in said)}
+        # A loss Docker's stream shows (cut inside a frame, a connection error, an error text) is
+        # certain; an orderly end after the removal may or may not have been short (dockerd 20.10
+        # ends a stream short, orderly, when the container stops while it still sends an older
+        # backlog): counted as possibly_cut_at_removal, an over-count at worst.
+        certain = {name for name in names
+                   if any(ids[name][:12] in line and "possibly_cut_at_removal" not in line for line in said)}
+        print(f"\nburst: short {short}; losses {losses}; named {sorted(named)}; certain {sorted(certain)}")
+        assert set(short) <= named, (short, sorted(named), losses, said[-10:])  # no silent loss
+        assert certain <= set(short), (short, sorted(certain), said[-10:])  # a certain loss is a real one
         assert sum(losses.values()) >= len(short), (short, losses)
         assert not any("bad log stream records" in line for line in proc.stderr), [l for l in proc.stderr if "bad log" in l]
     finally:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from collector.config import Config, ConfigError, RelabelRule, _dec_hook
+from collector.config import Config, ConfigError, RelabelRule, decode_hook
+from collector.config.labelbudget import check_label_budget, label_budget_problem
 from collector.docker.containers import ContainerInfo, log_attributes
 from collector.transform import relabel
-from collector.transform.labeling import Profiler, compile_rules, label_budget_problem, sanitize
+from collector.transform.labeling import Profiler, compile_rules, sanitize
 
 
 def config(**tree) -> Config:
-    return msgspec.convert(tree, Config, dec_hook=_dec_hook, strict=False)
+    return msgspec.convert(tree, Config, dec_hook=decode_hook, strict=False)
 
 
 def rules(*specs: dict) -> list[relabel.Rule]:
@@ -110,7 +111,6 @@ def test_limits_trim_at_run_time_and_refuse_at_startup() -> None:
     assert "16 label names" in label_budget_problem(config(labels={"static": sixteen}))
     assert label_budget_problem(config(labels={"static": sixteen}, relabel=[{"action": "labeldrop", "regex": "s10"}])) == ""
     with pytest.raises(ConfigError):
-        from collector.transform.labeling import check_label_budget
         check_label_budget(config(labels={"static": sixteen}))
 
 

@@ -14,6 +14,8 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 
+from collector.docker.heldconnections import HeldConnections
+
 
 class LogsUnavailable(Exception):
     """Docker answered but will not give these logs: `status` says why (404 gone, 501 not readable)."""
@@ -48,6 +50,7 @@ class LogStreamClient:
         self._connect_timeout = connect_timeout
         self._session: aiohttp.ClientSession | None = None
         self._base = ""
+        self._held = HeldConnections()
 
     def _ensure(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -66,14 +69,8 @@ class LogStreamClient:
 
     @property
     def open_connections(self) -> int:
-        """Connections held by the pool (in use or idle): a leak shows here."""
-        session = self._session
-        if session is None or session.connector is None:
-            return 0
-        connector = session.connector
-        acquired = len(getattr(connector, "_acquired", ()))
-        idle = sum(len(conns) for conns in getattr(connector, "_conns", {}).values())
-        return acquired + idle
+        """Connections held by our responses (none idles: HTTP/1.0 ends each with its response): a leak shows here."""
+        return self._held.count
 
     async def connect(self, container_id: str, since: str, follow: bool = True) -> aiohttp.ClientResponse:
         """Send the request; the caller owns the response and must close it."""
@@ -81,7 +78,7 @@ class LogStreamClient:
         params = {
             "follow": "1" if follow else "0", "stdout": "1", "stderr": "1", "timestamps": "1", "since": since,
         }
-        response = await session.get(f"{self._base}/containers/{container_id}/logs", params=params)
+        response = self._held.track(await session.get(f"{self._base}/containers/{container_id}/logs", params=params))
         if response.status != 200:
             try:
                 body = await response.text(errors="replace")

@@ -15,7 +15,6 @@ counted in `PushStats.dropped` and logged.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import logging
 import random
 from collections import Counter
@@ -24,14 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from collector.config import LokiConfig
-from collector.pipeline.entry import Chunk, Entry, Origin
+from collector.pipeline.entry import Chunk, Entry
 from collector.pipeline.queue import ChunkQueue, QueueClosed
 from collector.sinks.acks import AckLedger
 from collector.sinks.answer import SHARD_LABEL, Action, Verdict, interpret, matching, rejections_in, sentence
 from collector.sinks.base import Acknowledge
-from collector.sinks.batch import ATTRS, LINE, Batch, Piece, Push
+from collector.sinks.batch import Batch, Piece, Push
+from collector.sinks.encoding import PushEncoder
 from collector.sinks.health import SinkHealth
-from collector.sinks.lokiproto import PushStream, encode_json, encode_push_request, label_string, snappy_block
 from collector.sinks.throttle import Throttle
 from collector.sinks.transport import AiohttpTransport, Clock, RealClock, Transport, Unreachable, retry_after_seconds
 
@@ -60,11 +59,6 @@ class PushObserver(Protocol):
     def pushed(self, entries: int, line_bytes: int, duration: float, entry_times_ns: list[int]) -> None: ...
 
 
-# Structured metadata the sink sends only when `loki.structured_metadata` names it; any other key
-# of an origin's metadata (a container's log attributes) is always sent.
-OPTIONAL_METADATA = frozenset({"container_id", "image"})
-
-
 class LokiSink:
     def __init__(self, config: LokiConfig, observer: PushObserver | None = None,
                  transport: Transport | None = None, clock: Clock | None = None) -> None:
@@ -74,13 +68,12 @@ class LokiSink:
         self.clock: Clock = clock or RealClock()
         self.stats = PushStats()
         self.health = SinkHealth()
-        self.send_metadata = True  # until Loki says it refuses structured metadata
-        self._metadata_keys = frozenset(config.structured_metadata)
+        self.encoder = PushEncoder(config)
         self._acknowledge: Acknowledge = lambda chunks: None
         self.ledger = AckLedger(lambda chunks: self._acknowledge(chunks))
         self._queue: ChunkQueue | None = None
         self.throttle = Throttle(
-            sizer=self._loki_size, pause=self._pause, resume=self._resume, resolve=self.ledger.resolve, drop=self._drop,
+            sizer=self.encoder.loki_size, pause=self._pause, resume=self._resume, resolve=self.ledger.resolve, drop=self._drop,
             batch_max_bytes=config.batch_max_bytes, min_backoff=config.min_backoff, max_backoff=config.max_backoff,
             give_up_after=config.limit_retry_max)
         self._throttle_changed = asyncio.Event()
@@ -165,7 +158,7 @@ class LokiSink:
             # budget, see collector_event_loop_lag_seconds). A thread saved no CPU (the GIL) and
             # its own malloc arena kept ~18 MiB more RSS in the backlog benchmark.
             if not self.throttle.sets:  # else encoded once the paced streams have left it
-                self._encode_into(batch.push)
+                self.encoder.encode_into(batch.push)
             await ready.put(batch)
             # The next batch is started once the sender has taken this one: at most two batches
             # (one being sent, one ready) hold entries beside the queue, not a third one waiting.
@@ -177,47 +170,6 @@ class LokiSink:
             duration = await self._deliver(batch.push)
             if self._observer is not None and duration is not None:
                 self._observer.pushed(batch.entries, batch.line_bytes, duration, batch.newest_ts_ns)
-
-    # -- encoding --------------------------------------------------------------------------------
-    def _encode_into(self, push: Push) -> None:
-        push.with_metadata = self.send_metadata
-        push.body, push.headers = self.encode(push)
-
-    def _metadata(self, origin: Origin) -> tuple[tuple[str, str], ...]:
-        if not self.send_metadata:
-            return ()
-        return tuple((name, value) for name, value in origin.metadata.items()
-                     if value and (name in self._metadata_keys or name not in OPTIONAL_METADATA))
-
-    def _loki_size(self, origin: Origin, entries: list[Entry]) -> int:
-        """Bytes as Loki's rate limiter counts them: each line and its structured metadata."""
-        per_entry = sum(len(name) + len(value) for name, value in self._metadata(origin))
-        size = sum(map(len, map(LINE, entries))) + per_entry * len(entries)
-        if self.send_metadata and any(map(ATTRS, entries)):
-            size += sum(len(name) + len(value) for entry in entries if entry.attrs for name, value in entry.attrs.items())
-        return size
-
-    def encode(self, push: Push) -> tuple[bytes, dict[str, str]]:
-        """The body and its content headers, with or without structured metadata as Loki allows."""
-        streams = []
-        labels_of: dict[str, dict[str, str]] = {}
-        # Largest stream last: Loki's ingester reports only the last stream's failure, and the
-        # largest is the one most likely to hit its per-stream rate limit.
-        for key, entries in sorted(push.streams.items(), key=lambda item: sum(map(len, map(LINE, item[1])))):
-            origin = push.origins[key]
-            labels = {**origin.labels, "stream": key[1]}
-            text = label_string(labels)
-            labels_of[text] = labels
-            per_entry = self.send_metadata and any(map(ATTRS, entries))
-            streams.append(PushStream(text, entries, self._metadata(origin), per_entry))
-        if self.config.encoding == "json":
-            body = encode_json(streams, labels_of)
-            headers = {"Content-Type": "application/json"}
-            if self.config.gzip:
-                body = gzip.compress(body, compresslevel=5)
-                headers["Content-Encoding"] = "gzip"
-            return body, headers
-        return snappy_block(encode_push_request(streams)), {"Content-Type": "application/x-protobuf"}
 
     # -- delivering one batch ----------------------------------------------------------------------
     async def _deliver(self, push: Push) -> float | None:
@@ -292,8 +244,8 @@ class LokiSink:
     async def _push_once(self, push: Push) -> tuple[Verdict, float, float | None]:
         """One request, with its bookkeeping; METADATA_OFF is handled here (resent at once)."""
         while True:
-            if not push.body or push.with_metadata != self.send_metadata:
-                self._encode_into(push)  # encoded before Loki told us it refuses metadata, or cut down since
+            if not push.body or push.with_metadata != self.encoder.send_metadata:
+                self.encoder.encode_into(push)  # encoded before Loki told us it refuses metadata, or cut down since
             started = self.clock.monotonic()
             retry_after = None
             try:
@@ -306,8 +258,8 @@ class LokiSink:
             self.stats.requests[str(status) if status else "error"] += 1
             verdict = interpret(status, text)
             if verdict.action is Action.METADATA_OFF and push.with_metadata:
-                if self.send_metadata:
-                    self.send_metadata = False
+                if self.encoder.send_metadata:
+                    self.encoder.send_metadata = False
                     log.warning("Loki does not accept structured metadata; sending without it from now on",
                                 extra={"response": sentence(text, 300)})
                 continue

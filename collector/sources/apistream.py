@@ -111,6 +111,12 @@ class StreamDecoder:
         return self._resume.position() if start is None else start
 
     @property
+    def cut(self) -> bool:
+        """The stream ended inside a frame. Docker ends a stream only between frames; a TTY stream
+        has none, and its unfinished tail is a final line (the process exited mid-line)."""
+        return not self.tty and bool(self._buffer)
+
+    @property
     def buffered(self) -> int:
         return len(self._buffer) + self._split.buffered()
 

@@ -88,6 +88,9 @@ class StreamSource:
         self.draining = False
         self.connected = False
         self.waiting_for_room = False  # blocked on a full queue: Docker holds what is not read yet
+        # The last connection was cut (ended inside a frame, or by a connection error) rather than
+        # ended by Docker: what came after our position is unread until a later read gets it.
+        self._cut = False
         self._removed = asyncio.Event()  # Docker removed the container (its destroy event)
         self.removed_at_ns = 0
         self._follow_ended_ns = 0  # when the last follow stream ended (wall clock, like Docker's event times)
@@ -131,7 +134,6 @@ class StreamSource:
 
     async def _run(self) -> None:
         backoff = _MIN_BACKOFF
-        short = self.container_id[:12]
         follow = True
         while True:
             delivered_before = self.stats.lines
@@ -146,7 +148,7 @@ class StreamSource:
                 continue
             if end is _End.GONE:
                 if not follow:
-                    await self._check_cut(short)  # gone by the last read: did its removal end the stream?
+                    await self._gone_after_stop()
                     return
                 if not self.draining or self.stats.lines == delivered_before:
                     # Removed before (or while) we read it: whatever it wrote after our position is gone.
@@ -210,9 +212,12 @@ class StreamSource:
                     await self._put(decoder.feed(data), len(data), decoder)
                 # The stream ended: the container stopped, or the connection was cut (then the
                 # next pass continues from our position).
+                self._cut = decoder.cut
                 if follow:
                     self._follow_ended_ns = time.time_ns()
                 if not follow:
+                    if self._cut:
+                        return _End.RECONNECT  # the read-through was cut: read again from our position
                     await self._put(decoder.finish(), 0, decoder, final=True)
                     return _End.DONE
                 if self.draining or await self._is_running() is False:
@@ -232,6 +237,7 @@ class StreamSource:
             log.warning("log stream refused; retrying", extra={"container_id": self.container_id[:12], "error": str(err)})
             return _End.RECONNECT
         except (aiohttp.ClientError, OSError) as err:
+            self._cut = True
             self.stats.last_error = f"log stream: {err.__class__.__name__}: {err}"
             log.info("log stream interrupted; reconnecting", extra={"container_id": self.container_id[:12], "error": str(err)})
             return _End.RECONNECT
@@ -243,22 +249,31 @@ class StreamSource:
         self.removed_at_ns = at_ns
         self._removed.set()
 
-    async def _check_cut(self, short: str) -> None:
-        """The follow stream ended and the container is gone. Docker ends a stream when it removes
-        the container, sent or not: a stream that ended after the removal may have been cut (we
-        were behind), one that ended before it delivered everything."""
-        if not self._removed.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_REMOVAL_EVENT_WAIT):  # the 404 says the destroy event is on its way
-                    await self._removed.wait()
-        if self.removed_at_ns and self._follow_ended_ns >= self.removed_at_ns:
-            self._lose("removed_while_reading", "container removed while its log stream was still being read: Docker "
-                       "ends the stream when it removes the container, so lines after this point may be lost")
-        elif not self._records and not self.stats.losses["docker_error"]:
-            # Docker sent nothing at all before the container went: its log was gone already,
-            # or (what cannot be told apart here) the container wrote nothing.
-            self._lose("ended_before_any_record", "the log stream of a removed container ended before any record: "
-                       "what it wrote (if anything) is lost")
+    async def _gone_after_stop(self) -> None:
+        """The follow stream ended and the container is gone before the last plain read (a `--rm`
+        container). Docker ends a stopped container's stream once it sent everything, between two
+        frames, however long after the removal that is (its reader holds the log open): that end
+        loses nothing, and an empty one means the container wrote nothing. Only a stream that was
+        cut (inside a frame, or by a connection error) left lines unread that nobody can read now.
+        Blind spot: dockerd 20.10 also ends a stream orderly, short, when the container stops while
+        it still sends the backlog the log held at the request; nothing in the stream tells."""
+        if not self._cut:
+            if not self._removed.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_REMOVAL_EVENT_WAIT):  # the 404 says the destroy event is on its way
+                        await self._removed.wait()
+            if self.removed_at_ns and self._follow_ended_ns >= self.removed_at_ns:
+                # The blind spot above cannot be told from a complete stream: say so rather than
+                # lose lines silently (an over-count at worst, under a reason of its own).
+                self._lose("possibly_cut_at_removal", "the log stream ended orderly after Docker removed the container; "
+                           "Docker may have ended it before sending everything, so lines after this point may be lost")
+            return
+        if self._records:
+            self._lose("removed_while_reading", "log stream cut while the container was being removed; it is gone, "
+                       "so lines after this point may be lost")
+        else:
+            self._lose("ended_before_any_record", "the log stream of a removed container was cut before any record: "
+                       "what it wrote is lost")
 
     def _lose(self, reason: str, message: str, events: int = 1, **facts: object) -> None:
         """Count a loss by reason and log it with the container it hit."""

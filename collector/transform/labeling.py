@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from collector.config import Config, ConfigError, RelabelRule, parse_size
+from collector.config import Config, RelabelRule, parse_size
 from collector.docker.containers import ContainerInfo
 from collector.transform import relabel
 from collector.transform.guard import StreamGuard
+from collector.transform.labelnames import SINK_LABELS
 from collector.transform.lines import LineProcessor, ProcessingStats, build_processor
 from collector.transform.multiline import Joiner, continuation_matcher
 from collector.transform.routing import StreamLabeler
@@ -27,9 +28,6 @@ MODE_LABEL = "collector.mode"
 MAX_LINE_LABEL = "collector.max_line_bytes"
 TENANT_LABEL = "collector.tenant"
 MULTILINE_LABEL = "collector.multiline"
-# The sink adds `stream` to every entry: one label name of Loki's budget is always taken.
-SINK_LABELS = ("stream",)
-DEFAULT_LABELS = ("container_name", "compose_project", "compose_service", "host")
 _METADATA_SOURCES = {
     "image": lambda info: info.image,
     "compose_oneoff": lambda info: info.labels.get("com.docker.compose.oneoff", ""),
@@ -196,31 +194,3 @@ def discovered(info: ContainerInfo) -> dict[str, str]:
     for name, value in info.labels.items():
         labels[f"__meta_docker_container_label_{sanitize(name)}"] = value
     return labels
-
-
-def label_budget_problem(config: Config) -> str:
-    """The label names every stream can carry, counted before any container is seen: more than
-    Loki accepts is a config error (labels a container brings itself are trimmed at run time)."""
-    labels = config.labels
-    names: dict[str, None] = dict.fromkeys([*SINK_LABELS, *DEFAULT_LABELS[:3]])
-    if labels.host:
-        names["host"] = None
-    names.update(dict.fromkeys([*labels.static, *labels.metadata, *labels.docker_labels.values(), *labels.attrs.values()]))
-    for rule in config.relabel:
-        if rule.action == "replace" and "$" not in rule.target_label:
-            names[rule.target_label] = None
-        elif rule.action in ("labeldrop", "labelkeep"):
-            pattern = re.compile(rule.regex)
-            names = {name: None for name in names
-                     if name in SINK_LABELS or (pattern.fullmatch(name) is None) == (rule.action == "labeldrop")}
-    if len(names) > labels.max_label_names:
-        return (f"config error: labels: these settings give each stream {len(names)} label names "
-                f"({', '.join(names)}); Loki accepts at most labels.max_label_names = {labels.max_label_names}")
-    return ""
-
-
-def check_label_budget(config: Config) -> None:
-    problem = label_budget_problem(config)
-    if problem:
-        raise ConfigError(problem)
-
