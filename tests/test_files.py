@@ -16,7 +16,7 @@ from polling import wait_until
 
 from collector.pipeline.entry import Chunk, FilePosition, Origin
 from collector.pipeline.queue import ChunkQueue
-from collector.sources import files
+from collector.sources import files, heldchain
 from collector.sources.files import FileTailer, InotifyHub, TailerSettings, fingerprint_of
 from collector.sources.handles import OwnedFd
 from collector.sources.jsonfile import JsonFileParser
@@ -550,7 +550,7 @@ async def test_a_tailer_failing_while_it_opens_closes_every_file_it_opened_once(
             raise RuntimeError("unexpected")
         return 1
 
-    monkeypatch.setattr(files, "fingerprint_fd", failing_fingerprint)
+    monkeypatch.setattr(heldchain, "fingerprint_fd", failing_fingerprint)
     held = OwnedFd.open(rig.path)
     with pytest.raises(RuntimeError):
         FileTailer(rig.path, Origin("c" * 64, {}), rig.queue, rig.hub, TailerSettings(4096, 0.2), JsonFileParser(), None,

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from collector.pipeline.entry import Entry
-from collector.sources.jsonfile import BadTimestamp, JsonFileParser, parse_timestamp
+from collector.sources.jsonfile import JsonFileParser
+from collector.timefmt import BadTimestamp, parse_timestamp
 
 T = "2026-11-22T12:37:12.709634378Z"
 T_NS = 1795351032709634378

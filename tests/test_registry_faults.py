@@ -29,7 +29,7 @@ from collector.docker.discovery import Discovery
 from collector.pipeline.entry import Chunk
 from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
-from collector.sources import files, registry as registry_module, supervision
+from collector.sources import heldchain, registry as registry_module, supervision
 from collector.sources.files import InotifyHub, TailerSettings
 from collector.sources.lifecycle import Phase
 from collector.sources.registry import RegistrySettings, SourceRegistry
@@ -146,7 +146,7 @@ async def test_the_fallback_path_closes_the_preopened_log_exactly_once(tmp_path,
     def unreadable(path: str, allow_holes: bool = False) -> None:
         raise PermissionError(13, "Permission denied", os.path.dirname(path))
 
-    monkeypatch.setattr(files, "list_chain", unreadable)
+    monkeypatch.setattr(heldchain, "list_chain", unreadable)
     async with running_rig(tmp_path) as rig:
         cid = "f" * 64
         rig.json_container(cid, "web")

@@ -30,8 +30,9 @@ from itertools import repeat
 from operator import add
 
 from collector.pipeline.entry import Entry, StreamPosition
-from collector.sources.jsonfile import BadTimestamp, parse_timestamp
 from collector.sources.resume import RESUME_WINDOW_NS, Resume
+from collector.sources.splitlines import SplitLine, SplitLines
+from collector.timefmt import BadTimestamp, parse_timestamp
 
 __all__ = ["PART_BYTES", "RESUME_WINDOW_NS", "StreamDecoder", "StreamStats", "since_param"]
 
@@ -58,17 +59,6 @@ _SECOND = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 _FRAME_OVERHEAD = _HEADER + 32  # per plain frame beyond its text: header, timestamp, space, newline
 _STREAM_OF = {b"\x01": "stdout", b"\x02": "stderr"}
 _BIG_ENDIAN = sys.byteorder == "big"
-
-
-@dataclass(slots=True)
-class _Pending:
-    """An unfinished split line of one stream."""
-
-    ts_ns: int
-    parts: list[bytes]
-    size: int
-    start: StreamPosition  # the resume point while it is open: before its first record
-    truncated: bool = False
 
 
 @dataclass(slots=True)
@@ -99,7 +89,9 @@ class StreamDecoder:
     # were delivered at it: Docker rotated past `since`, what lay between is gone.
     gap: bool = False
     _buffer: bytearray = field(default_factory=bytearray)
-    _pending: dict[str, _Pending] = field(default_factory=dict)
+    # Unfinished split lines: raw parts, stamped in ns, from the position before their first record.
+    _split: SplitLines[int, bytes, StreamPosition] = field(init=False)
+    _pending: dict[str, SplitLine[int, bytes, StreamPosition]] = field(init=False)  # _split's, looked up per frame
     _resume: Resume = field(init=False)
     _tty_continues: bool = False  # TTY: the previous record was a 16 KiB part
     _second_ns: dict[bytes, int] = field(default_factory=dict)  # b"2026-11-22T12:00:00" -> its ns
@@ -109,13 +101,14 @@ class StreamDecoder:
 
     def __post_init__(self) -> None:
         self._resume = Resume(self.resume_from)
+        self._split = SplitLines(self.max_line_bytes, bytes)
+        self._pending = self._split.by_stream
 
     @property
     def position(self) -> StreamPosition:
         """Resume point after everything delivered so far (never past an unfinished split line)."""
-        if self._pending:
-            return min(pending.start for pending in self._pending.values())
-        return self._resume.position()
+        start = self._split.earliest_start() if self._pending else None
+        return self._resume.position() if start is None else start
 
     @property
     def cut(self) -> bool:
@@ -125,7 +118,7 @@ class StreamDecoder:
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer) + sum(p.size for p in self._pending.values())
+        return len(self._buffer) + self._split.buffered()
 
     def feed(self, data: bytes) -> list[Entry]:
         entries: list[Entry] = []
@@ -318,13 +311,12 @@ class StreamDecoder:
         is_part = len(text) == PART_BYTES and not text.endswith(b"\n")
         pending = self._pending.get(stream)
         if pending is not None:
-            self._append_part(pending, text)
+            self._split.add(pending, text)  # a cut line is counted when it is delivered
             if not is_part:
                 self._emit_pending(stream, entries)
             return
         if is_part:
-            self._pending[stream] = pending = _Pending(ts_ns, [], 0, before)
-            self._append_part(pending, text)
+            self._split.open(stream, ts_ns, before, text)
             return
         entries.append(_new_tuple(Entry, (ts_ns, self._line(text), stream, None)))
         if self.starts is not None:
@@ -339,23 +331,13 @@ class StreamDecoder:
             self.gap, resume.gap = True, False
         return skip
 
-    def _append_part(self, pending: _Pending, text: bytes) -> None:
-        if pending.truncated:
-            return
-        pending.parts.append(text)
-        pending.size += len(text)
-        if pending.size > self.max_line_bytes:
-            # Keep memory bounded for an endless line: cut it now, skip its remaining parts.
-            pending.parts = [b"".join(pending.parts)[: self.max_line_bytes]]
-            pending.truncated = True
-
     def _emit_pending(self, stream: str, entries: list[Entry]) -> None:
-        pending = self._pending.pop(stream)
+        pending = self._split.pop(stream)
         if pending.truncated:
             self.stats.truncated_lines += 1
-            entries.append(Entry(pending.ts_ns, _strip(pending.parts[0]).decode(errors="ignore"), stream))
+            entries.append(Entry(pending.stamp, _strip(pending.parts[0]).decode(errors="ignore"), stream))
         else:
-            entries.append(Entry(pending.ts_ns, self._line(b"".join(pending.parts)), stream))
+            entries.append(Entry(pending.stamp, self._line(b"".join(pending.parts)), stream))
         if self.starts is not None:
             self.starts.append(pending.start)
 

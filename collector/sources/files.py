@@ -12,23 +12,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import zlib
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from collector.pipeline.entry import Entry, FilePosition, Origin
 from collector.pipeline.queue import ChunkQueue
+from collector.sources.chainopen import open_chain
+from collector.sources.emit import emit, joined
+from collector.sources.gzread import GzPatience, read_gz
 from collector.sources.handles import OwnedFd
+from collector.sources.heldchain import HeldChain, LogFile
 from collector.sources.inotify import InotifyHub, Wakeup
 from collector.sources.jsonfile import JsonFileParser
-from collector.sources.logchain import Gunzip, Rotated, fingerprint_fd, fingerprint_of, first_line_plain, list_chain
+from collector.sources.logchain import fingerprint_of, first_line_plain
+from collector.sources.rotation import FileLosses, look_ahead
 from collector.sources.seek import end_offset, offset_for_time, record_time
 from collector.sources.source import SourceStats
 from collector.transform.lines import LineProcessor
 from collector.transform.multiline import Joiner
-from collector.transform.routing import StreamLabeler, chunks_of
+from collector.transform.routing import StreamLabeler
 
 __all__ = ["FileTailer", "InotifyHub", "TailerSettings", "Wakeup", "fingerprint_of"]
 
@@ -36,13 +37,6 @@ log = logging.getLogger(__name__)
 
 # A record longer than this without a newline is not json-file output: drop it rather than grow.
 _MAX_RECORD_BYTES = 8 * 1024 * 1024
-# A `.gz` that stops growing before its end for this long was abandoned (Docker died mid-compress).
-_GZ_PATIENCE = 60.0
-# A reader that is behind holds at most this many newer files open (each keeps a deleted file's
-# disk space until it is read); past that, what Docker deletes before it is reached is counted.
-_MAX_AHEAD = 16
-# Each lost file is logged; a reader far behind logs at most this many lines per gap.
-_LOST_LOG_LINES = 10
 
 
 @dataclass(slots=True)
@@ -50,60 +44,6 @@ class TailerSettings:
     read_chunk_bytes: int
     poll_interval: float
     drain_quiet: float = 0.2  # after `die`, EOF must stay quiet this long before the file is closed
-
-
-@dataclass(slots=True, eq=False)
-class _LogFile:
-    """One file of the chain, held open: it owns its descriptor."""
-
-    handle: OwnedFd
-    inode: int
-    name: str  # its name when opened (Docker renames it later)
-    seq: int | None  # which live file it was: 0 the live file when the tailer began, -k its .k
-    gunzip: Gunzip | None = None
-    fingerprint: int = 0
-    damaged: bool = False  # a .gz that zlib cannot inflate past some point: the rest is skipped
-
-    @classmethod
-    def adopt(cls, handle: OwnedFd, name: str, seq: int | None, gz: bool) -> _LogFile:
-        """Take `handle` over; if it cannot be made one (a damaged .gz), it is closed here."""
-        try:
-            fd = handle.fd
-            # A .gz's first record is one small inflate away: every position names its file.
-            return cls(handle, os.fstat(fd).st_ino, name, seq, Gunzip(fd) if gz else None, fingerprint_fd(fd, gz))
-        except BaseException:
-            handle.close()
-            raise
-
-    @property
-    def fd(self) -> int:
-        return self.handle.fd
-
-    def size(self) -> int:
-        return os.fstat(self.fd).st_size
-
-    def close(self) -> None:
-        self.handle.close()
-
-
-_T = TypeVar("_T")
-
-
-async def _in_thread(call: Callable[[], _T]) -> _T:
-    """Run a read of a held file in a thread. Cancelled meanwhile, it still waits for the thread:
-    the file is closed after this returns, and the thread must not read a number reused by then."""
-    done = asyncio.ensure_future(asyncio.to_thread(call))
-    try:
-        return await asyncio.shield(done)
-    except asyncio.CancelledError:
-        while not done.done():
-            try:
-                await asyncio.shield(done)
-            except asyncio.CancelledError:
-                continue
-            except Exception:  # noqa: BLE001 - we are cancelled: its own error no longer matters
-                break
-        raise
 
 
 class FileTailer:
@@ -140,156 +80,22 @@ class FileTailer:
         self._parser = parser
         self.stats = stats
         self.draining = False
-        self._directory, self._base = os.path.split(path)
+        self._directory = os.path.dirname(path)
         self._wake = hub.subscribe(self._directory)
-        self._file: _LogFile | None = None
-        self._ahead: deque[_LogFile] = deque()  # newer files, oldest first; the last is the live one
-        self._created_base = 0  # hub creations of the live name when the tailer began (seq 0)
-        self._overflows = hub.overflows
-        self._gz_waiting: tuple[float, int] | None = None  # since when a .gz ends early, at what size
-        self._unsettled = 0  # looks in a row that found the directory mid-rotation
+        self._held = HeldChain(path, hub)  # owns every file this tailer opens
+        self._losses = FileLosses(stats, origin, path)
+        self._gz_patience = GzPatience()
         self.offset = 0
         try:
-            self._open(position, preopened, from_oldest)
+            # Opened at once (not in the task): the handles must exist before the files can be deleted.
+            self.seek_to(open_chain(self._held, position, preopened, from_oldest, self._losses))
         except BaseException:
-            self.close()  # _open closed whatever it opened; this drops the inotify subscription
+            self.close()  # open_chain closed whatever it opened; this drops the inotify subscription
             raise
 
-    # -- where to begin --------------------------------------------------------------------------
-    def _open(self, position: FilePosition | None, preopened: OwnedFd | None, from_oldest: bool) -> None:
-        """Open at once (not in the task): the handles must exist before the files can be deleted.
-
-        `preopened` is the live file, opened when the start event arrived (before inspect); the
-        tailer owns it from its constructor on, whatever happens there. With a saved position, the file it names (same inode and first
-        record, or its `.gz`) is read from there, then every newer file; if it is gone, Docker
-        deleted it with whatever was left unread: counted, and every file there is read. Without
-        one: `from_oldest` starts at the oldest rotated file (a fast writer may have rotated before
-        the start event reached us), else at the live file.
-        """
-        try:
-            for attempt in range(3):
-                chain = self._listed_chain()
-                if chain is None:
-                    # The directory is gone (a removed container whose log we hold) or mid-rotation.
-                    handle, preopened = preopened or OwnedFd.open(self.path), None
-                    self._file = _LogFile.adopt(handle, self.path, None, gz=False)
-                    same = position is not None and position.inode == self._file.inode
-                    self.seek_to(position.offset if position is not None and same else 0)
-                    return
-                first, offset = self._first_of(chain, position, from_oldest)
-                try:
-                    preopened = self._open_chain(chain[max(first, 0):], preopened)
-                except FileNotFoundError:
-                    self._close_files()  # Docker renamed a file between the listing and the open
-                    if attempt == 2:
-                        raise
-                    continue
-                break
-            if first == -1:
-                self._lost(1, None, "the saved file was deleted (rotated away) before it was read to its end")
-            if preopened is not None and position is None and from_oldest:
-                # The file held since the start event is in the chain no more: rotated past every
-                # file there (a fast writer with a small max-file). It is the oldest: read it first.
-                handle, preopened = preopened, None
-                held = _LogFile.adopt(handle, self.path, None, gz=False)
-                if self._file is not None:
-                    self._ahead.appendleft(self._file)
-                self._file = held
-            if self._file is None:
-                raise FileNotFoundError(f"no readable file in {self._directory}")  # every one was a damaged .gz
-            self.seek_to(offset)
-        except BaseException:
-            self._close_files()
-            raise
-        finally:
-            if preopened is not None:
-                preopened.close()
-
-    def _open_chain(self, entries: list[Rotated], preopened: OwnedFd | None) -> OwnedFd | None:
-        """Open `entries` (oldest first) as the current file and the ones ahead; returns the
-        preopened descriptor if it was not one of them. A damaged `.gz` is counted and skipped."""
-        for entry in entries:
-            handle = self._open_entry(entry, preopened)
-            if handle is preopened:
-                preopened = None
-            opened = self._adopt(handle, entry.name, -entry.index, entry.gz)
-            if opened is None:
-                continue
-            if self._file is None:
-                self._file = opened
-            else:
-                self._ahead.append(opened)
-        return preopened
-
-    def _adopt(self, handle: OwnedFd, name: str, seq: int | None, gz: bool) -> _LogFile | None:
-        """The file as one of ours; None for a `.gz` whose start cannot be inflated (counted)."""
-        try:
-            return _LogFile.adopt(handle, name, seq, gz)
-        except zlib.error as err:
-            if not gz:
-                raise
-            self._damaged(name, err)
-            return None
-
-    def _damaged(self, name: str, err: zlib.error) -> None:
-        """A rotated `.gz` zlib cannot inflate (a power cut while dockerd compressed it): what it
-        holds from there on is lost; the files around it are read as usual."""
-        self.stats.errors += 1
-        self.stats.last_error = f"damaged {os.path.basename(name)}: {err}"
-        self._lost(1, None, f"{os.path.basename(name)} is damaged ({err}); the rest of it is skipped")
-
-    def _first_of(self, chain: list[Rotated], position: FilePosition | None, from_oldest: bool) -> tuple[int, int]:
-        """(index into `chain` to begin at, offset there); index -1: the saved file is gone, begin
-        at the oldest file."""
-        if position is None:
-            return (0 if from_oldest else len(chain) - 1), 0
-        for at, entry in enumerate(chain):
-            if self._is_saved_file(entry, position):
-                return at, position.offset
-        return -1, 0
-
-    @staticmethod
-    def _is_saved_file(entry: Rotated, position: FilePosition) -> bool:
-        try:
-            handle = OwnedFd.open(entry.name)
-        except FileNotFoundError:
-            return False
-        with handle:
-            if entry.gz:
-                return position.fingerprint != 0 and _gz_fingerprint_of(handle) == position.fingerprint
-            st = os.fstat(handle.fd)
-            if st.st_ino != position.inode or st.st_size < position.offset:
-                return False
-            return position.fingerprint == 0 or fingerprint_fd(handle.fd, gz=False) == position.fingerprint
-
-    @staticmethod
-    def _open_entry(entry: Rotated, preopened: OwnedFd | None) -> OwnedFd:
-        if preopened is not None and not entry.gz:
-            try:
-                if os.stat(entry.name).st_ino == os.fstat(preopened.fd).st_ino:
-                    return preopened
-            except FileNotFoundError:
-                pass
-        return OwnedFd.open(entry.name)
-
-    def _listed_chain(self, tries: int = 100, holes_after: int | None = None) -> list[Rotated] | None:
-        """The chain as it is now, with the hub's counts brought up to the same moment. A rotation
-        is a few renames, so a stable listing comes quickly; a hole that stays is taken as it is."""
-        for attempt in range(tries):
-            self._hub.sync()
-            created = self._created()
-            chain = list_chain(self.path, allow_holes=attempt >= (tries - 1 if holes_after is None else holes_after))
-            self._hub.sync()
-            if chain is not None and self._created() == created:
-                if self._file is None:
-                    self._created_base = created
-                return chain
-            if not os.path.isdir(self._directory):
-                return None
-        return None
-
-    def _created(self) -> int:
-        return self._hub.creations(self._directory, self._base)
+    @property
+    def _file(self) -> LogFile | None:
+        return self._held.current
 
     # -- what the registry and /status use -------------------------------------------------------
     @property
@@ -315,7 +121,7 @@ class FileTailer:
 
     def start_at_end(self) -> int:
         """First meeting with `start_at: end`: skip what is written already; returns the offset."""
-        self._keep_from(len(self._ahead))
+        self._held.keep_from(len(self._held.ahead))
         offset = end_offset(self.fd, os.fstat(self.fd).st_size)
         self.seek_to(offset)
         return offset
@@ -325,7 +131,7 @@ class FileTailer:
         searching the rotated files too (the newest file that begins before the cutoff holds it;
         the older ones are dropped, that file is bisected). Returns (offset, file size, bytes read).
         A `.gz` cannot be bisected: the window then begins at its start (a few lines early)."""
-        files = self._files()
+        files = self._held.files()
         chosen = 0
         for index in range(len(files) - 1, -1, -1):
             opened = files[index]
@@ -334,7 +140,7 @@ class FileTailer:
             if ts is not None and ts < cutoff_ns:
                 chosen = index
                 break
-        self._keep_from(chosen)
+        self._held.keep_from(chosen)
         assert self._file is not None
         if self._file.gunzip is not None:
             self.seek_to(0)
@@ -343,17 +149,6 @@ class FileTailer:
         offset, bytes_read = offset_for_time(self._file.fd, size, cutoff_ns)
         self.seek_to(offset)
         return offset, size, bytes_read
-
-    def _files(self) -> list[_LogFile]:
-        assert self._file is not None
-        return [self._file, *self._ahead]
-
-    def _keep_from(self, index: int) -> None:
-        """Close the files older than `index` (0: the current one); read from that one on."""
-        files = self._files()
-        for dropped in files[:index]:
-            dropped.close()
-        self._file, self._ahead = files[index], deque(files[index + 1:])
 
     def drain(self) -> None:
         """The container died: read to the end, deliver unfinished lines, then stop."""
@@ -371,11 +166,11 @@ class FileTailer:
             unread = 0  # the size of its content is not known before it is read
         else:
             unread = max(0, self._file.size() - self.offset)
-        return unread + sum(f.size() for f in self._ahead if f.gunzip is None)
+        return unread + sum(f.size() for f in self._held.ahead if f.gunzip is None)
 
     def snapshot(self) -> dict[str, object]:
         return {"path": self.path, "inode": self.inode, "read_offset": self.offset,
-                "rotated_files_ahead": len(self._ahead), "rotated_files_lost": self.stats.files_lost}
+                "rotated_files_ahead": len(self._held.ahead), "rotated_files_lost": self.stats.files_lost}
 
     async def run(self) -> None:
         try:
@@ -384,15 +179,8 @@ class FileTailer:
             self.close()
 
     def close(self) -> None:
-        self._close_files()
+        self._held.close()
         self._hub.unsubscribe(self._directory, self._wake)
-
-    def _close_files(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        while self._ahead:
-            self._ahead.popleft().close()
 
     # -- reading ---------------------------------------------------------------------------------
     async def _follow(self) -> None:
@@ -411,14 +199,15 @@ class FileTailer:
                 await asyncio.sleep(0)  # one chunk per turn: quiet containers and events keep flowing
                 if self._wake.structure:
                     self._wake.structure = False
-                    self._look_ahead()
-                    self._wake.structure = self._unsettled > 0  # mid-rotation: look again next chunk
+                    look_ahead(self._held, self._losses)
+                    self._wake.structure = self._held.unsettled > 0  # mid-rotation: look again next chunk
                 continue
             assert self._file is not None
-            if self._ahead:
+            if self._held.ahead:
                 # A newer file exists, so ours is complete: move on (a .gz once it is whole).
                 gunzip = self._file.gunzip
-                if gunzip is None or gunzip.complete or self._file.damaged or self._gz_abandoned(loop.time()):
+                if (gunzip is None or gunzip.complete or self._file.damaged
+                        or self._gz_patience.abandoned(self._file, loop.time(), self._losses)):
                     rest = await self._next_file(rest)
                     continue
             # At EOF of the live file. Rotation or truncation is looked for only when the
@@ -426,10 +215,10 @@ class FileTailer:
             elif await self._truncated(rest):
                 rest = b""
                 continue
-            elif self._wake.structure and self._look_ahead():
+            elif self._wake.structure and look_ahead(self._held, self._losses):
                 continue  # read ours once more to its end before moving on
             self._wake.structure = False
-            if self.draining and not self._ahead:
+            if self.draining and not self._held.ahead:
                 now = loop.time()
                 quiet_since = quiet_since or now
                 if now - quiet_since >= self._settings.drain_quiet:
@@ -453,32 +242,7 @@ class FileTailer:
         assert current is not None
         if current.gunzip is None:
             return os.read(current.fd, self._settings.read_chunk_bytes)
-        if current.damaged:
-            return b""
-        # Decompression costs CPU: off the loop.
-        gunzip = current.gunzip
-        offset, chunk = self.offset, self._settings.read_chunk_bytes
-        try:
-            if gunzip.offset < offset and not await _in_thread(lambda: gunzip.skip(offset)):
-                return b""  # resuming inside a .gz that is not written that far yet
-            return await _in_thread(lambda: gunzip.read(chunk))
-        except zlib.error as err:
-            current.damaged = True
-            self._damaged(current.name, err)
-            return b""
-
-    def _gz_abandoned(self, now: float) -> bool:
-        """A .gz that ends early is being written: wait for it, unless it stopped growing long ago."""
-        assert self._file is not None
-        size = self._file.size()
-        if self._gz_waiting is None or self._gz_waiting[1] != size:
-            self._gz_waiting = (now, size)
-            return False
-        if now - self._gz_waiting[0] < _GZ_PATIENCE:
-            return False
-        self._lost(1, None, f"{self._file.name} ends before its end and stopped growing {_GZ_PATIENCE:.0f}s ago")
-        return True
-
+        return await read_gz(current, self.offset, self._settings.read_chunk_bytes, self._losses)
     async def _consume(self, data: bytes) -> bytes:
         """Parse the whole records in `data`, queue them, return the unfinished tail."""
         cut = data.rfind(b"\n") + 1
@@ -516,17 +280,10 @@ class FileTailer:
         # Counted here, not where records are parsed: a final line without newline comes from the
         # parser's flush at EOF, truncation or rotation.
         self.stats.lines += len(entries)
-        if self.joiner is not None:
-            entries, resume = self.joiner.take(entries, self._parser.starts if entries else [], resume, final)
+        entries, resume = joined(self, entries, self._parser.starts, resume, final)
         assert self._file is not None
         position = FilePosition(self._file.inode, resume, self._file.fingerprint)
-        if self.processor is not None:
-            entries = self.processor.process(entries)  # dropped lines still move the position
-        for chunk in chunks_of(self.origin, entries, nbytes, position, self.labeler):
-            # After room() in _follow; the flushes at a file's end (a pending line) add a little over.
-            self._queue.put_nowait(chunk)
-        if entries:
-            self.stats.last_entry_ns = entries[-1].ts_ns
+        emit(self, self._queue, entries, nbytes, position)  # after room() in _follow
         # Where a new run of this container continues if this one ends now.
         self.queued_position = position
 
@@ -550,127 +307,15 @@ class FileTailer:
         self.seek_to(0)
         return True
 
-    # -- rotation --------------------------------------------------------------------------------
-    def _look_ahead(self) -> bool:
-        """After the directory changed: if the newest file we know of (ours, at EOF of the live
-        file; else the last one ahead) is the live file no more, open every file newer than it
-        (read after ours, oldest first). Also done between chunks of a reader that is behind, so
-        Docker deleting a file it has not reached yet loses nothing (up to _MAX_AHEAD files)."""
-        newest = self._ahead[-1] if self._ahead else self._file
-        assert newest is not None
-        if newest.gunzip is not None or len(self._ahead) >= _MAX_AHEAD:
-            return False
-        try:
-            if os.stat(self.path).st_ino == newest.inode:
-                self._unsettled = 0
-                return False
-        except FileNotFoundError:
-            return False  # removed (destroy) or mid-rotation: keep our handle, the poll looks again
-        newer = self._newer_files(newest, holes_after=5 if self._unsettled < 3 else 0)
-        if not newer:
-            self._unsettled += 1
-            return False  # mid-rotation: Docker's creating the live file wakes us, or the poll does
-        self._unsettled = 0
-        self._ahead.extend(newer)
-        return True
-
-    def _newer_files(self, current: _LogFile, holes_after: int) -> list[_LogFile]:
-        chain = self._listed_chain(tries=5, holes_after=holes_after)
-        if chain is None:
-            return []
-        live_seq = self._created() - self._created_base
-        ours = self._find(chain, current)
-        if ours is not None:
-            if current.seq != live_seq - chain[ours].index:
-                # Events were missed (queue overflow, no watch): count on from where we are.
-                current.seq = live_seq - chain[ours].index
-            self._overflows = self._hub.overflows
-            newer = chain[ours + 1:]
-        else:
-            newer = chain
-            self._count_deleted(current, chain[0], live_seq)
-            live_seq = self._created() - self._created_base  # re-anchored if it could not be told
-        opened: list[_LogFile] = []
-        try:
-            for entry in newer:
-                made = self._adopt(OwnedFd.open(entry.name), entry.name, live_seq - entry.index, entry.gz)
-                if made is not None:
-                    opened.append(made)
-        except BaseException as err:
-            for made in opened:
-                made.close()
-            if isinstance(err, FileNotFoundError):
-                return []  # renamed meanwhile: list again at the next wake
-            raise
-        return opened
-
-    def _find(self, chain: list[Rotated], current: _LogFile) -> int | None:
-        """Where our file is in the chain now: by inode, or as the .gz Docker made of it."""
-        for at, entry in enumerate(chain):
-            if entry.gz:
-                continue
-            try:
-                if os.stat(entry.name).st_ino == current.inode:
-                    return at
-            except FileNotFoundError:
-                continue
-        if current.fingerprint:
-            for at, entry in enumerate(chain):
-                if entry.gz and self._gz_fingerprint(entry.name) == current.fingerprint:
-                    return at
-        return None
-
-    @staticmethod
-    def _gz_fingerprint(name: str) -> int:
-        try:
-            handle = OwnedFd.open(name)
-        except FileNotFoundError:
-            return 0
-        with handle:
-            return _gz_fingerprint_of(handle)
-
-    def _count_deleted(self, current: _LogFile, oldest: Rotated, live_seq: int) -> None:
-        """Our file is gone from the directory (we read it through our handle): the files between
-        it and the oldest one still there were deleted unread."""
-        if self._hub.overflows != self._overflows or not self._hub.watching(self._directory) or current.seq is None:
-            self._overflows = self._hub.overflows
-            log.warning("rotated files may have been deleted unread; how many cannot be told (inotify events were missed)",
-                        extra={"container_id": self.origin.container_id[:12], "path": self.path})
-            self._created_base = self._created() - (current.seq or 0) - 1 - oldest.index
-            return
-        missing = (live_seq - oldest.index) - current.seq - 1
-        if missing > 0:
-            self._lost(missing, None, "rotated file deleted by Docker before it was read (the reader was behind)")
-
-    def _lost(self, files: int, nbytes: int | None, why: str) -> None:
-        self.stats.files_lost += files
-        self.stats.lose("rotated_file_deleted", files)
-        if nbytes:
-            self.stats.lost_bytes += nbytes
-        for index in range(min(files, _LOST_LOG_LINES)):
-            log.warning("json-file log lost: " + why, extra={
-                "container_id": self.origin.container_id[:12], "path": self.path,
-                "file": index + 1, "files_lost": files, **({"lost_bytes": nbytes} if nbytes else {})})
-
     async def _next_file(self, rest: bytes) -> bytes:
         """Ours is read to its end and a newer file exists: its unfinished lines end here."""
         if rest:
             self.stats.errors += 1
             self.stats.last_error = "torn record at end of rotated file"
         entries = self._parser.flush()
-        assert self._file is not None
-        self._file.close()
-        self._file = self._ahead.popleft()
-        self._gz_waiting = None
+        self._held.advance()
+        self._gz_patience.reset()
         self.stats.rotations += 1
         self.seek_to(0)
         await self._put(entries, 0, 0, final=True)  # a joined entry does not span two files
         return b""
-
-
-def _gz_fingerprint_of(handle: OwnedFd) -> int:
-    """0 (matches nothing) for a `.gz` whose start zlib cannot inflate."""
-    try:
-        return fingerprint_fd(handle.fd, gz=True)
-    except zlib.error:
-        return 0

@@ -10,13 +10,14 @@ Facts this relies on (see design notes):
 
 from __future__ import annotations
 
-import calendar
 import re
 from dataclasses import dataclass, field
 
 import msgspec
 
 from collector.pipeline.entry import Entry
+from collector.sources.splitlines import SplitLine, SplitLines
+from collector.timefmt import BadTimestamp, parse_timestamp
 
 # Entry(...) at C speed: a NamedTuple's own constructor is a Python function, and the parser makes
 # one entry per log line (about 0.14 µs saved per line).
@@ -33,61 +34,7 @@ class Record(msgspec.Struct):
 _decode_one = msgspec.json.Decoder(Record).decode
 _decode_many = msgspec.json.Decoder(list[Record]).decode
 
-_seconds_cache: dict[str, int] = {}
 _FRACTION_SCALE = [10 ** (9 - digits) for digits in range(10)]  # ns per unit of a fraction of n digits
-
-
-class BadTimestamp(ValueError):
-    pass
-
-
-_REST = re.compile(r"(?:\.([0-9]{1,9}))?(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))")
-
-
-def parse_timestamp(text: str) -> int:
-    """RFC 3339 with 0-9 fraction digits and Z or +hh:mm -> exact nanoseconds since the epoch."""
-    base = text[:19]
-    seconds = _seconds_cache.get(base)
-    if seconds is None:
-        seconds = _base_seconds(text, base)
-    # Docker's usual form: 9 fraction digits, Z (it drops trailing zeros, so not always).
-    if len(text) == 30 and text[19] == "." and text[29] == "Z":
-        fraction = text[20:29]
-        if fraction.isdigit():
-            return seconds * 1_000_000_000 + int(fraction)
-    match = _REST.fullmatch(text, 19)
-    if match is None:
-        raise BadTimestamp(f"bad timestamp: {text!r}")
-    digits, utc, sign, hours, minutes = match.groups()
-    nanos = int(digits.ljust(9, "0")) if digits else 0
-    offset = 0 if utc else (int(hours) * 3600 + int(minutes) * 60) * (1 if sign == "+" else -1)
-    return (seconds - offset) * 1_000_000_000 + nanos
-
-
-def _base_seconds(text: str, base: str) -> int:
-    try:
-        if len(base) != 19 or base[4] != "-" or base[7] != "-" or base[10] not in "Tt" or base[13] != ":" or base[16] != ":":
-            raise ValueError
-        seconds = calendar.timegm(
-            (int(base[0:4]), int(base[5:7]), int(base[8:10]), int(base[11:13]), int(base[14:16]), int(base[17:19]), 0, 0, 0)
-        )
-    except ValueError:
-        raise BadTimestamp(f"bad timestamp: {text!r}") from None
-    if len(_seconds_cache) > 4096:  # lines of one second share this; keep it small
-        _seconds_cache.clear()
-    _seconds_cache[base] = seconds
-    return seconds
-
-
-@dataclass(slots=True)
-class _Pending:
-    """An unfinished line of one stream: parts seen so far."""
-
-    time: str
-    parts: list[str]
-    size: int
-    start_offset: int  # where its first record starts in the file: the resume point while it is open
-    truncated: bool = False
 
 
 @dataclass(slots=True)
@@ -104,11 +51,17 @@ class JsonFileParser:
 
     max_line_bytes: int = 256 * 1024
     stats: ParseStats = field(default_factory=ParseStats)
-    _pending: dict[str, _Pending] = field(default_factory=dict)
+    # Unfinished split lines: parts as text, stamped with their record's time text, from a file offset.
+    _split: SplitLines[str, str, int] = field(init=False)
+    _pending: dict[str, SplitLine[str, str, int]] = field(init=False)  # _split's, looked up per record
     # Where each entry's first record starts, parallel to the entries of the last feed/flush; kept
     # only for multiline joining (None: off, no cost).
     starts: list[int] | None = None
     _offsets: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._split = SplitLines(self.max_line_bytes, str)
+        self._pending = self._split.by_stream
 
     def feed(self, data: bytes, start_offset: int) -> tuple[list[Entry], int]:
         """Parse complete records; returns entries and the offset it is safe to resume from.
@@ -153,9 +106,8 @@ class JsonFileParser:
         return entries, self.resume_offset(start_offset + len(data))
 
     def resume_offset(self, end_offset: int) -> int:
-        if not self._pending:
-            return end_offset
-        return min(pending.start_offset for pending in self._pending.values())
+        start = self._split.earliest_start() if self._pending else None
+        return end_offset if start is None else start
 
     def flush(self) -> list[Entry]:
         """End of input (the container died and the file is drained): unfinished lines are final."""
@@ -207,18 +159,17 @@ class JsonFileParser:
             log = log[:-2] if log.endswith("\r\n") else log[:-1]
         pending = self._pending.get(stream)
         if pending is not None:
-            if pending.time == record.time:
-                self._append_part(pending, log)
+            if pending.stamp == record.time:
+                if self._split.add(pending, log):
+                    self.stats.truncated_lines += 1
                 if complete:
                     self._emit_pending(stream, entries)
                 return
             # A different time: the pending line was final (its process exited mid-line).
             self._emit_pending(stream, entries)
         if not complete:
-            self._pending[stream] = _Pending(
-                record.time, [], 0, start_offset + _offset_of_record(data, index)
-            )
-            self._append_part(self._pending[stream], log)
+            if self._split.open(stream, record.time, start_offset + _offset_of_record(data, index), log):
+                self.stats.truncated_lines += 1
             return
         try:
             ts_ns = parse_timestamp(record.time)
@@ -231,20 +182,10 @@ class JsonFileParser:
         if self.starts is not None:
             self.starts.append(start_offset + self._offsets[index])
 
-    def _append_part(self, pending: _Pending, log: str) -> None:
-        if pending.truncated:
-            return
-        pending.parts.append(log)
-        pending.size += len(log)
-        if pending.size * 4 > self.max_line_bytes and len("".join(pending.parts).encode()) > self.max_line_bytes:
-            # Keep memory bounded for an endless line: cut it now, skip its remaining parts.
-            pending.parts = [self._limit("".join(pending.parts))]
-            pending.truncated = True
-
     def _emit_pending(self, stream: str, entries: list[Entry]) -> None:
-        pending = self._pending.pop(stream)
+        pending = self._split.pop(stream)
         try:
-            ts_ns = parse_timestamp(pending.time)
+            ts_ns = parse_timestamp(pending.stamp)
         except BadTimestamp as err:
             self._bad(str(err))
             return
@@ -253,7 +194,7 @@ class JsonFileParser:
             line = self._limit(line)
         entries.append(_new_tuple(Entry, (ts_ns, line, stream, None)))
         if self.starts is not None:
-            self.starts.append(pending.start_offset)
+            self.starts.append(pending.start)
 
     def _limit(self, line: str) -> str:
         raw = line.encode()

@@ -28,10 +28,11 @@ from collector.sources.apistream import since_param
 from collector.sources import supervision
 from collector.sources.files import FileTailer, InotifyHub, TailerSettings
 from collector.sources.handles import HeldLog, OwnedFd
-from collector.sources.jsonfile import BadTimestamp, JsonFileParser, parse_timestamp
+from collector.sources.jsonfile import JsonFileParser
 from collector.sources.lifecycle import Action, Event, Phase, next_step
 from collector.sources.source import Source, SourceStats
 from collector.startup_report import routes_facts
+from collector.timefmt import BadTimestamp, parse_timestamp
 from collector.transform.labeling import Profile, Profiler
 from collector.transform.lines import ProcessingStats
 from collector.sources.stream import StreamSettings, StreamSource

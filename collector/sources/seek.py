@@ -10,7 +10,8 @@ import os
 
 import msgspec
 
-from collector.sources.jsonfile import BadTimestamp, Record, parse_timestamp
+from collector.sources.jsonfile import Record
+from collector.timefmt import BadTimestamp, parse_timestamp
 
 _BLOCK = 4096
 _LINEAR_WINDOW = 64 * 1024

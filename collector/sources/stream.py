@@ -23,10 +23,11 @@ from collector.docker.logstream import LogStreamClient, LogsUnavailable
 from collector.pipeline.entry import Entry, Origin, StreamPosition
 from collector.pipeline.queue import ChunkQueue
 from collector.sources.apistream import RESUME_WINDOW_NS, StreamDecoder, since_param
+from collector.sources.emit import emit, joined
 from collector.sources.source import SourceStats
 from collector.transform.lines import LineProcessor
 from collector.transform.multiline import Joiner
-from collector.transform.routing import StreamLabeler, chunks_of
+from collector.transform.routing import StreamLabeler
 
 log = logging.getLogger(__name__)
 
@@ -292,18 +293,11 @@ class StreamSource:
         self.stats.bytes += nbytes
         position = decoder.position
         lines = len(entries)
-        if self.joiner is not None:
-            entries, position = self.joiner.take(entries, decoder.starts if entries else [], position, final)
+        entries, position = joined(self, entries, decoder.starts, position, final)
         self.stats.lines += lines
         if not entries and position == self.queued_position:
             return  # only part of a split line (or of a joined entry) so far
-        if self.processor is not None:
-            entries = self.processor.process(entries)  # dropped lines still move the position
-        for chunk in chunks_of(self.origin, entries, nbytes, position, self.labeler):
-            # After room() in _pass; what a stream's end flushes (a pending line) adds a little over.
-            self._queue.put_nowait(chunk)
-        if entries:
-            self.stats.last_entry_ns = entries[-1].ts_ns
+        emit(self, self._queue, entries, nbytes, position)  # after room() in _pass
         self.queued_position = position
 
     def _account(self, decoder: StreamDecoder) -> None:

@@ -18,7 +18,7 @@ import msgspec
 
 from collector.config import ProcessingConfig
 from collector.pipeline.entry import Entry
-from collector.sources.jsonfile import BadTimestamp, parse_timestamp
+from collector.timefmt import BadTimestamp, parse_timestamp
 from collector.transform.saferegex import Matcher, PatternError, compile_untrusted
 
 DROP_LABEL = "collector.drop"
