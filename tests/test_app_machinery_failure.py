@@ -25,9 +25,13 @@ class SinkThatBreaks:
     """Acknowledges two chunks, a moment apart, then fails as a broken sink would."""
 
     async def run(self, queue: ChunkQueue, acknowledge: Acknowledge) -> None:
-        acknowledge([Chunk(Origin(CID, {}), [], 0, FilePosition(7, 100))])
+        # As a source would: read into the queue (which tracks read order), then the sink takes them.
+        origin = Origin(CID, {})
+        for offset in (100, 250):
+            queue.put_nowait(Chunk(origin, [], 0, FilePosition(7, offset)))
+        acknowledge([await queue.get()])
         await asyncio.sleep(0.2)  # the positions writer saved the first; it waits out its interval now
-        acknowledge([Chunk(Origin(CID, {}), [], 0, FilePosition(7, 250))])
+        acknowledge([await queue.get()])
         raise RuntimeError("sink machinery broke")
 
 
