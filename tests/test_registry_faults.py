@@ -297,7 +297,7 @@ def table_sizes(rig: Rig) -> dict[str, int]:
     return {
         "containers": len(registry.containers),
         "resolving": len(registry._resolving),
-        "read_upto": len(registry._read_upto),
+        "read_upto": len(registry._start_points.read_upto),
         "positions": len(rig.positions._acked),
         "inotify_watches": rig.hub.watch_count,
         "inotify_waiters": len(rig.hub._waiters),

@@ -2,7 +2,7 @@
 
 Events never wait for each other: a start opens the json-file log at once (a `--rm` container's
 file is unlinked ~0.3 s later), and the inspect that decides how to read it runs in a task of its
-own, bounded in number. Where each source starts reading is decided in `_start_point`; how each
+own, bounded in number. Where each source starts reading is decided in `startpoint.py`; how each
 container is read is decided in `_route`; what an event does to a container is `lifecycle.py`.
 """
 
@@ -10,69 +10,39 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import errno
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from collector.docker.containers import ContainerInfo, local_log_path
 from collector.docker.logstream import LogStreamClient
-from collector.pipeline.entry import FilePosition, Origin, Position, StreamPosition
+from collector.pipeline.entry import FilePosition, Origin
 from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
 from collector.preflight import CONTAINERS_DIR_FALLBACK, containers_dir_problem
 from collector.sources.apistream import since_param
-from collector.sources import supervision
+from collector.sources import rollup, supervision
 from collector.sources.files import FileTailer, InotifyHub, TailerSettings
 from collector.sources.handles import HeldLog, OwnedFd
-from collector.sources.jsonfile import BadTimestamp, JsonFileParser, parse_timestamp
+from collector.sources.jsonfile import JsonFileParser
 from collector.sources.lifecycle import Action, Event, Phase, next_step
+from collector.sources.routing import FILE_DRIVERS, fallback_reason
 from collector.sources.source import Source, SourceStats
-from collector.startup_report import routes_facts
+from collector.sources.startpoint import StartPoints
+from collector.sources.tracked import Tracked
+from collector.startup_report import report_routes
 from collector.transform.labeling import Profile, Profiler
 from collector.transform.lines import ProcessingStats
 from collector.sources.stream import StreamSettings, StreamSource
 
 log = logging.getLogger(__name__)
 
-FILE_DRIVERS = frozenset({"json-file"})
 INSPECT_CONCURRENCY = 8
-STARTUP_REPORT_WAIT = 30.0  # seconds the startup report waits for the first routes to be decided
 
 Inspect = Callable[[str], Awaitable[ContainerInfo | None]]
 IsRunning = Callable[[str], Awaitable[bool | None]]
-
-
-@dataclass(slots=True)
-class Tracked:
-    info: ContainerInfo
-    phase: Phase
-    stats: SourceStats = field(default_factory=SourceStats)
-    source: Source | None = None
-    task: asyncio.Task[None] | None = None
-    reason: str = ""  # why skipped, why it fell back to the stream, or why it cannot be read
-    profile: Profile | None = None  # labels and settings, made at start and on rename
-    read_as: str = ""  # the kind of its last source: its metrics keep one series after it stops
-    destroyed: bool = False
-    found_at_startup: bool = False  # met in the first listing, not through a start event
-    faults: int = 0  # unexpected failures in a row (setup or source); see supervision.py
-    fell_back: bool = False  # read through the stream because the other way kept failing
-
-    @property
-    def mode(self) -> str:
-        """How it is read now: file, stream, skipped, stopped, failed, or resolving."""
-        if self.source is not None:
-            return self.source.kind
-        return self.phase.value
-
-    @property
-    def mode_reason(self) -> str:
-        """The reason shown beside the mode: why skipped or failed, or which fallback."""
-        fallback = self.mode == "stream" and self.reason and not self.reason.startswith("label ")
-        return f"fallback: {self.reason}" if fallback else self.reason
 
 
 @dataclass(slots=True)
@@ -112,9 +82,6 @@ class SourceRegistry:
         self._inspect_slots = asyncio.Semaphore(INSPECT_CONCURRENCY)
         self.host = ""
         self.containers: dict[str, Tracked] = {}
-        # Where each ended source stopped reading: a restart continues there even before its last
-        # chunks are acknowledged (acknowledged positions can lag behind).
-        self._read_upto: dict[str, Position] = {}
         self._resolving: dict[str, asyncio.Task[None]] = {}
         self.skipped = Counter[str]()
         self.fallbacks = Counter[str]()
@@ -124,6 +91,8 @@ class SourceRegistry:
         self.retired = SourceStats()  # counters of removed containers, so totals never go back
         self.first_reconcile_done = False
         self.files_usable, self.files_problem = self._check_containers_dir()
+        self._start_points = StartPoints(positions, containers_dir=settings.containers_dir, own_id=settings.own_id,
+                                         start_at=settings.start_at, files_usable=self.files_usable)
         self._group: asyncio.TaskGroup | None = None
         self._startup_report: asyncio.Task[None] | None = None
         self.running = asyncio.Event()  # set once sources can be started
@@ -142,24 +111,12 @@ class SourceRegistry:
                 task.cancel()
             for tracked in self.containers.values():
                 if tracked.task is not None and not tracked.task.done():
-                    self._count_abandoned(tracked)
+                    self.lost_bytes["shutdown_after_destroy"] += rollup.count_abandoned(tracked)
                     tracked.task.cancel()
         self._group = None
 
     def stop(self) -> None:
         self._stopping.set()
-
-    def _count_abandoned(self, tracked: Tracked) -> None:
-        """Shutdown cancels a destroyed container's source: what it had not read is gone for good."""
-        if not tracked.destroyed or tracked.source is None:
-            return
-        unread = tracked.source.unread_bytes()
-        tracked.stats.lose("shutdown_after_destroy")
-        if unread:
-            tracked.stats.lost_bytes += unread
-            self.lost_bytes["shutdown_after_destroy"] += unread
-        log.warning("shutdown cancels the source of a removed container; its unread log is lost",
-                    extra={"container_id": tracked.info.id[:12], "unread_bytes": unread})
 
     def _check_containers_dir(self) -> tuple[bool, str]:
         if self._settings.mode == "stream":
@@ -192,7 +149,7 @@ class SourceRegistry:
         when Docker removed it (the event's time), which tells a stream source whether its end
         came before or after the removal."""
         self._positions.forget(container_id)
-        self._read_upto.pop(container_id, None)
+        self._start_points.read_upto.pop(container_id, None)
         tracked = self.containers.get(container_id)
         if tracked is not None:
             tracked.info.running = False
@@ -255,7 +212,7 @@ class SourceRegistry:
             tracked = self.containers[info.id] = Tracked(info, Phase.NEW, found_at_startup=at_startup)
             if info.running:
                 self.started(info, inspected=True)
-            elif self._may_have_unread(info):
+            elif self._start_points.may_have_unread(info):
                 self._apply(tracked, Event.CATCH_UP, info, inspected=True)
             else:
                 tracked.phase = Phase.STOPPED
@@ -271,16 +228,10 @@ class SourceRegistry:
         """Log the containers found at startup and how each is read, once their routes are known."""
         assert self._group is not None, "registry is not running"
 
-        async def report() -> None:
-            if resolving:
-                await asyncio.wait(resolving, timeout=STARTUP_REPORT_WAIT)
-            try:
-                routes = [(t.info.name or t.info.id[:12], t.mode, t.mode_reason) for t in self.containers.values() if t.found_at_startup]
-                log.info("containers found", extra=routes_facts(routes))
-            except Exception:  # noqa: BLE001 - a report is not worth the process
-                log.exception("startup report failed")
+        def routes() -> list[tuple[str, str, str]]:
+            return [(t.info.name or t.info.id[:12], t.mode, t.mode_reason) for t in self.containers.values() if t.found_at_startup]
 
-        self._startup_report = self._group.create_task(report(), name="startup-report")
+        self._startup_report = self._group.create_task(report_routes(resolving, routes), name="startup-report")
 
     # -- the lifecycle -------------------------------------------------------------------------
     def _apply(self, tracked: Tracked, event: Event, info: ContainerInfo | None = None, inspected: bool = False) -> None:
@@ -380,7 +331,7 @@ class SourceRegistry:
         # No json-file log: most likely another driver. Ask for the stream now, beside the inspect:
         # a short-lived `--rm` container may be removed before a request sent after the inspect
         # reaches dockerd (an open stream still reads it to the end).
-        held.request_stream(self._streams.connect(tracked.info.id, since_param(self._stream_start(tracked))))
+        held.request_stream(self._streams.connect(tracked.info.id, since_param(self._start_points.stream_start(tracked))))
 
     def _holds(self, tracked: Tracked) -> bool:
         return self.containers.get(tracked.info.id) is tracked and not self._stopping.is_set()
@@ -427,7 +378,7 @@ class SourceRegistry:
                 try:
                     source = self._file_source(tracked, held)
                 except OSError as err:
-                    reason = _fallback_reason(err)
+                    reason = fallback_reason(err)
                     log.warning("container log file cannot be read; reading it through the Docker API instead",
                                 extra={"container_id": info.id[:12], "container_name": info.name,
                                        "path": local_log_path(self._settings.containers_dir, info), "reason": reason,
@@ -483,7 +434,7 @@ class SourceRegistry:
             failure = err
         finally:
             if not tracked.destroyed:
-                self._read_upto[container_id] = source.queued_position
+                self._start_points.read_upto[container_id] = source.queued_position
         try:
             self._source_ended(tracked, source, failure, progressed=tracked.stats.lines != lines_before)
         except supervision.MACHINERY_ERRORS:
@@ -572,12 +523,12 @@ class SourceRegistry:
     def _remove(self, tracked: Tracked) -> None:
         if self.containers.get(tracked.info.id) is tracked:
             del self.containers[tracked.info.id]
-            _add_stats(self.retired, tracked.stats)
+            rollup.add_stats(self.retired, tracked.stats)
 
     # -- sources -------------------------------------------------------------------------------
     def _file_source(self, tracked: Tracked, held: HeldLog | None) -> FileTailer:
         info = tracked.info
-        position, first_meeting = self._start_point(tracked)
+        position, first_meeting = self._start_points.of(tracked)
         file_position = position if isinstance(position, FilePosition) else None
         tailer = FileTailer(
             local_log_path(self._settings.containers_dir, info),
@@ -594,23 +545,11 @@ class SourceRegistry:
         )
         if first_meeting:
             try:
-                self._seek_first_meeting(tailer, info)
+                self._start_points.seek_first_meeting(tailer, info)
             except BaseException:
                 tailer.close()
                 raise
         return tailer
-
-    def _stream_start(self, tracked: Tracked) -> StreamPosition:
-        position, first_meeting = self._start_point(tracked)
-        if isinstance(position, StreamPosition):
-            return position
-        if position is not None:
-            log.info("read through the API now, previously from its file: reading the stream from its start "
-                     "(Loki drops exact repeats)", extra={"container_id": tracked.info.id[:12]})
-        start_at = self._settings.start_at
-        if first_meeting and start_at is not None:
-            return StreamPosition(time.time_ns() - int(start_at * 1e9), 0)
-        return StreamPosition(0, 0)
 
     def _stream_source(self, tracked: Tracked, held: HeldLog | None) -> StreamSource:
         info = tracked.info
@@ -619,59 +558,9 @@ class SourceRegistry:
             container_id, info.tty, self._origin(tracked),
             self._queue_for(tracked.profile.tenant if tracked.profile else ""), self._streams,
             dataclasses.replace(self._settings.stream, max_line_bytes=self._max_line_bytes(tracked)),
-            self._stream_start(tracked), tracked.stats, lambda: self._is_running(container_id),
+            self._start_points.stream_start(tracked), tracked.stats, lambda: self._is_running(container_id),
             held.take_response() if held is not None else None,  # taken last: the source owns it from here on
         )
-
-    def _start_point(self, tracked: Tracked) -> tuple[Position | None, bool]:
-        """Where a new source of this container starts: the one place that decides it.
-
-        Where an earlier source of it stopped in this run, else its acknowledged position; without
-        either, a first meeting (found running at the first start, not started since the last
-        checkpoint) starts at `positions.start_at`, anything else from its first byte."""
-        info = tracked.info
-        position = self._read_upto.get(info.id) or self._positions.get(info.id)
-        if position is not None:
-            return position, False
-        return None, tracked.found_at_startup and not self._started_since_checkpoint(info)
-
-    def _started_since_checkpoint(self, info: ContainerInfo) -> bool:
-        checkpoint = self._positions.previous_checkpoint_ns
-        if not checkpoint or not info.started_at:
-            return False
-        try:
-            return parse_timestamp(info.started_at) > checkpoint
-        except BadTimestamp:
-            return False
-
-    def _may_have_unread(self, info: ContainerInfo) -> bool:
-        """A stopped container with bytes after its position, or one started since the last checkpoint."""
-        if info.id == self._settings.own_id or info.log_driver == "none":
-            return False
-        position = self._positions.get(info.id)
-        if position is None:
-            # Never read: new since the last checkpoint, or `start_at: all` asks for everything on disk.
-            return self._started_since_checkpoint(info) or self._settings.start_at is None
-        if isinstance(position, StreamPosition) or info.log_driver not in FILE_DRIVERS or not self.files_usable:
-            return True  # a short catch-up pass of the stream tells
-        try:
-            st = os.stat(local_log_path(self._settings.containers_dir, info))
-        except OSError:
-            return False
-        return st.st_ino != position.inode or st.st_size > position.offset
-
-    def _seek_first_meeting(self, tailer: FileTailer, info: ContainerInfo) -> None:
-        start_at = self._settings.start_at
-        if start_at is None:
-            return
-        if start_at == 0:
-            tailer.start_at_end()
-            return
-        cutoff_ns = time.time_ns() - int(start_at * 1e9)
-        offset, size, bytes_read = tailer.start_at_time(cutoff_ns)
-        log.info("first meeting: starting inside the start_at window",
-                 extra={"container_id": info.id[:12], "offset": offset, "file_size": size, "bytes_read": bytes_read,
-                        "path": os.path.basename(tailer.reading_name)})
 
     def _skip(self, tracked: Tracked, reason: str, detail: str = "", shown: str = "") -> None:
         """Not read: counted by `reason`; `shown` (default: the reason) is what /status says."""
@@ -723,31 +612,8 @@ class SourceRegistry:
         return self._profiler.guard.folded
 
     def totals(self) -> SourceStats:
-        total = SourceStats()
-        _add_stats(total, self.retired)
-        for tracked in self.containers.values():
-            _add_stats(total, tracked.stats)
-        return total
+        return rollup.totals(self.retired, self.containers.values())
 
     def unreadable(self) -> list[str]:
         """Containers that can be read neither from their file nor through the API."""
-        return [f"container {t.info.name or t.info.id[:12]} cannot be read: {t.reason}"
-                for t in self.containers.values() if t.phase is Phase.FAILED]
-
-
-_COUNTERS = ("lines", "bytes", "errors", "truncated", "rotations", "truncations", "reconnects", "gaps", "lost_events", "lost_bytes",
-             "files_lost")
-
-
-def _add_stats(into: SourceStats, stats: SourceStats) -> None:
-    for name in _COUNTERS:
-        setattr(into, name, getattr(into, name) + getattr(stats, name))
-    into.losses.update(stats.losses)
-
-
-def _fallback_reason(err: OSError) -> str:
-    if err.errno in (errno.EACCES, errno.EPERM):
-        return "permission_denied"
-    if err.errno == errno.ENOENT:
-        return "file_not_found"
-    return f"open_error_{errno.errorcode.get(err.errno or 0, 'unknown').lower()}"
+        return rollup.unreadable(self.containers.values())
