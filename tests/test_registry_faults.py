@@ -29,7 +29,7 @@ from collector.docker.discovery import Discovery
 from collector.pipeline.entry import Chunk
 from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
-from collector.sources import files, registry as registry_module, supervision
+from collector.sources import files, opening, supervision
 from collector.sources.files import InotifyHub, TailerSettings
 from collector.sources.lifecycle import Phase
 from collector.sources.registry import RegistrySettings, SourceRegistry
@@ -221,7 +221,7 @@ async def test_a_container_that_keeps_failing_moves_to_the_stream_then_fails_alo
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ValueError("a bug in the file source")
 
-    monkeypatch.setattr(registry_module.SourceRegistry, "_file_source", broken)
+    monkeypatch.setattr(opening.SourceOpener, "file_source", broken)
     async with running_rig(tmp_path) as rig:
         cid = "5" * 64
         rig.json_container(cid, "web")

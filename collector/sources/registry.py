@@ -9,7 +9,6 @@ container is read is decided in `_route`; what an event does to a container is `
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections import Counter
@@ -18,22 +17,21 @@ from dataclasses import dataclass
 
 from collector.docker.containers import ContainerInfo, local_log_path
 from collector.docker.logstream import LogStreamClient
-from collector.pipeline.entry import FilePosition, Origin
 from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
 from collector.preflight import CONTAINERS_DIR_FALLBACK, containers_dir_problem
-from collector.sources.apistream import since_param
 from collector.sources import rollup, supervision
-from collector.sources.files import FileTailer, InotifyHub, TailerSettings
-from collector.sources.handles import HeldLog, OwnedFd
-from collector.sources.jsonfile import JsonFileParser
+from collector.sources.files import InotifyHub, TailerSettings
+from collector.sources.handles import HeldLog
 from collector.sources.lifecycle import Action, Event, Phase, next_step
+from collector.sources.opening import IsRunning, OpeningSettings, SourceOpener
+from collector.sources.profiles import ContainerProfiles
 from collector.sources.routing import FILE_DRIVERS, fallback_reason
 from collector.sources.source import Source, SourceStats
 from collector.sources.startpoint import StartPoints
 from collector.sources.tracked import Tracked
 from collector.startup_report import report_routes
-from collector.transform.labeling import Profile, Profiler
+from collector.transform.labeling import Profiler
 from collector.transform.lines import ProcessingStats
 from collector.sources.stream import StreamSettings, StreamSource
 
@@ -42,7 +40,6 @@ log = logging.getLogger(__name__)
 INSPECT_CONCURRENCY = 8
 
 Inspect = Callable[[str], Awaitable[ContainerInfo | None]]
-IsRunning = Callable[[str], Awaitable[bool | None]]
 
 
 @dataclass(slots=True)
@@ -73,26 +70,26 @@ class SourceRegistry:
         self._profiler = profiler
         self._queue = queue
         self._queue_for = queue_for or (lambda tenant: queue)  # each tenant's lane (sinks/lanes.py)
-        self._hub = hub
-        self._streams = streams
         self._positions = positions
         self._settings = settings
         self._inspect = inspect
-        self._is_running = is_running
         self._inspect_slots = asyncio.Semaphore(INSPECT_CONCURRENCY)
-        self.host = ""
         self.containers: dict[str, Tracked] = {}
         self._resolving: dict[str, asyncio.Task[None]] = {}
         self.skipped = Counter[str]()
         self.fallbacks = Counter[str]()
         self.lost_bytes = Counter[str]()
         self.faults = Counter[str]()  # unexpected per-container failures, by stage:exception
-        self.labels_trimmed = 0  # labels cut or dropped to stay within Loki's limits
         self.retired = SourceStats()  # counters of removed containers, so totals never go back
         self.first_reconcile_done = False
         self.files_usable, self.files_problem = self._check_containers_dir()
         self._start_points = StartPoints(positions, containers_dir=settings.containers_dir, own_id=settings.own_id,
                                          start_at=settings.start_at, files_usable=self.files_usable)
+        self._profiles = ContainerProfiles(profiler, settings.max_line_bytes)
+        self._opener = SourceOpener(
+            OpeningSettings(settings.containers_dir, settings.tailer, settings.stream, settings.own_id),
+            files_usable=self.files_usable, hub=hub, streams=streams, queue_for=self._queue_for,
+            start_points=self._start_points, profiles=self._profiles, is_running=is_running)
         self._group: asyncio.TaskGroup | None = None
         self._startup_report: asyncio.Task[None] | None = None
         self.running = asyncio.Event()  # set once sources can be started
@@ -128,7 +125,7 @@ class SourceRegistry:
 
     # -- events (never await: the next event must be handled at once) --------------------------
     def set_host(self, name: str) -> None:
-        self.host = name
+        self._profiles.host = name
 
     def started(self, event_info: ContainerInfo, inspected: bool = False) -> None:
         """A start event. json-file logs are opened now; the inspect that routes it runs apart."""
@@ -175,14 +172,14 @@ class SourceRegistry:
         container_id, new_name = tracked.info.id, tracked.info.name
         if tracked.profile is None or tracked.profile.excluded_by:
             return
-        profile = self._make_profile(tracked.info)
+        profile = self._profiles.make(tracked.info)
         if profile.excluded_by:
             log.warning("renamed container now matches an exclusion; it applies from its next start",
                         extra={"container_id": container_id[:12], "container_name": new_name, "rule": profile.excluded_by})
             return
         tracked.profile = profile
         if tracked.source is not None:
-            tracked.source.origin = self._origin(tracked)  # from the next chunk on: at a line boundary
+            tracked.source.origin = self._profiles.origin(tracked)  # from the next chunk on: at a line boundary
 
     def reconcile(self, present: list[ContainerInfo]) -> None:
         """After (re)connecting, and periodically: apply what changed while we were not told."""
@@ -244,7 +241,7 @@ class SourceRegistry:
 
     def _step(self, tracked: Tracked, event: Event, info: ContainerInfo | None, inspected: bool) -> None:
         action = next_step(tracked.phase, event, source_alive=tracked.task is not None and not tracked.task.done(),
-                           exclusion_lifted=event is Event.START and self._exclusion_lifted(tracked))
+                           exclusion_lifted=event is Event.START and self._profiles.exclusion_lifted(tracked))
         if action is Action.RESOLVE:
             tracked.phase = Phase.RESOLVING
             self._resolve(tracked, info or tracked.info, catch_up=event is Event.CATCH_UP, inspected=inspected)
@@ -260,19 +257,13 @@ class SourceRegistry:
             self._remove(tracked)
         # Action.NOTHING: a repeat (re-list, replayed event) or a container not read
 
-    def _exclusion_lifted(self, tracked: Tracked) -> bool:
-        """Skipped by a name rule, and renamed since to a name no rule excludes: read it again."""
-        if tracked.phase is not Phase.SKIPPED or tracked.profile is None or not tracked.profile.excluded_by:
-            return False
-        return not self._make_profile(tracked.info, report=False).excluded_by
-
     def _resolve(self, tracked: Tracked, event_info: ContainerInfo, catch_up: bool, inspected: bool) -> None:
         """Open a json-file log now, inspect in a task (unless `event_info` came from one), then route."""
         tracked.faults, tracked.fell_back = 0, False  # a new start: every way is worth trying again
         known = tracked.info if tracked.info.log_path else event_info
         if self._excluded(tracked, known, report=False):  # routing makes it again, from the inspect
             return  # costs nothing: no file opened, no stream, no task
-        self._spawn_setup(tracked, event_info, HeldLog(None if catch_up else self._preopen(known)), inspected)
+        self._spawn_setup(tracked, event_info, HeldLog(None if catch_up else self._opener.preopen(known)), inspected)
 
     def _spawn_setup(self, tracked: Tracked, event_info: ContainerInfo, held: HeldLog, inspected: bool) -> None:
         """Hand `held` to the task that sets the container up: from here on that task owns it."""
@@ -292,15 +283,6 @@ class SourceRegistry:
         if self._resolving.get(container_id) is task:
             del self._resolving[container_id]
 
-    def _preopen(self, info: ContainerInfo) -> OwnedFd | None:
-        """Hold a starting container's json-file log before the inspect round-trip."""
-        if not self.files_usable or info.id == self._settings.own_id:
-            return None
-        try:
-            return OwnedFd.open(local_log_path(self._settings.containers_dir, info))
-        except OSError:
-            return None  # another driver, or gone already, or not readable: routing decides
-
     async def _setup(self, tracked: Tracked, event_info: ContainerInfo, held: HeldLog, inspected: bool) -> None:
         """Inspect, route and start the container's source: the fault boundary of its setup.
         After a fault it is set up again (inspected afresh, its log opened by path) after a pause."""
@@ -313,7 +295,7 @@ class SourceRegistry:
                     inspected = False
                 try:
                     if not tracked.faults:
-                        self._request_early_stream(tracked, held, inspected)
+                        self._opener.request_early_stream(tracked, held, inspected)
                     await self._inspect_and_route(tracked, event_info, held, inspected)
                     break
                 except supervision.MACHINERY_ERRORS:
@@ -324,14 +306,6 @@ class SourceRegistry:
                         break
         if tracked.source is None and tracked.destroyed:
             self._remove(tracked)
-
-    def _request_early_stream(self, tracked: Tracked, held: HeldLog, inspected: bool) -> None:
-        if inspected or held.has_file or tracked.info.id == self._settings.own_id:
-            return
-        # No json-file log: most likely another driver. Ask for the stream now, beside the inspect:
-        # a short-lived `--rm` container may be removed before a request sent after the inspect
-        # reaches dockerd (an open stream still reads it to the end).
-        held.request_stream(self._streams.connect(tracked.info.id, since_param(self._start_points.stream_start(tracked))))
 
     def _holds(self, tracked: Tracked) -> bool:
         return self.containers.get(tracked.info.id) is tracked and not self._stopping.is_set()
@@ -376,7 +350,7 @@ class SourceRegistry:
         elif info.log_driver in FILE_DRIVERS:
             if self.files_usable:
                 try:
-                    source = self._file_source(tracked, held)
+                    source = self._opener.file_source(tracked, held)
                 except OSError as err:
                     reason = fallback_reason(err)
                     log.warning("container log file cannot be read; reading it through the Docker API instead",
@@ -388,7 +362,7 @@ class SourceRegistry:
         if source is None:
             if reason and not reason.startswith("label "):
                 self.fallbacks[reason] += 1
-            source = self._stream_source(tracked, held)
+            source = self._opener.stream_source(tracked, held)
         tracked.reason = reason
         try:
             self._launch(tracked, source)
@@ -399,16 +373,7 @@ class SourceRegistry:
 
     def _launch(self, tracked: Tracked, source: Source) -> None:
         assert self._group is not None
-        problems: list[str] = []
-        source.processor = self._profiler.processor(tracked.info, problems)
-        source.labeler = self._profiler.labeler(tracked.info, tracked.profile.tenant if tracked.profile else "")
-        joiner = self._profiler.joiner(tracked.info, self._max_line_bytes(tracked), problems)
-        if joiner is not None:
-            source.join_lines(joiner)
-        if problems:
-            self._profiler.processing_stats.problems += len(problems)
-            log.warning("collector.* labels ignored", extra={"container_id": tracked.info.id[:12],
-                                                              "container_name": tracked.info.name, "problems": problems})
+        self._profiles.fit(tracked, source)
         tracked.source = source
         tracked.read_as = source.kind
         self._positions.ensure(tracked.info.id, source.queued_position)
@@ -526,42 +491,6 @@ class SourceRegistry:
             rollup.add_stats(self.retired, tracked.stats)
 
     # -- sources -------------------------------------------------------------------------------
-    def _file_source(self, tracked: Tracked, held: HeldLog | None) -> FileTailer:
-        info = tracked.info
-        position, first_meeting = self._start_points.of(tracked)
-        file_position = position if isinstance(position, FilePosition) else None
-        tailer = FileTailer(
-            local_log_path(self._settings.containers_dir, info),
-            self._origin(tracked),
-            self._queue_for(tracked.profile.tenant if tracked.profile else ""),
-            self._hub,
-            self._settings.tailer,
-            JsonFileParser(self._max_line_bytes(tracked)),
-            file_position,
-            tracked.stats,
-            held.take_file() if held is not None else None,  # the tailer owns it from its constructor on
-            # Begin at the oldest rotated file still there; a first meeting's start_at moves on from it.
-            from_oldest=True,
-        )
-        if first_meeting:
-            try:
-                self._start_points.seek_first_meeting(tailer, info)
-            except BaseException:
-                tailer.close()
-                raise
-        return tailer
-
-    def _stream_source(self, tracked: Tracked, held: HeldLog | None) -> StreamSource:
-        info = tracked.info
-        container_id = info.id
-        return StreamSource(
-            container_id, info.tty, self._origin(tracked),
-            self._queue_for(tracked.profile.tenant if tracked.profile else ""), self._streams,
-            dataclasses.replace(self._settings.stream, max_line_bytes=self._max_line_bytes(tracked)),
-            self._start_points.stream_start(tracked), tracked.stats, lambda: self._is_running(container_id),
-            held.take_response() if held is not None else None,  # taken last: the source owns it from here on
-        )
-
     def _skip(self, tracked: Tracked, reason: str, detail: str = "", shown: str = "") -> None:
         """Not read: counted by `reason`; `shown` (default: the reason) is what /status says."""
         shown = shown or reason
@@ -575,34 +504,21 @@ class SourceRegistry:
     def _excluded(self, tracked: Tracked, info: ContainerInfo, report: bool = True) -> bool:
         """Make the container's profile from what is known of it; skip it when a rule excludes it.
         `report`: count and log what its labels lost (once per start: the profile it is read with)."""
-        tracked.profile = self._make_profile(info, report)
+        tracked.profile = self._profiles.make(info, report)
         if tracked.profile.excluded_by:
             self._skip(tracked, tracked.profile.skip_reason, shown=f"excluded by {tracked.profile.excluded_by}")
             return True
         return False
 
-    def _make_profile(self, info: ContainerInfo, report: bool = True) -> Profile:
-        profile = self._profiler.profile(info, self.host)
-        if not report:
-            return profile
-        where = {"container_id": info.id[:12], "container_name": info.name}
-        if profile.trimmed:
-            self.labels_trimmed += len(profile.trimmed)
-            log.warning("labels trimmed to Loki's limits", extra={**where, "trimmed": profile.trimmed})
-        if profile.problems:
-            log.warning("collector.* labels ignored", extra={**where, "problems": profile.problems})
-        return profile
-
-    def _origin(self, tracked: Tracked) -> Origin:
-        info, profile = tracked.info, tracked.profile or self._make_profile(tracked.info)
-        return Origin(container_id=info.id, labels=dict(profile.labels),
-                      metadata={"container_id": info.id, "image": info.image, **profile.metadata}, tenant=profile.tenant)
-
-    def _max_line_bytes(self, tracked: Tracked) -> int:
-        profile = tracked.profile
-        return profile.max_line_bytes if profile and profile.max_line_bytes else self._settings.max_line_bytes
-
     # -- what /status and /metrics read -----------------------------------------------------------
+    @property
+    def host(self) -> str:
+        return self._profiles.host
+
+    @property
+    def labels_trimmed(self) -> int:
+        return self._profiles.labels_trimmed
+
     @property
     def processing(self) -> ProcessingStats:
         return self._profiler.processing_stats
