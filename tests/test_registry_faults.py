@@ -177,7 +177,7 @@ async def test_a_log_opened_at_the_start_event_is_closed_when_shutdown_comes_bef
         rig.registry.started(ContainerInfo("2" * 64, "c1", "img", running=True))
         # Cancelled before its first step (as a task group cancels its children when one fails):
         # its body never runs, so only its owner's done-callback can close what it was given.
-        rig.registry._resolving["2" * 64].cancel()
+        rig.registry._tasks.resolving["2" * 64].cancel()
         await asyncio.sleep(0.05)
         assert list(fds.leaked().values()) == [os.path.join(rig.containers_dir, "1" * 64, f"{'1' * 64}-json.log")]
     assert fds.double_closes == [] and fds.leaked() == {}
@@ -296,7 +296,7 @@ def table_sizes(rig: Rig) -> dict[str, int]:
     registry = rig.registry
     return {
         "containers": len(registry.containers),
-        "resolving": len(registry._resolving),
+        "resolving": len(registry._tasks.resolving),
         "read_upto": len(registry._start_points.read_upto),
         "positions": len(rig.positions._acked),
         "inotify_watches": rig.hub.watch_count,

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from collector.docker.containers import ContainerInfo, local_log_path
@@ -21,6 +21,7 @@ from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
 from collector.preflight import CONTAINERS_DIR_FALLBACK, containers_dir_problem
 from collector.sources import rollup, supervision
+from collector.sources.boundary import ContainerTasks, Inspect
 from collector.sources.files import InotifyHub, TailerSettings
 from collector.sources.handles import HeldLog
 from collector.sources.lifecycle import Action, Event, Phase, next_step
@@ -37,9 +38,6 @@ from collector.sources.stream import StreamSettings, StreamSource
 
 log = logging.getLogger(__name__)
 
-INSPECT_CONCURRENCY = 8
-
-Inspect = Callable[[str], Awaitable[ContainerInfo | None]]
 
 
 @dataclass(slots=True)
@@ -72,10 +70,7 @@ class SourceRegistry:
         self._queue_for = queue_for or (lambda tenant: queue)  # each tenant's lane (sinks/lanes.py)
         self._positions = positions
         self._settings = settings
-        self._inspect = inspect
-        self._inspect_slots = asyncio.Semaphore(INSPECT_CONCURRENCY)
         self.containers: dict[str, Tracked] = {}
-        self._resolving: dict[str, asyncio.Task[None]] = {}
         self.skipped = Counter[str]()
         self.fallbacks = Counter[str]()
         self.lost_bytes = Counter[str]()
@@ -90,6 +85,7 @@ class SourceRegistry:
             OpeningSettings(settings.containers_dir, settings.tailer, settings.stream, settings.own_id),
             files_usable=self.files_usable, hub=hub, streams=streams, queue_for=self._queue_for,
             start_points=self._start_points, profiles=self._profiles, is_running=is_running)
+        self._tasks = ContainerTasks(self, inspect, self._opener, self._start_points)
         self._group: asyncio.TaskGroup | None = None
         self._startup_report: asyncio.Task[None] | None = None
         self.running = asyncio.Event()  # set once sources can be started
@@ -104,7 +100,7 @@ class SourceRegistry:
             await self._stopping.wait()
             # Cancel every source, the draining ones too: they may wait on a full queue, which is
             # only closed (and drained by the sink) after this group has ended.
-            for task in [*self._resolving.values(), *([self._startup_report] if self._startup_report else [])]:
+            for task in [*self._tasks.resolving.values(), *([self._startup_report] if self._startup_report else [])]:
                 task.cancel()
             for tracked in self.containers.values():
                 if tracked.task is not None and not tracked.task.done():
@@ -201,7 +197,7 @@ class SourceRegistry:
                     log.error("container could not be tracked", exc_info=err, extra={"container_id": info.id[:12]})
         self.first_reconcile_done = True
         if at_startup:
-            self._report_routes(list(self._resolving.values()))
+            self._report_routes(list(self._tasks.resolving.values()))
 
     def _reconcile_one(self, info: ContainerInfo, at_startup: bool) -> None:
         tracked = self.containers.get(info.id)
@@ -254,7 +250,7 @@ class SourceRegistry:
             tracked.source.drain()
             tracked.phase = Phase.DRAINING
         elif action is Action.FORGET:
-            self._remove(tracked)
+            self.remove(tracked)
         # Action.NOTHING: a repeat (re-list, replayed event) or a container not read
 
     def _resolve(self, tracked: Tracked, event_info: ContainerInfo, catch_up: bool, inspected: bool) -> None:
@@ -263,73 +259,18 @@ class SourceRegistry:
         known = tracked.info if tracked.info.log_path else event_info
         if self._excluded(tracked, known, report=False):  # routing makes it again, from the inspect
             return  # costs nothing: no file opened, no stream, no task
-        self._spawn_setup(tracked, event_info, HeldLog(None if catch_up else self._opener.preopen(known)), inspected)
-
-    def _spawn_setup(self, tracked: Tracked, event_info: ContainerInfo, held: HeldLog, inspected: bool) -> None:
-        """Hand `held` to the task that sets the container up: from here on that task owns it."""
         assert self._group is not None, "registry is not running"
-        container_id = tracked.info.id
-        try:
-            task = self._group.create_task(self._setup(tracked, event_info, held, inspected), name=f"resolve:{container_id[:12]}")
-        except BaseException:
-            held.close()
-            raise
-        # A task cancelled before its first step never runs its body: its end releases the log.
-        task.add_done_callback(lambda done: self._setup_ended(container_id, done, held))
-        self._resolving[container_id] = task
+        self._tasks.spawn_setup(self._group, tracked, event_info, HeldLog(None if catch_up else self._opener.preopen(known)), inspected)
 
-    def _setup_ended(self, container_id: str, task: asyncio.Task[None], held: HeldLog) -> None:
-        held.close()
-        if self._resolving.get(container_id) is task:
-            del self._resolving[container_id]
+    def set_up_again(self, tracked: Tracked) -> None:
+        """After a fault: inspect it afresh and open its log by path (after the backoff)."""
+        assert self._group is not None, "registry is not running"
+        self._tasks.spawn_setup(self._group, tracked, tracked.info, HeldLog(), inspected=True)
 
-    async def _setup(self, tracked: Tracked, event_info: ContainerInfo, held: HeldLog, inspected: bool) -> None:
-        """Inspect, route and start the container's source: the fault boundary of its setup.
-        After a fault it is set up again (inspected afresh, its log opened by path) after a pause."""
-        with held:
-            while True:
-                if tracked.faults:
-                    await asyncio.sleep(supervision.backoff(tracked.faults))
-                    if tracked.destroyed or not self._holds(tracked):
-                        break
-                    inspected = False
-                try:
-                    if not tracked.faults:
-                        self._opener.request_early_stream(tracked, held, inspected)
-                    await self._inspect_and_route(tracked, event_info, held, inspected)
-                    break
-                except supervision.MACHINERY_ERRORS:
-                    raise
-                except Exception as err:  # noqa: BLE001 - one container's fault stays with it
-                    held.close()  # what the failed attempt did not hand on; the next one opens by path
-                    if not self._after_fault(tracked, "resolve", err):
-                        break
-        if tracked.source is None and tracked.destroyed:
-            self._remove(tracked)
-
-    def _holds(self, tracked: Tracked) -> bool:
+    def holds(self, tracked: Tracked) -> bool:
         return self.containers.get(tracked.info.id) is tracked and not self._stopping.is_set()
 
-    async def _inspect_and_route(self, tracked: Tracked, event_info: ContainerInfo, held: HeldLog, inspected: bool) -> None:
-        container_id = tracked.info.id
-        name_at_event = tracked.info.name
-        info: ContainerInfo | None = None
-        if not inspected:
-            try:
-                async with self._inspect_slots:
-                    info = await self._inspect(container_id)
-            except Exception as err:  # noqa: BLE001 - Docker unreachable: what the event said is enough
-                log.info("inspect failed; routing by the event", extra={"container_id": container_id[:12], "error": str(err)})
-        info = info or event_info
-        # Events that came meanwhile win over the inspect: a die, destroy or rename may have passed.
-        info.running = info.running and tracked.info.running and not tracked.destroyed
-        if tracked.info.name != name_at_event:
-            info.name = tracked.info.name
-        tracked.info = info
-        await held.settle()
-        self._route(tracked, held)
-
-    def _route(self, tracked: Tracked, held: HeldLog | None, forced: str = "") -> None:
+    def route(self, tracked: Tracked, held: HeldLog | None, forced: str = "") -> None:
         """Pick the container's source (file, stream fallback, stream) and start it. The source
         takes from `held` what it reads; the rest stays with `held`'s owner, who closes it.
         `forced`: read it through the stream, for this reason."""
@@ -382,33 +323,9 @@ class SourceRegistry:
         else:
             source.drain()  # read to the end, then close: it is not running
             tracked.phase = Phase.DRAINING
-        tracked.task = self._group.create_task(self._run_source(tracked, source), name=f"{source.kind}:{tracked.info.id[:12]}")
+        tracked.task = self._tasks.start_source(self._group, tracked, source)
 
-    async def _run_source(self, tracked: Tracked, source: Source) -> None:
-        """The fault boundary of a running source: its failure stays with its container."""
-        container_id = tracked.info.id
-        lines_before = tracked.stats.lines
-        failure: Exception | None = None
-        try:
-            await source.run()
-        except asyncio.CancelledError:
-            raise
-        except supervision.MACHINERY_ERRORS:
-            raise
-        except Exception as err:  # noqa: BLE001 - isolate one container's fault from the rest
-            failure = err
-        finally:
-            if not tracked.destroyed:
-                self._start_points.read_upto[container_id] = source.queued_position
-        try:
-            self._source_ended(tracked, source, failure, progressed=tracked.stats.lines != lines_before)
-        except supervision.MACHINERY_ERRORS:
-            raise
-        except Exception as err:  # noqa: BLE001 - e.g. routing it again failed: same boundary
-            if self._after_fault(tracked, "route", err):
-                self._spawn_setup(tracked, tracked.info, HeldLog(), inspected=True)
-
-    def _source_ended(self, tracked: Tracked, source: Source, failure: Exception | None, progressed: bool) -> None:
+    def source_ended(self, tracked: Tracked, source: Source, failure: Exception | None, progressed: bool) -> None:
         if self.containers.get(tracked.info.id) is not tracked or self._stopping.is_set():
             return
         tracked.source, tracked.task = None, None
@@ -416,8 +333,8 @@ class SourceRegistry:
         if failure is not None and not tracked.destroyed:
             if progressed:
                 tracked.faults = 0  # it read for a while: not the same fault over and over
-            if self._after_fault(tracked, "source", failure):
-                self._spawn_setup(tracked, tracked.info, HeldLog(), inspected=True)
+            if self.after_fault(tracked, "source", failure):
+                self.set_up_again(tracked)
             return
         if failure is None:
             tracked.faults = 0
@@ -430,16 +347,16 @@ class SourceRegistry:
         elif refused:
             self._skip(tracked, "logs_not_readable", detail=refused)
         elif tracked.destroyed:
-            self._remove(tracked)
+            self.remove(tracked)
         elif tracked.info.running:
             # Started again while this source was finishing: continue where it stopped.
             tracked.phase = Phase.RESOLVING
-            self._route(tracked, None)
+            self.route(tracked, None)
         else:
             tracked.phase = Phase.STOPPED
 
     # -- faults (supervision.py says what follows one) --------------------------------------------
-    def _after_fault(self, tracked: Tracked, stage: str, err: Exception) -> bool:
+    def after_fault(self, tracked: Tracked, stage: str, err: Exception) -> bool:
         """Count and log an unexpected failure of one container's setup or source; True: set it up
         again after the backoff (its phase is RESOLVING meanwhile). Otherwise it was read another
         way, failed for good (until its next start), or is gone."""
@@ -451,7 +368,7 @@ class SourceRegistry:
             log.error(f"container {'source' if stage == 'source' else 'setup'} failed; trying again", exc_info=err, extra=where)
         else:
             log.warning("container failed again", extra={**where, "error": tracked.stats.last_error})
-        if tracked.destroyed or not self._holds(tracked):
+        if tracked.destroyed or not self.holds(tracked):
             return False
         decided = supervision.verdict(tracked.faults, tracked.fell_back)
         if decided is supervision.Verdict.RETRY:
@@ -460,7 +377,7 @@ class SourceRegistry:
         if decided is supervision.Verdict.FALL_BACK:
             tracked.fell_back, tracked.faults = True, 0
             try:
-                self._route(tracked, None, forced="setup_failed" if stage != "source" else "source_failed")
+                self.route(tracked, None, forced="setup_failed" if stage != "source" else "source_failed")
                 log.warning("container keeps failing; reading it through the Docker API instead", extra=where)
                 return False
             except supervision.MACHINERY_ERRORS:
@@ -476,7 +393,7 @@ class SourceRegistry:
         """An event's handling failed for this container: it waits for its next start."""
         self._count_fault(tracked, "event", err)
         log.error("container event failed", exc_info=err, extra={"container_id": tracked.info.id[:12]})
-        if tracked.task is None and tracked.info.id not in self._resolving:
+        if tracked.task is None and tracked.info.id not in self._tasks.resolving:
             tracked.phase = Phase.FAILED
             tracked.reason = f"failed: {tracked.stats.last_error}"
 
@@ -485,7 +402,7 @@ class SourceRegistry:
         tracked.stats.errors += 1
         tracked.stats.last_error = f"{type(err).__name__}: {err}"
 
-    def _remove(self, tracked: Tracked) -> None:
+    def remove(self, tracked: Tracked) -> None:
         if self.containers.get(tracked.info.id) is tracked:
             del self.containers[tracked.info.id]
             rollup.add_stats(self.retired, tracked.stats)
