@@ -27,7 +27,7 @@ from collector.sources.handles import HeldLog
 from collector.sources.lifecycle import Action, Event, Phase, next_step
 from collector.sources.opening import IsRunning, OpeningSettings, SourceOpener
 from collector.sources.profiles import ContainerProfiles
-from collector.sources.routing import FILE_DRIVERS, fallback_reason
+from collector.sources.routing import fallback_reason, is_fallback, not_read_reason, stream_reason
 from collector.sources.source import Source, SourceStats
 from collector.sources.startpoint import StartPoints
 from collector.sources.tracked import Tracked
@@ -275,36 +275,27 @@ class SourceRegistry:
         takes from `held` what it reads; the rest stays with `held`'s owner, who closes it.
         `forced`: read it through the stream, for this reason."""
         info = tracked.info
-        if info.id == self._settings.own_id:
-            return self._skip(tracked, "self")
-        if info.log_driver == "none":
-            return self._skip(tracked, "driver_none")
+        if skip := not_read_reason(info.id, info.log_driver, self._settings.own_id):
+            return self._skip(tracked, skip)
         if self._excluded(tracked, info):
             return None
         assert tracked.profile is not None
-        reason = forced
+        reason = stream_reason(info.log_driver, tracked.profile.mode, self.files_usable, self._settings.mode, forced)
         source: Source | None = None
-        if forced:
-            pass
-        elif tracked.profile.mode == "stream":
-            reason = "label collector.mode=stream"
-        elif info.log_driver in FILE_DRIVERS:
-            if self.files_usable:
-                try:
-                    source = self._opener.file_source(tracked, held)
-                except OSError as err:
-                    reason = fallback_reason(err)
-                    log.warning("container log file cannot be read; reading it through the Docker API instead",
-                                extra={"container_id": info.id[:12], "container_name": info.name,
-                                       "path": local_log_path(self._settings.containers_dir, info), "reason": reason,
-                                       "error": err.strerror or str(err)})
-            else:
-                reason = "containers_dir_unreadable" if self._settings.mode != "stream" else ""
+        if reason is None:
+            try:
+                source = self._opener.file_source(tracked, held)
+            except OSError as err:
+                reason = fallback_reason(err)
+                log.warning("container log file cannot be read; reading it through the Docker API instead",
+                            extra={"container_id": info.id[:12], "container_name": info.name,
+                                   "path": local_log_path(self._settings.containers_dir, info), "reason": reason,
+                                   "error": err.strerror or str(err)})
         if source is None:
-            if reason and not reason.startswith("label "):
+            if reason and is_fallback(reason):
                 self.fallbacks[reason] += 1
             source = self._opener.stream_source(tracked, held)
-        tracked.reason = reason
+        tracked.reason = reason or ""
         try:
             self._launch(tracked, source)
         except BaseException:

@@ -13,3 +13,31 @@ def fallback_reason(err: OSError) -> str:
     if err.errno == errno.ENOENT:
         return "file_not_found"
     return f"open_error_{errno.errorcode.get(err.errno or 0, 'unknown').lower()}"
+
+
+def not_read_reason(container_id: str, log_driver: str, own_id: str | None) -> str:
+    """Why a container is not read at all (before its profile is made), or ""."""
+    if container_id == own_id:
+        return "self"
+    if log_driver == "none":
+        return "driver_none"
+    return ""
+
+
+def stream_reason(log_driver: str, profile_mode: str, files_usable: bool, sources_mode: str, forced: str) -> str | None:
+    """None: read its json-file log. Else read it through the stream, for the reason returned
+    ("" for a driver with no file of ours, e.g. `local` or `journald`)."""
+    if forced:
+        return forced
+    if profile_mode == "stream":
+        return "label collector.mode=stream"
+    if log_driver not in FILE_DRIVERS:
+        return ""
+    if files_usable:
+        return None
+    return "containers_dir_unreadable" if sources_mode != "stream" else ""
+
+
+def is_fallback(reason: str) -> bool:
+    """A stream read for a reason other than the container asking for it (nor a driver without a file)."""
+    return bool(reason) and not reason.startswith("label ")

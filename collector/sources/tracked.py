@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from collector.docker.containers import ContainerInfo
 from collector.sources.lifecycle import Phase
+from collector.sources.routing import is_fallback
 from collector.sources.source import Source, SourceStats
 from collector.transform.labeling import Profile
 
@@ -36,5 +37,5 @@ class Tracked:
     @property
     def mode_reason(self) -> str:
         """The reason shown beside the mode: why skipped or failed, or which fallback."""
-        fallback = self.mode == "stream" and self.reason and not self.reason.startswith("label ")
+        fallback = self.mode == "stream" and is_fallback(self.reason)
         return f"fallback: {self.reason}" if fallback else self.reason
