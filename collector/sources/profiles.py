@@ -34,6 +34,20 @@ class ContainerProfiles:
             log.warning("collector.* labels ignored", extra={**where, "problems": profile.problems})
         return profile
 
+    def relabel(self, tracked: Tracked) -> None:
+        """After a rename: the labels of the chunks read from now on (an exclusion waits for the next start)."""
+        container_id, new_name = tracked.info.id, tracked.info.name
+        if tracked.profile is None or tracked.profile.excluded_by:
+            return
+        profile = self.make(tracked.info)
+        if profile.excluded_by:
+            log.warning("renamed container now matches an exclusion; it applies from its next start",
+                        extra={"container_id": container_id[:12], "container_name": new_name, "rule": profile.excluded_by})
+            return
+        tracked.profile = profile
+        if tracked.source is not None:
+            tracked.source.origin = self.origin(tracked)  # from the next chunk on: at a line boundary
+
     def origin(self, tracked: Tracked) -> Origin:
         info, profile = tracked.info, tracked.profile or self.make(tracked.info)
         return Origin(container_id=info.id, labels=dict(profile.labels),

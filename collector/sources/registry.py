@@ -1,9 +1,10 @@
-"""One source per container, driven through one lifecycle; the registry owns every source task.
+"""The public entry point of the sources: one source per container, driven through one lifecycle;
+the registry owns every source task and answers what /status and /metrics read.
 
 Events never wait for each other: a start opens the json-file log at once (a `--rm` container's
 file is unlinked ~0.3 s later), and the inspect that decides how to read it runs in a task of its
-own, bounded in number. Where each source starts reading is decided in `startpoint.py`; how each
-container is read is decided in `_route`; what an event does to a container is `lifecycle.py`.
+own (boundary.py). What an event does to a container is lifecycle.py's; which way it is read,
+routing.py's; where its source starts, startpoint.py's; what follows a fault, supervision.py's.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ from collector.docker.containers import ContainerInfo, local_log_path
 from collector.docker.logstream import LogStreamClient
 from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
-from collector.preflight import CONTAINERS_DIR_FALLBACK, containers_dir_problem
 from collector.sources import rollup, supervision
 from collector.sources.boundary import ContainerTasks, Inspect
 from collector.sources.files import InotifyHub, TailerSettings
 from collector.sources.handles import HeldLog
-from collector.sources.lifecycle import Action, Event, Phase, next_step
+from collector.sources import lifecycle
+from collector.sources.lifecycle import Action, Ending, Event, Phase, next_step
 from collector.sources.opening import IsRunning, OpeningSettings, SourceOpener
 from collector.sources.profiles import ContainerProfiles
-from collector.sources.routing import fallback_reason, is_fallback, not_read_reason, stream_reason
+from collector.sources.routing import fallback_reason, files_usable, is_fallback, not_read_reason, stream_reason
 from collector.sources.source import Source, SourceStats
 from collector.sources.startpoint import StartPoints
 from collector.sources.tracked import Tracked
@@ -66,7 +67,6 @@ class SourceRegistry:
         profiler: Profiler,
     ) -> None:
         self._profiler = profiler
-        self._queue = queue
         self._queue_for = queue_for or (lambda tenant: queue)  # each tenant's lane (sinks/lanes.py)
         self._positions = positions
         self._settings = settings
@@ -77,7 +77,7 @@ class SourceRegistry:
         self.faults = Counter[str]()  # unexpected per-container failures, by stage:exception
         self.retired = SourceStats()  # counters of removed containers, so totals never go back
         self.first_reconcile_done = False
-        self.files_usable, self.files_problem = self._check_containers_dir()
+        self.files_usable, self.files_problem = files_usable(settings.containers_dir, settings.mode)
         self._start_points = StartPoints(positions, containers_dir=settings.containers_dir, own_id=settings.own_id,
                                          start_at=settings.start_at, files_usable=self.files_usable)
         self._profiles = ContainerProfiles(profiler, settings.max_line_bytes)
@@ -110,14 +110,6 @@ class SourceRegistry:
 
     def stop(self) -> None:
         self._stopping.set()
-
-    def _check_containers_dir(self) -> tuple[bool, str]:
-        if self._settings.mode == "stream":
-            return False, "sources.mode is stream"
-        problem = containers_dir_problem(self._settings.containers_dir, self._settings.mode)
-        if problem:
-            log.warning(f"{problem}: {CONTAINERS_DIR_FALLBACK}")
-        return not problem, problem
 
     # -- events (never await: the next event must be handled at once) --------------------------
     def set_host(self, name: str) -> None:
@@ -157,25 +149,11 @@ class SourceRegistry:
             return
         tracked.info.name = new_name
         try:
-            self._relabel(tracked)
+            self._profiles.relabel(tracked)
         except supervision.MACHINERY_ERRORS:
             raise
         except Exception as err:  # noqa: BLE001 - one container's fault stays with it
             self._event_fault(tracked, err)
-
-    def _relabel(self, tracked: Tracked) -> None:
-        """After a rename: the labels of the chunks read from now on (an exclusion waits for the next start)."""
-        container_id, new_name = tracked.info.id, tracked.info.name
-        if tracked.profile is None or tracked.profile.excluded_by:
-            return
-        profile = self._profiles.make(tracked.info)
-        if profile.excluded_by:
-            log.warning("renamed container now matches an exclusion; it applies from its next start",
-                        extra={"container_id": container_id[:12], "container_name": new_name, "rule": profile.excluded_by})
-            return
-        tracked.profile = profile
-        if tracked.source is not None:
-            tracked.source.origin = self._profiles.origin(tracked)  # from the next chunk on: at a line boundary
 
     def reconcile(self, present: list[ContainerInfo]) -> None:
         """After (re)connecting, and periodically: apply what changed while we were not told."""
@@ -197,7 +175,7 @@ class SourceRegistry:
                     log.error("container could not be tracked", exc_info=err, extra={"container_id": info.id[:12]})
         self.first_reconcile_done = True
         if at_startup:
-            self._report_routes(list(self._tasks.resolving.values()))
+            self._report_routes()
 
     def _reconcile_one(self, info: ContainerInfo, at_startup: bool) -> None:
         tracked = self.containers.get(info.id)
@@ -217,14 +195,14 @@ class SourceRegistry:
         elif not info.running and tracked.info.running and tracked.phase is not Phase.RESOLVING:
             self.died(info.id)
 
-    def _report_routes(self, resolving: list[asyncio.Task[None]]) -> None:
+    def _report_routes(self) -> None:
         """Log the containers found at startup and how each is read, once their routes are known."""
         assert self._group is not None, "registry is not running"
+        report = report_routes(list(self._tasks.resolving.values()), self._startup_routes)
+        self._startup_report = self._group.create_task(report, name="startup-report")
 
-        def routes() -> list[tuple[str, str, str]]:
-            return [(t.info.name or t.info.id[:12], t.mode, t.mode_reason) for t in self.containers.values() if t.found_at_startup]
-
-        self._startup_report = self._group.create_task(report_routes(resolving, routes), name="startup-report")
+    def _startup_routes(self) -> list[tuple[str, str, str]]:
+        return [(t.info.name or t.info.id[:12], t.mode, t.mode_reason) for t in self.containers.values() if t.found_at_startup]
 
     # -- the lifecycle -------------------------------------------------------------------------
     def _apply(self, tracked: Tracked, event: Event, info: ContainerInfo | None = None, inspected: bool = False) -> None:
@@ -239,16 +217,12 @@ class SourceRegistry:
         action = next_step(tracked.phase, event, source_alive=tracked.task is not None and not tracked.task.done(),
                            exclusion_lifted=event is Event.START and self._profiles.exclusion_lifted(tracked))
         if action is Action.RESOLVE:
-            tracked.phase = Phase.RESOLVING
+            tracked.phase = lifecycle.phase_after(action)
             self._resolve(tracked, info or tracked.info, catch_up=event is Event.CATCH_UP, inspected=inspected)
-        elif action is Action.RESUME:
+        elif action in (Action.RESUME, Action.DRAIN):
             assert tracked.source is not None
-            tracked.source.resume()
-            tracked.phase = Phase.READING
-        elif action is Action.DRAIN:
-            assert tracked.source is not None
-            tracked.source.drain()
-            tracked.phase = Phase.DRAINING
+            tracked.source.resume() if action is Action.RESUME else tracked.source.drain()
+            tracked.phase = lifecycle.phase_after(action)
         elif action is Action.FORGET:
             self.remove(tracked)
         # Action.NOTHING: a repeat (re-list, replayed event) or a container not read
@@ -309,11 +283,9 @@ class SourceRegistry:
         tracked.source = source
         tracked.read_as = source.kind
         self._positions.ensure(tracked.info.id, source.queued_position)
-        if tracked.info.running:
-            tracked.phase = Phase.READING
-        else:
-            source.drain()  # read to the end, then close: it is not running
-            tracked.phase = Phase.DRAINING
+        tracked.phase = lifecycle.phase_when_launched(tracked.info.running)
+        if tracked.phase is Phase.DRAINING:
+            source.drain()
         tracked.task = self._tasks.start_source(self._group, tracked, source)
 
     def source_ended(self, tracked: Tracked, source: Source, failure: Exception | None, progressed: bool) -> None:
@@ -321,26 +293,26 @@ class SourceRegistry:
             return
         tracked.source, tracked.task = None, None
         refused = getattr(source, "refused", "")
-        if failure is not None and not tracked.destroyed:
-            if progressed:
-                tracked.faults = 0  # it read for a while: not the same fault over and over
-            if self.after_fault(tracked, "source", failure):
-                self.set_up_again(tracked)
-            return
+        ending = lifecycle.after_source(failed=failure is not None, destroyed=tracked.destroyed, refused=bool(refused),
+                              had_reason=bool(tracked.reason), running=tracked.info.running)
         if failure is None:
             tracked.faults = 0
-        if refused and tracked.reason:
-            # A json-file log we could not open, and Docker will not stream it either.
+        elif progressed:
+            tracked.faults = 0  # it read for a while: not the same fault over and over
+        if ending is Ending.FAULT:
+            assert failure is not None
+            if self.after_fault(tracked, "source", failure):
+                self.set_up_again(tracked)
+        elif ending is Ending.UNREADABLE:
             tracked.phase = Phase.FAILED
             tracked.reason = f"{tracked.reason}; the API refused too: {refused}"
             log.error("container can be read neither from its file nor through the API",
                       extra={"container_id": tracked.info.id[:12], "reason": tracked.reason})
-        elif refused:
+        elif ending is Ending.REFUSED:
             self._skip(tracked, "logs_not_readable", detail=refused)
-        elif tracked.destroyed:
+        elif ending is Ending.FORGET:
             self.remove(tracked)
-        elif tracked.info.running:
-            # Started again while this source was finishing: continue where it stopped.
+        elif ending is Ending.ROUTE_AGAIN:
             tracked.phase = Phase.RESOLVING
             self.route(tracked, None)
         else:
@@ -352,13 +324,8 @@ class SourceRegistry:
         again after the backoff (its phase is RESOLVING meanwhile). Otherwise it was read another
         way, failed for good (until its next start), or is gone."""
         tracked.faults += 1
-        self._count_fault(tracked, stage, err)
-        where = {"container_id": tracked.info.id[:12], "container_name": tracked.info.name, "stage": stage,
-                 "faults_in_a_row": tracked.faults}
-        if tracked.faults == 1:
-            log.error(f"container {'source' if stage == 'source' else 'setup'} failed; trying again", exc_info=err, extra=where)
-        else:
-            log.warning("container failed again", extra={**where, "error": tracked.stats.last_error})
+        supervision.record(tracked, stage, err, self.faults)
+        supervision.log_fault(tracked, stage, err)
         if tracked.destroyed or not self.holds(tracked):
             return False
         decided = supervision.verdict(tracked.faults, tracked.fell_back)
@@ -369,36 +336,26 @@ class SourceRegistry:
             tracked.fell_back, tracked.faults = True, 0
             try:
                 self.route(tracked, None, forced="setup_failed" if stage != "source" else "source_failed")
-                log.warning("container keeps failing; reading it through the Docker API instead", extra=where)
+                log.warning("container keeps failing; reading it through the Docker API instead",
+                            extra=supervision.where(tracked, stage))
                 return False
             except supervision.MACHINERY_ERRORS:
                 raise
             except Exception as fallback_err:  # noqa: BLE001 - the stream cannot be set up either
-                self._count_fault(tracked, "fallback", fallback_err)
-        tracked.phase = Phase.FAILED
-        tracked.reason = f"failed: {tracked.stats.last_error}"
-        log.error("container cannot be read; its next start tries again", extra={**where, "error": tracked.stats.last_error})
+                supervision.record(tracked, "fallback", fallback_err, self.faults)
+        supervision.give_up(tracked, stage)
         return False
 
     def _event_fault(self, tracked: Tracked, err: Exception) -> None:
-        """An event's handling failed for this container: it waits for its next start."""
-        self._count_fault(tracked, "event", err)
-        log.error("container event failed", exc_info=err, extra={"container_id": tracked.info.id[:12]})
-        if tracked.task is None and tracked.info.id not in self._tasks.resolving:
-            tracked.phase = Phase.FAILED
-            tracked.reason = f"failed: {tracked.stats.last_error}"
-
-    def _count_fault(self, tracked: Tracked, stage: str, err: Exception) -> None:
-        self.faults[supervision.fault_reason(stage, err)] += 1
-        tracked.stats.errors += 1
-        tracked.stats.last_error = f"{type(err).__name__}: {err}"
+        busy = tracked.task is not None or tracked.info.id in self._tasks.resolving
+        supervision.event_failed(tracked, err, self.faults, busy)
 
     def remove(self, tracked: Tracked) -> None:
         if self.containers.get(tracked.info.id) is tracked:
             del self.containers[tracked.info.id]
             rollup.add_stats(self.retired, tracked.stats)
 
-    # -- sources -------------------------------------------------------------------------------
+    # -- not read ------------------------------------------------------------------------------
     def _skip(self, tracked: Tracked, reason: str, detail: str = "", shown: str = "") -> None:
         """Not read: counted by `reason`; `shown` (default: the reason) is what /status says."""
         shown = shown or reason

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import errno
+import logging
+
+from collector.preflight import CONTAINERS_DIR_FALLBACK, containers_dir_problem
+
+log = logging.getLogger(__name__)
 
 FILE_DRIVERS = frozenset({"json-file"})
 
@@ -41,3 +46,13 @@ def stream_reason(log_driver: str, profile_mode: str, files_usable: bool, source
 def is_fallback(reason: str) -> bool:
     """A stream read for a reason other than the container asking for it (nor a driver without a file)."""
     return bool(reason) and not reason.startswith("label ")
+
+
+def files_usable(containers_dir: str, sources_mode: str) -> tuple[bool, str]:
+    """Whether json-file logs can be read from their files at all, and if not, why."""
+    if sources_mode == "stream":
+        return False, "sources.mode is stream"
+    problem = containers_dir_problem(containers_dir, sources_mode)
+    if problem:
+        log.warning(f"{problem}: {CONTAINERS_DIR_FALLBACK}")
+    return not problem, problem
