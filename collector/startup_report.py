@@ -3,15 +3,20 @@ with the containers found and how each is read, so an operator sees the setup wi
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from collector.config import Config
 from collector.secrets import masked_url
 
+log = logging.getLogger(__name__)
+
 MAX_LISTED = 50  # containers named one by one in the startup line; the rest are counted
+STARTUP_REPORT_WAIT = 30.0  # seconds the startup report waits for the first routes to be decided
 
 
 def sink_text(config: Config) -> str:
@@ -47,3 +52,14 @@ def routes_facts(routes: Iterable[tuple[str, str, str]]) -> dict[str, Any]:
     if len(routes) > MAX_LISTED:
         listed.append(f"... and {len(routes) - MAX_LISTED} more (collector status lists all)")
     return {"containers": len(routes), "by_mode": dict(sorted(by_mode.items())), "read_as": listed}
+
+
+async def report_routes(resolving: Collection[asyncio.Task[None]], routes: Callable[[], Iterable[tuple[str, str, str]]]) -> None:
+    """Log the containers found at startup and how each is read, once their routes are known
+    (or after STARTUP_REPORT_WAIT). `routes`: see routes_facts."""
+    if resolving:
+        await asyncio.wait(resolving, timeout=STARTUP_REPORT_WAIT)
+    try:
+        log.info("containers found", extra=routes_facts(routes()))
+    except Exception:  # noqa: BLE001 - a report is not worth the process
+        log.exception("startup report failed")

@@ -29,7 +29,7 @@ from collector.docker.discovery import Discovery
 from collector.pipeline.entry import Chunk
 from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
-from collector.sources import heldchain, registry as registry_module, supervision
+from collector.sources import heldchain, opening, supervision
 from collector.sources.files import InotifyHub, TailerSettings
 from collector.sources.lifecycle import Phase
 from collector.sources.registry import RegistrySettings, SourceRegistry
@@ -177,7 +177,7 @@ async def test_a_log_opened_at_the_start_event_is_closed_when_shutdown_comes_bef
         rig.registry.started(ContainerInfo("2" * 64, "c1", "img", running=True))
         # Cancelled before its first step (as a task group cancels its children when one fails):
         # its body never runs, so only its owner's done-callback can close what it was given.
-        rig.registry._resolving["2" * 64].cancel()
+        rig.registry._tasks.resolving["2" * 64].cancel()
         await asyncio.sleep(0.05)
         assert list(fds.leaked().values()) == [os.path.join(rig.containers_dir, "1" * 64, f"{'1' * 64}-json.log")]
     assert fds.double_closes == [] and fds.leaked() == {}
@@ -221,7 +221,7 @@ async def test_a_container_that_keeps_failing_moves_to_the_stream_then_fails_alo
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ValueError("a bug in the file source")
 
-    monkeypatch.setattr(registry_module.SourceRegistry, "_file_source", broken)
+    monkeypatch.setattr(opening.SourceOpener, "file_source", broken)
     async with running_rig(tmp_path) as rig:
         cid = "5" * 64
         rig.json_container(cid, "web")
@@ -296,8 +296,8 @@ def table_sizes(rig: Rig) -> dict[str, int]:
     registry = rig.registry
     return {
         "containers": len(registry.containers),
-        "resolving": len(registry._resolving),
-        "read_upto": len(registry._read_upto),
+        "resolving": len(registry._tasks.resolving),
+        "read_upto": len(registry._start_points.read_upto),
         "positions": len(rig.positions._acked),
         "inotify_watches": rig.hub.watch_count,
         "inotify_waiters": len(rig.hub._waiters),

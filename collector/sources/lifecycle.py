@@ -61,3 +61,34 @@ def next_step(phase: Phase, event: Event, source_alive: bool, exclusion_lifted: 
     if phase is Phase.RESOLVING:
         return Action.NOTHING  # the resolve task reads what it holds open, then forgets it
     return Action.FORGET
+
+
+def phase_after(action: Action) -> Phase:
+    """The phase a container is in once `action` is taken (RESOLVE, RESUME or DRAIN)."""
+    return {Action.RESOLVE: Phase.RESOLVING, Action.RESUME: Phase.READING, Action.DRAIN: Phase.DRAINING}[action]
+
+
+def phase_when_launched(running: bool) -> Phase:
+    """A new source follows a running container; a stopped one's is read to its end, then closed."""
+    return Phase.READING if running else Phase.DRAINING
+
+
+class Ending(Enum):
+    """What follows the end of a container's source (the registry still holds the container)."""
+    FAULT = "fault"  # it failed: supervision.py says whether to retry, fall back or fail
+    UNREADABLE = "unreadable"  # its file could not be opened and the API refused too: FAILED
+    REFUSED = "refused"  # the API will not stream its log: SKIPPED
+    FORGET = "forget"  # destroyed: drop it now
+    ROUTE_AGAIN = "route_again"  # started again while its source was finishing: continue where it stopped
+    STOP = "stop"  # read to its end: STOPPED
+
+
+def after_source(*, failed: bool, destroyed: bool, refused: bool, had_reason: bool, running: bool) -> Ending:
+    """`had_reason`: it was read through the stream for a reason (its file could not be opened)."""
+    if failed and not destroyed:
+        return Ending.FAULT
+    if refused:
+        return Ending.UNREADABLE if had_reason else Ending.REFUSED
+    if destroyed:
+        return Ending.FORGET
+    return Ending.ROUTE_AGAIN if running else Ending.STOP

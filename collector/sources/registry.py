@@ -1,79 +1,44 @@
-"""One source per container, driven through one lifecycle; the registry owns every source task.
+"""The public entry point of the sources: one source per container, driven through one lifecycle;
+the registry owns every source task and answers what /status and /metrics read.
 
 Events never wait for each other: a start opens the json-file log at once (a `--rm` container's
 file is unlinked ~0.3 s later), and the inspect that decides how to read it runs in a task of its
-own, bounded in number. Where each source starts reading is decided in `_start_point`; how each
-container is read is decided in `_route`; what an event does to a container is `lifecycle.py`.
+own (boundary.py). What an event does to a container is lifecycle.py's; which way it is read,
+routing.py's; where its source starts, startpoint.py's; what follows a fault, supervision.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import errno
 import logging
-import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from collector.docker.containers import ContainerInfo, local_log_path
 from collector.docker.logstream import LogStreamClient
-from collector.pipeline.entry import FilePosition, Origin, Position, StreamPosition
 from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
-from collector.preflight import CONTAINERS_DIR_FALLBACK, containers_dir_problem
-from collector.sources.apistream import since_param
-from collector.sources import supervision
-from collector.sources.files import FileTailer, InotifyHub, TailerSettings
-from collector.sources.handles import HeldLog, OwnedFd
-from collector.sources.jsonfile import JsonFileParser
-from collector.sources.lifecycle import Action, Event, Phase, next_step
+from collector.sources import rollup, supervision
+from collector.sources.boundary import ContainerTasks, Inspect
+from collector.sources.files import InotifyHub, TailerSettings
+from collector.sources.handles import HeldLog
+from collector.sources import lifecycle
+from collector.sources.lifecycle import Action, Ending, Event, Phase, next_step
+from collector.sources.opening import IsRunning, OpeningSettings, SourceOpener
+from collector.sources.profiles import ContainerProfiles
+from collector.sources.routing import fallback_reason, files_usable, is_fallback, not_read_reason, stream_reason
 from collector.sources.source import Source, SourceStats
-from collector.startup_report import routes_facts
-from collector.timefmt import BadTimestamp, parse_timestamp
-from collector.transform.labeling import Profile, Profiler
+from collector.sources.startpoint import StartPoints
+from collector.sources.tracked import Tracked
+from collector.startup_report import report_routes
+from collector.transform.labeling import Profiler
 from collector.transform.lines import ProcessingStats
 from collector.sources.stream import StreamSettings, StreamSource
 
 log = logging.getLogger(__name__)
 
-FILE_DRIVERS = frozenset({"json-file"})
-INSPECT_CONCURRENCY = 8
-STARTUP_REPORT_WAIT = 30.0  # seconds the startup report waits for the first routes to be decided
-
-Inspect = Callable[[str], Awaitable[ContainerInfo | None]]
-IsRunning = Callable[[str], Awaitable[bool | None]]
-
-
-@dataclass(slots=True)
-class Tracked:
-    info: ContainerInfo
-    phase: Phase
-    stats: SourceStats = field(default_factory=SourceStats)
-    source: Source | None = None
-    task: asyncio.Task[None] | None = None
-    reason: str = ""  # why skipped, why it fell back to the stream, or why it cannot be read
-    profile: Profile | None = None  # labels and settings, made at start and on rename
-    read_as: str = ""  # the kind of its last source: its metrics keep one series after it stops
-    destroyed: bool = False
-    found_at_startup: bool = False  # met in the first listing, not through a start event
-    faults: int = 0  # unexpected failures in a row (setup or source); see supervision.py
-    fell_back: bool = False  # read through the stream because the other way kept failing
-
-    @property
-    def mode(self) -> str:
-        """How it is read now: file, stream, skipped, stopped, failed, or resolving."""
-        if self.source is not None:
-            return self.source.kind
-        return self.phase.value
-
-    @property
-    def mode_reason(self) -> str:
-        """The reason shown beside the mode: why skipped or failed, or which fallback."""
-        fallback = self.mode == "stream" and self.reason and not self.reason.startswith("label ")
-        return f"fallback: {self.reason}" if fallback else self.reason
 
 
 @dataclass(slots=True)
@@ -102,29 +67,25 @@ class SourceRegistry:
         profiler: Profiler,
     ) -> None:
         self._profiler = profiler
-        self._queue = queue
         self._queue_for = queue_for or (lambda tenant: queue)  # each tenant's lane (sinks/lanes.py)
-        self._hub = hub
-        self._streams = streams
         self._positions = positions
         self._settings = settings
-        self._inspect = inspect
-        self._is_running = is_running
-        self._inspect_slots = asyncio.Semaphore(INSPECT_CONCURRENCY)
-        self.host = ""
         self.containers: dict[str, Tracked] = {}
-        # Where each ended source stopped reading: a restart continues there even before its last
-        # chunks are acknowledged (acknowledged positions can lag behind).
-        self._read_upto: dict[str, Position] = {}
-        self._resolving: dict[str, asyncio.Task[None]] = {}
         self.skipped = Counter[str]()
         self.fallbacks = Counter[str]()
         self.lost_bytes = Counter[str]()
         self.faults = Counter[str]()  # unexpected per-container failures, by stage:exception
-        self.labels_trimmed = 0  # labels cut or dropped to stay within Loki's limits
         self.retired = SourceStats()  # counters of removed containers, so totals never go back
         self.first_reconcile_done = False
-        self.files_usable, self.files_problem = self._check_containers_dir()
+        self.files_usable, self.files_problem = files_usable(settings.containers_dir, settings.mode)
+        self._start_points = StartPoints(positions, containers_dir=settings.containers_dir, own_id=settings.own_id,
+                                         start_at=settings.start_at, files_usable=self.files_usable)
+        self._profiles = ContainerProfiles(profiler, settings.max_line_bytes)
+        self._opener = SourceOpener(
+            OpeningSettings(settings.containers_dir, settings.tailer, settings.stream, settings.own_id),
+            files_usable=self.files_usable, hub=hub, streams=streams, queue_for=self._queue_for,
+            start_points=self._start_points, profiles=self._profiles, is_running=is_running)
+        self._tasks = ContainerTasks(self, inspect, self._opener, self._start_points)
         self._group: asyncio.TaskGroup | None = None
         self._startup_report: asyncio.Task[None] | None = None
         self.running = asyncio.Event()  # set once sources can be started
@@ -139,40 +100,20 @@ class SourceRegistry:
             await self._stopping.wait()
             # Cancel every source, the draining ones too: they may wait on a full queue, which is
             # only closed (and drained by the sink) after this group has ended.
-            for task in [*self._resolving.values(), *([self._startup_report] if self._startup_report else [])]:
+            for task in [*self._tasks.resolving.values(), *([self._startup_report] if self._startup_report else [])]:
                 task.cancel()
             for tracked in self.containers.values():
                 if tracked.task is not None and not tracked.task.done():
-                    self._count_abandoned(tracked)
+                    self.lost_bytes["shutdown_after_destroy"] += rollup.count_abandoned(tracked)
                     tracked.task.cancel()
         self._group = None
 
     def stop(self) -> None:
         self._stopping.set()
 
-    def _count_abandoned(self, tracked: Tracked) -> None:
-        """Shutdown cancels a destroyed container's source: what it had not read is gone for good."""
-        if not tracked.destroyed or tracked.source is None:
-            return
-        unread = tracked.source.unread_bytes()
-        tracked.stats.lose("shutdown_after_destroy")
-        if unread:
-            tracked.stats.lost_bytes += unread
-            self.lost_bytes["shutdown_after_destroy"] += unread
-        log.warning("shutdown cancels the source of a removed container; its unread log is lost",
-                    extra={"container_id": tracked.info.id[:12], "unread_bytes": unread})
-
-    def _check_containers_dir(self) -> tuple[bool, str]:
-        if self._settings.mode == "stream":
-            return False, "sources.mode is stream"
-        problem = containers_dir_problem(self._settings.containers_dir, self._settings.mode)
-        if problem:
-            log.warning(f"{problem}: {CONTAINERS_DIR_FALLBACK}")
-        return not problem, problem
-
     # -- events (never await: the next event must be handled at once) --------------------------
     def set_host(self, name: str) -> None:
-        self.host = name
+        self._profiles.host = name
 
     def started(self, event_info: ContainerInfo, inspected: bool = False) -> None:
         """A start event. json-file logs are opened now; the inspect that routes it runs apart."""
@@ -193,7 +134,7 @@ class SourceRegistry:
         when Docker removed it (the event's time), which tells a stream source whether its end
         came before or after the removal."""
         self._positions.forget(container_id)
-        self._read_upto.pop(container_id, None)
+        self._start_points.read_upto.pop(container_id, None)
         tracked = self.containers.get(container_id)
         if tracked is not None:
             tracked.info.running = False
@@ -208,25 +149,11 @@ class SourceRegistry:
             return
         tracked.info.name = new_name
         try:
-            self._relabel(tracked)
+            self._profiles.relabel(tracked)
         except supervision.MACHINERY_ERRORS:
             raise
         except Exception as err:  # noqa: BLE001 - one container's fault stays with it
             self._event_fault(tracked, err)
-
-    def _relabel(self, tracked: Tracked) -> None:
-        """After a rename: the labels of the chunks read from now on (an exclusion waits for the next start)."""
-        container_id, new_name = tracked.info.id, tracked.info.name
-        if tracked.profile is None or tracked.profile.excluded_by:
-            return
-        profile = self._make_profile(tracked.info)
-        if profile.excluded_by:
-            log.warning("renamed container now matches an exclusion; it applies from its next start",
-                        extra={"container_id": container_id[:12], "container_name": new_name, "rule": profile.excluded_by})
-            return
-        tracked.profile = profile
-        if tracked.source is not None:
-            tracked.source.origin = self._origin(tracked)  # from the next chunk on: at a line boundary
 
     def reconcile(self, present: list[ContainerInfo]) -> None:
         """After (re)connecting, and periodically: apply what changed while we were not told."""
@@ -248,7 +175,7 @@ class SourceRegistry:
                     log.error("container could not be tracked", exc_info=err, extra={"container_id": info.id[:12]})
         self.first_reconcile_done = True
         if at_startup:
-            self._report_routes(list(self._resolving.values()))
+            self._report_routes()
 
     def _reconcile_one(self, info: ContainerInfo, at_startup: bool) -> None:
         tracked = self.containers.get(info.id)
@@ -256,7 +183,7 @@ class SourceRegistry:
             tracked = self.containers[info.id] = Tracked(info, Phase.NEW, found_at_startup=at_startup)
             if info.running:
                 self.started(info, inspected=True)
-            elif self._may_have_unread(info):
+            elif self._start_points.may_have_unread(info):
                 self._apply(tracked, Event.CATCH_UP, info, inspected=True)
             else:
                 tracked.phase = Phase.STOPPED
@@ -268,20 +195,14 @@ class SourceRegistry:
         elif not info.running and tracked.info.running and tracked.phase is not Phase.RESOLVING:
             self.died(info.id)
 
-    def _report_routes(self, resolving: list[asyncio.Task[None]]) -> None:
+    def _report_routes(self) -> None:
         """Log the containers found at startup and how each is read, once their routes are known."""
         assert self._group is not None, "registry is not running"
+        report = report_routes(list(self._tasks.resolving.values()), self._startup_routes)
+        self._startup_report = self._group.create_task(report, name="startup-report")
 
-        async def report() -> None:
-            if resolving:
-                await asyncio.wait(resolving, timeout=STARTUP_REPORT_WAIT)
-            try:
-                routes = [(t.info.name or t.info.id[:12], t.mode, t.mode_reason) for t in self.containers.values() if t.found_at_startup]
-                log.info("containers found", extra=routes_facts(routes))
-            except Exception:  # noqa: BLE001 - a report is not worth the process
-                log.exception("startup report failed")
-
-        self._startup_report = self._group.create_task(report(), name="startup-report")
+    def _startup_routes(self) -> list[tuple[str, str, str]]:
+        return [(t.info.name or t.info.id[:12], t.mode, t.mode_reason) for t in self.containers.values() if t.found_at_startup]
 
     # -- the lifecycle -------------------------------------------------------------------------
     def _apply(self, tracked: Tracked, event: Event, info: ContainerInfo | None = None, inspected: bool = False) -> None:
@@ -294,27 +215,17 @@ class SourceRegistry:
 
     def _step(self, tracked: Tracked, event: Event, info: ContainerInfo | None, inspected: bool) -> None:
         action = next_step(tracked.phase, event, source_alive=tracked.task is not None and not tracked.task.done(),
-                           exclusion_lifted=event is Event.START and self._exclusion_lifted(tracked))
+                           exclusion_lifted=event is Event.START and self._profiles.exclusion_lifted(tracked))
         if action is Action.RESOLVE:
-            tracked.phase = Phase.RESOLVING
+            tracked.phase = lifecycle.phase_after(action)
             self._resolve(tracked, info or tracked.info, catch_up=event is Event.CATCH_UP, inspected=inspected)
-        elif action is Action.RESUME:
+        elif action in (Action.RESUME, Action.DRAIN):
             assert tracked.source is not None
-            tracked.source.resume()
-            tracked.phase = Phase.READING
-        elif action is Action.DRAIN:
-            assert tracked.source is not None
-            tracked.source.drain()
-            tracked.phase = Phase.DRAINING
+            tracked.source.resume() if action is Action.RESUME else tracked.source.drain()
+            tracked.phase = lifecycle.phase_after(action)
         elif action is Action.FORGET:
-            self._remove(tracked)
+            self.remove(tracked)
         # Action.NOTHING: a repeat (re-list, replayed event) or a container not read
-
-    def _exclusion_lifted(self, tracked: Tracked) -> bool:
-        """Skipped by a name rule, and renamed since to a name no rule excludes: read it again."""
-        if tracked.phase is not Phase.SKIPPED or tracked.profile is None or not tracked.profile.excluded_by:
-            return False
-        return not self._make_profile(tracked.info, report=False).excluded_by
 
     def _resolve(self, tracked: Tracked, event_info: ContainerInfo, catch_up: bool, inspected: bool) -> None:
         """Open a json-file log now, inspect in a task (unless `event_info` came from one), then route."""
@@ -322,124 +233,43 @@ class SourceRegistry:
         known = tracked.info if tracked.info.log_path else event_info
         if self._excluded(tracked, known, report=False):  # routing makes it again, from the inspect
             return  # costs nothing: no file opened, no stream, no task
-        self._spawn_setup(tracked, event_info, HeldLog(None if catch_up else self._preopen(known)), inspected)
-
-    def _spawn_setup(self, tracked: Tracked, event_info: ContainerInfo, held: HeldLog, inspected: bool) -> None:
-        """Hand `held` to the task that sets the container up: from here on that task owns it."""
         assert self._group is not None, "registry is not running"
-        container_id = tracked.info.id
-        try:
-            task = self._group.create_task(self._setup(tracked, event_info, held, inspected), name=f"resolve:{container_id[:12]}")
-        except BaseException:
-            held.close()
-            raise
-        # A task cancelled before its first step never runs its body: its end releases the log.
-        task.add_done_callback(lambda done: self._setup_ended(container_id, done, held))
-        self._resolving[container_id] = task
+        self._tasks.spawn_setup(self._group, tracked, event_info, HeldLog(None if catch_up else self._opener.preopen(known)), inspected)
 
-    def _setup_ended(self, container_id: str, task: asyncio.Task[None], held: HeldLog) -> None:
-        held.close()
-        if self._resolving.get(container_id) is task:
-            del self._resolving[container_id]
+    def set_up_again(self, tracked: Tracked) -> None:
+        """After a fault: inspect it afresh and open its log by path (after the backoff)."""
+        assert self._group is not None, "registry is not running"
+        self._tasks.spawn_setup(self._group, tracked, tracked.info, HeldLog(), inspected=True)
 
-    def _preopen(self, info: ContainerInfo) -> OwnedFd | None:
-        """Hold a starting container's json-file log before the inspect round-trip."""
-        if not self.files_usable or info.id == self._settings.own_id:
-            return None
-        try:
-            return OwnedFd.open(local_log_path(self._settings.containers_dir, info))
-        except OSError:
-            return None  # another driver, or gone already, or not readable: routing decides
-
-    async def _setup(self, tracked: Tracked, event_info: ContainerInfo, held: HeldLog, inspected: bool) -> None:
-        """Inspect, route and start the container's source: the fault boundary of its setup.
-        After a fault it is set up again (inspected afresh, its log opened by path) after a pause."""
-        with held:
-            while True:
-                if tracked.faults:
-                    await asyncio.sleep(supervision.backoff(tracked.faults))
-                    if tracked.destroyed or not self._holds(tracked):
-                        break
-                    inspected = False
-                try:
-                    if not tracked.faults:
-                        self._request_early_stream(tracked, held, inspected)
-                    await self._inspect_and_route(tracked, event_info, held, inspected)
-                    break
-                except supervision.MACHINERY_ERRORS:
-                    raise
-                except Exception as err:  # noqa: BLE001 - one container's fault stays with it
-                    held.close()  # what the failed attempt did not hand on; the next one opens by path
-                    if not self._after_fault(tracked, "resolve", err):
-                        break
-        if tracked.source is None and tracked.destroyed:
-            self._remove(tracked)
-
-    def _request_early_stream(self, tracked: Tracked, held: HeldLog, inspected: bool) -> None:
-        if inspected or held.has_file or tracked.info.id == self._settings.own_id:
-            return
-        # No json-file log: most likely another driver. Ask for the stream now, beside the inspect:
-        # a short-lived `--rm` container may be removed before a request sent after the inspect
-        # reaches dockerd (an open stream still reads it to the end).
-        held.request_stream(self._streams.connect(tracked.info.id, since_param(self._stream_start(tracked))))
-
-    def _holds(self, tracked: Tracked) -> bool:
+    def holds(self, tracked: Tracked) -> bool:
         return self.containers.get(tracked.info.id) is tracked and not self._stopping.is_set()
 
-    async def _inspect_and_route(self, tracked: Tracked, event_info: ContainerInfo, held: HeldLog, inspected: bool) -> None:
-        container_id = tracked.info.id
-        name_at_event = tracked.info.name
-        info: ContainerInfo | None = None
-        if not inspected:
-            try:
-                async with self._inspect_slots:
-                    info = await self._inspect(container_id)
-            except Exception as err:  # noqa: BLE001 - Docker unreachable: what the event said is enough
-                log.info("inspect failed; routing by the event", extra={"container_id": container_id[:12], "error": str(err)})
-        info = info or event_info
-        # Events that came meanwhile win over the inspect: a die, destroy or rename may have passed.
-        info.running = info.running and tracked.info.running and not tracked.destroyed
-        if tracked.info.name != name_at_event:
-            info.name = tracked.info.name
-        tracked.info = info
-        await held.settle()
-        self._route(tracked, held)
-
-    def _route(self, tracked: Tracked, held: HeldLog | None, forced: str = "") -> None:
+    def route(self, tracked: Tracked, held: HeldLog | None, forced: str = "") -> None:
         """Pick the container's source (file, stream fallback, stream) and start it. The source
         takes from `held` what it reads; the rest stays with `held`'s owner, who closes it.
         `forced`: read it through the stream, for this reason."""
         info = tracked.info
-        if info.id == self._settings.own_id:
-            return self._skip(tracked, "self")
-        if info.log_driver == "none":
-            return self._skip(tracked, "driver_none")
+        if skip := not_read_reason(info.id, info.log_driver, self._settings.own_id):
+            return self._skip(tracked, skip)
         if self._excluded(tracked, info):
             return None
         assert tracked.profile is not None
-        reason = forced
+        reason = stream_reason(info.log_driver, tracked.profile.mode, self.files_usable, self._settings.mode, forced)
         source: Source | None = None
-        if forced:
-            pass
-        elif tracked.profile.mode == "stream":
-            reason = "label collector.mode=stream"
-        elif info.log_driver in FILE_DRIVERS:
-            if self.files_usable:
-                try:
-                    source = self._file_source(tracked, held)
-                except OSError as err:
-                    reason = _fallback_reason(err)
-                    log.warning("container log file cannot be read; reading it through the Docker API instead",
-                                extra={"container_id": info.id[:12], "container_name": info.name,
-                                       "path": local_log_path(self._settings.containers_dir, info), "reason": reason,
-                                       "error": err.strerror or str(err)})
-            else:
-                reason = "containers_dir_unreadable" if self._settings.mode != "stream" else ""
+        if reason is None:
+            try:
+                source = self._opener.file_source(tracked, held)
+            except OSError as err:
+                reason = fallback_reason(err)
+                log.warning("container log file cannot be read; reading it through the Docker API instead",
+                            extra={"container_id": info.id[:12], "container_name": info.name,
+                                   "path": local_log_path(self._settings.containers_dir, info), "reason": reason,
+                                   "error": err.strerror or str(err)})
         if source is None:
-            if reason and not reason.startswith("label "):
+            if reason and is_fallback(reason):
                 self.fallbacks[reason] += 1
-            source = self._stream_source(tracked, held)
-        tracked.reason = reason
+            source = self._opener.stream_source(tracked, held)
+        tracked.reason = reason or ""
         try:
             self._launch(tracked, source)
         except BaseException:
@@ -449,94 +279,54 @@ class SourceRegistry:
 
     def _launch(self, tracked: Tracked, source: Source) -> None:
         assert self._group is not None
-        problems: list[str] = []
-        source.processor = self._profiler.processor(tracked.info, problems)
-        source.labeler = self._profiler.labeler(tracked.info, tracked.profile.tenant if tracked.profile else "")
-        joiner = self._profiler.joiner(tracked.info, self._max_line_bytes(tracked), problems)
-        if joiner is not None:
-            source.join_lines(joiner)
-        if problems:
-            self._profiler.processing_stats.problems += len(problems)
-            log.warning("collector.* labels ignored", extra={"container_id": tracked.info.id[:12],
-                                                              "container_name": tracked.info.name, "problems": problems})
+        self._profiles.fit(tracked, source)
         tracked.source = source
         tracked.read_as = source.kind
         self._positions.ensure(tracked.info.id, source.queued_position)
-        if tracked.info.running:
-            tracked.phase = Phase.READING
-        else:
-            source.drain()  # read to the end, then close: it is not running
-            tracked.phase = Phase.DRAINING
-        tracked.task = self._group.create_task(self._run_source(tracked, source), name=f"{source.kind}:{tracked.info.id[:12]}")
+        tracked.phase = lifecycle.phase_when_launched(tracked.info.running)
+        if tracked.phase is Phase.DRAINING:
+            source.drain()
+        tracked.task = self._tasks.start_source(self._group, tracked, source)
 
-    async def _run_source(self, tracked: Tracked, source: Source) -> None:
-        """The fault boundary of a running source: its failure stays with its container."""
-        container_id = tracked.info.id
-        lines_before = tracked.stats.lines
-        failure: Exception | None = None
-        try:
-            await source.run()
-        except asyncio.CancelledError:
-            raise
-        except supervision.MACHINERY_ERRORS:
-            raise
-        except Exception as err:  # noqa: BLE001 - isolate one container's fault from the rest
-            failure = err
-        finally:
-            if not tracked.destroyed:
-                self._read_upto[container_id] = source.queued_position
-        try:
-            self._source_ended(tracked, source, failure, progressed=tracked.stats.lines != lines_before)
-        except supervision.MACHINERY_ERRORS:
-            raise
-        except Exception as err:  # noqa: BLE001 - e.g. routing it again failed: same boundary
-            if self._after_fault(tracked, "route", err):
-                self._spawn_setup(tracked, tracked.info, HeldLog(), inspected=True)
-
-    def _source_ended(self, tracked: Tracked, source: Source, failure: Exception | None, progressed: bool) -> None:
+    def source_ended(self, tracked: Tracked, source: Source, failure: Exception | None, progressed: bool) -> None:
         if self.containers.get(tracked.info.id) is not tracked or self._stopping.is_set():
             return
         tracked.source, tracked.task = None, None
         refused = getattr(source, "refused", "")
-        if failure is not None and not tracked.destroyed:
-            if progressed:
-                tracked.faults = 0  # it read for a while: not the same fault over and over
-            if self._after_fault(tracked, "source", failure):
-                self._spawn_setup(tracked, tracked.info, HeldLog(), inspected=True)
-            return
+        ending = lifecycle.after_source(failed=failure is not None, destroyed=tracked.destroyed, refused=bool(refused),
+                              had_reason=bool(tracked.reason), running=tracked.info.running)
         if failure is None:
             tracked.faults = 0
-        if refused and tracked.reason:
-            # A json-file log we could not open, and Docker will not stream it either.
+        elif progressed:
+            tracked.faults = 0  # it read for a while: not the same fault over and over
+        if ending is Ending.FAULT:
+            assert failure is not None
+            if self.after_fault(tracked, "source", failure):
+                self.set_up_again(tracked)
+        elif ending is Ending.UNREADABLE:
             tracked.phase = Phase.FAILED
             tracked.reason = f"{tracked.reason}; the API refused too: {refused}"
             log.error("container can be read neither from its file nor through the API",
                       extra={"container_id": tracked.info.id[:12], "reason": tracked.reason})
-        elif refused:
+        elif ending is Ending.REFUSED:
             self._skip(tracked, "logs_not_readable", detail=refused)
-        elif tracked.destroyed:
-            self._remove(tracked)
-        elif tracked.info.running:
-            # Started again while this source was finishing: continue where it stopped.
+        elif ending is Ending.FORGET:
+            self.remove(tracked)
+        elif ending is Ending.ROUTE_AGAIN:
             tracked.phase = Phase.RESOLVING
-            self._route(tracked, None)
+            self.route(tracked, None)
         else:
             tracked.phase = Phase.STOPPED
 
     # -- faults (supervision.py says what follows one) --------------------------------------------
-    def _after_fault(self, tracked: Tracked, stage: str, err: Exception) -> bool:
+    def after_fault(self, tracked: Tracked, stage: str, err: Exception) -> bool:
         """Count and log an unexpected failure of one container's setup or source; True: set it up
         again after the backoff (its phase is RESOLVING meanwhile). Otherwise it was read another
         way, failed for good (until its next start), or is gone."""
         tracked.faults += 1
-        self._count_fault(tracked, stage, err)
-        where = {"container_id": tracked.info.id[:12], "container_name": tracked.info.name, "stage": stage,
-                 "faults_in_a_row": tracked.faults}
-        if tracked.faults == 1:
-            log.error(f"container {'source' if stage == 'source' else 'setup'} failed; trying again", exc_info=err, extra=where)
-        else:
-            log.warning("container failed again", extra={**where, "error": tracked.stats.last_error})
-        if tracked.destroyed or not self._holds(tracked):
+        supervision.record(tracked, stage, err, self.faults)
+        supervision.log_fault(tracked, stage, err)
+        if tracked.destroyed or not self.holds(tracked):
             return False
         decided = supervision.verdict(tracked.faults, tracked.fell_back)
         if decided is supervision.Verdict.RETRY:
@@ -545,135 +335,27 @@ class SourceRegistry:
         if decided is supervision.Verdict.FALL_BACK:
             tracked.fell_back, tracked.faults = True, 0
             try:
-                self._route(tracked, None, forced="setup_failed" if stage != "source" else "source_failed")
-                log.warning("container keeps failing; reading it through the Docker API instead", extra=where)
+                self.route(tracked, None, forced="setup_failed" if stage != "source" else "source_failed")
+                log.warning("container keeps failing; reading it through the Docker API instead",
+                            extra=supervision.where(tracked, stage))
                 return False
             except supervision.MACHINERY_ERRORS:
                 raise
             except Exception as fallback_err:  # noqa: BLE001 - the stream cannot be set up either
-                self._count_fault(tracked, "fallback", fallback_err)
-        tracked.phase = Phase.FAILED
-        tracked.reason = f"failed: {tracked.stats.last_error}"
-        log.error("container cannot be read; its next start tries again", extra={**where, "error": tracked.stats.last_error})
+                supervision.record(tracked, "fallback", fallback_err, self.faults)
+        supervision.give_up(tracked, stage)
         return False
 
     def _event_fault(self, tracked: Tracked, err: Exception) -> None:
-        """An event's handling failed for this container: it waits for its next start."""
-        self._count_fault(tracked, "event", err)
-        log.error("container event failed", exc_info=err, extra={"container_id": tracked.info.id[:12]})
-        if tracked.task is None and tracked.info.id not in self._resolving:
-            tracked.phase = Phase.FAILED
-            tracked.reason = f"failed: {tracked.stats.last_error}"
+        busy = tracked.task is not None or tracked.info.id in self._tasks.resolving
+        supervision.event_failed(tracked, err, self.faults, busy)
 
-    def _count_fault(self, tracked: Tracked, stage: str, err: Exception) -> None:
-        self.faults[supervision.fault_reason(stage, err)] += 1
-        tracked.stats.errors += 1
-        tracked.stats.last_error = f"{type(err).__name__}: {err}"
-
-    def _remove(self, tracked: Tracked) -> None:
+    def remove(self, tracked: Tracked) -> None:
         if self.containers.get(tracked.info.id) is tracked:
             del self.containers[tracked.info.id]
-            _add_stats(self.retired, tracked.stats)
+            rollup.add_stats(self.retired, tracked.stats)
 
-    # -- sources -------------------------------------------------------------------------------
-    def _file_source(self, tracked: Tracked, held: HeldLog | None) -> FileTailer:
-        info = tracked.info
-        position, first_meeting = self._start_point(tracked)
-        file_position = position if isinstance(position, FilePosition) else None
-        tailer = FileTailer(
-            local_log_path(self._settings.containers_dir, info),
-            self._origin(tracked),
-            self._queue_for(tracked.profile.tenant if tracked.profile else ""),
-            self._hub,
-            self._settings.tailer,
-            JsonFileParser(self._max_line_bytes(tracked)),
-            file_position,
-            tracked.stats,
-            held.take_file() if held is not None else None,  # the tailer owns it from its constructor on
-            # Begin at the oldest rotated file still there; a first meeting's start_at moves on from it.
-            from_oldest=True,
-        )
-        if first_meeting:
-            try:
-                self._seek_first_meeting(tailer, info)
-            except BaseException:
-                tailer.close()
-                raise
-        return tailer
-
-    def _stream_start(self, tracked: Tracked) -> StreamPosition:
-        position, first_meeting = self._start_point(tracked)
-        if isinstance(position, StreamPosition):
-            return position
-        if position is not None:
-            log.info("read through the API now, previously from its file: reading the stream from its start "
-                     "(Loki drops exact repeats)", extra={"container_id": tracked.info.id[:12]})
-        start_at = self._settings.start_at
-        if first_meeting and start_at is not None:
-            return StreamPosition(time.time_ns() - int(start_at * 1e9), 0)
-        return StreamPosition(0, 0)
-
-    def _stream_source(self, tracked: Tracked, held: HeldLog | None) -> StreamSource:
-        info = tracked.info
-        container_id = info.id
-        return StreamSource(
-            container_id, info.tty, self._origin(tracked),
-            self._queue_for(tracked.profile.tenant if tracked.profile else ""), self._streams,
-            dataclasses.replace(self._settings.stream, max_line_bytes=self._max_line_bytes(tracked)),
-            self._stream_start(tracked), tracked.stats, lambda: self._is_running(container_id),
-            held.take_response() if held is not None else None,  # taken last: the source owns it from here on
-        )
-
-    def _start_point(self, tracked: Tracked) -> tuple[Position | None, bool]:
-        """Where a new source of this container starts: the one place that decides it.
-
-        Where an earlier source of it stopped in this run, else its acknowledged position; without
-        either, a first meeting (found running at the first start, not started since the last
-        checkpoint) starts at `positions.start_at`, anything else from its first byte."""
-        info = tracked.info
-        position = self._read_upto.get(info.id) or self._positions.get(info.id)
-        if position is not None:
-            return position, False
-        return None, tracked.found_at_startup and not self._started_since_checkpoint(info)
-
-    def _started_since_checkpoint(self, info: ContainerInfo) -> bool:
-        checkpoint = self._positions.previous_checkpoint_ns
-        if not checkpoint or not info.started_at:
-            return False
-        try:
-            return parse_timestamp(info.started_at) > checkpoint
-        except BadTimestamp:
-            return False
-
-    def _may_have_unread(self, info: ContainerInfo) -> bool:
-        """A stopped container with bytes after its position, or one started since the last checkpoint."""
-        if info.id == self._settings.own_id or info.log_driver == "none":
-            return False
-        position = self._positions.get(info.id)
-        if position is None:
-            # Never read: new since the last checkpoint, or `start_at: all` asks for everything on disk.
-            return self._started_since_checkpoint(info) or self._settings.start_at is None
-        if isinstance(position, StreamPosition) or info.log_driver not in FILE_DRIVERS or not self.files_usable:
-            return True  # a short catch-up pass of the stream tells
-        try:
-            st = os.stat(local_log_path(self._settings.containers_dir, info))
-        except OSError:
-            return False
-        return st.st_ino != position.inode or st.st_size > position.offset
-
-    def _seek_first_meeting(self, tailer: FileTailer, info: ContainerInfo) -> None:
-        start_at = self._settings.start_at
-        if start_at is None:
-            return
-        if start_at == 0:
-            tailer.start_at_end()
-            return
-        cutoff_ns = time.time_ns() - int(start_at * 1e9)
-        offset, size, bytes_read = tailer.start_at_time(cutoff_ns)
-        log.info("first meeting: starting inside the start_at window",
-                 extra={"container_id": info.id[:12], "offset": offset, "file_size": size, "bytes_read": bytes_read,
-                        "path": os.path.basename(tailer.reading_name)})
-
+    # -- not read ------------------------------------------------------------------------------
     def _skip(self, tracked: Tracked, reason: str, detail: str = "", shown: str = "") -> None:
         """Not read: counted by `reason`; `shown` (default: the reason) is what /status says."""
         shown = shown or reason
@@ -687,34 +369,21 @@ class SourceRegistry:
     def _excluded(self, tracked: Tracked, info: ContainerInfo, report: bool = True) -> bool:
         """Make the container's profile from what is known of it; skip it when a rule excludes it.
         `report`: count and log what its labels lost (once per start: the profile it is read with)."""
-        tracked.profile = self._make_profile(info, report)
+        tracked.profile = self._profiles.make(info, report)
         if tracked.profile.excluded_by:
             self._skip(tracked, tracked.profile.skip_reason, shown=f"excluded by {tracked.profile.excluded_by}")
             return True
         return False
 
-    def _make_profile(self, info: ContainerInfo, report: bool = True) -> Profile:
-        profile = self._profiler.profile(info, self.host)
-        if not report:
-            return profile
-        where = {"container_id": info.id[:12], "container_name": info.name}
-        if profile.trimmed:
-            self.labels_trimmed += len(profile.trimmed)
-            log.warning("labels trimmed to Loki's limits", extra={**where, "trimmed": profile.trimmed})
-        if profile.problems:
-            log.warning("collector.* labels ignored", extra={**where, "problems": profile.problems})
-        return profile
-
-    def _origin(self, tracked: Tracked) -> Origin:
-        info, profile = tracked.info, tracked.profile or self._make_profile(tracked.info)
-        return Origin(container_id=info.id, labels=dict(profile.labels),
-                      metadata={"container_id": info.id, "image": info.image, **profile.metadata}, tenant=profile.tenant)
-
-    def _max_line_bytes(self, tracked: Tracked) -> int:
-        profile = tracked.profile
-        return profile.max_line_bytes if profile and profile.max_line_bytes else self._settings.max_line_bytes
-
     # -- what /status and /metrics read -----------------------------------------------------------
+    @property
+    def host(self) -> str:
+        return self._profiles.host
+
+    @property
+    def labels_trimmed(self) -> int:
+        return self._profiles.labels_trimmed
+
     @property
     def processing(self) -> ProcessingStats:
         return self._profiler.processing_stats
@@ -724,31 +393,8 @@ class SourceRegistry:
         return self._profiler.guard.folded
 
     def totals(self) -> SourceStats:
-        total = SourceStats()
-        _add_stats(total, self.retired)
-        for tracked in self.containers.values():
-            _add_stats(total, tracked.stats)
-        return total
+        return rollup.totals(self.retired, self.containers.values())
 
     def unreadable(self) -> list[str]:
         """Containers that can be read neither from their file nor through the API."""
-        return [f"container {t.info.name or t.info.id[:12]} cannot be read: {t.reason}"
-                for t in self.containers.values() if t.phase is Phase.FAILED]
-
-
-_COUNTERS = ("lines", "bytes", "errors", "truncated", "rotations", "truncations", "reconnects", "gaps", "lost_events", "lost_bytes",
-             "files_lost")
-
-
-def _add_stats(into: SourceStats, stats: SourceStats) -> None:
-    for name in _COUNTERS:
-        setattr(into, name, getattr(into, name) + getattr(stats, name))
-    into.losses.update(stats.losses)
-
-
-def _fallback_reason(err: OSError) -> str:
-    if err.errno in (errno.EACCES, errno.EPERM):
-        return "permission_denied"
-    if err.errno == errno.ENOENT:
-        return "file_not_found"
-    return f"open_error_{errno.errorcode.get(err.errno or 0, 'unknown').lower()}"
+        return rollup.unreadable(self.containers.values())

@@ -14,9 +14,15 @@ not per container at all (sink, positions writer, inotify hub), which the app's 
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from enum import Enum
 
 from collector.pipeline.queue import QueueClosed
+from collector.sources.lifecycle import Phase
+from collector.sources.tracked import Tracked
+
+log = logging.getLogger(__name__)
 
 RETRY_BACKOFF = 0.5  # seconds before the second attempt; doubles with each fault in a row
 MAX_ATTEMPTS = 4  # faults in a row before the container is read another way
@@ -43,3 +49,42 @@ def backoff(faults: int) -> float:
 def fault_reason(stage: str, err: BaseException) -> str:
     """The metric's reason: where it failed and how (a bounded set: stages x exception types)."""
     return f"{stage}:{type(err).__name__}"
+
+
+def record(tracked: Tracked, stage: str, err: Exception, faults: Counter[str]) -> None:
+    """Count a fault on the registry's `faults` (by stage and type) and on the container."""
+    faults[fault_reason(stage, err)] += 1
+    tracked.stats.errors += 1
+    tracked.stats.last_error = f"{type(err).__name__}: {err}"
+
+
+def where(tracked: Tracked, stage: str) -> dict[str, object]:
+    return {"container_id": tracked.info.id[:12], "container_name": tracked.info.name, "stage": stage,
+            "faults_in_a_row": tracked.faults}
+
+
+def log_fault(tracked: Tracked, stage: str, err: Exception) -> None:
+    """The traceback once, at the first fault in a row; afterwards a line each."""
+    if tracked.faults == 1:
+        log.error(f"container {'source' if stage == 'source' else 'setup'} failed; trying again", exc_info=err,
+                  extra=where(tracked, stage))
+    else:
+        log.warning("container failed again", extra={**where(tracked, stage), "error": tracked.stats.last_error})
+
+
+def event_failed(tracked: Tracked, err: Exception, faults: Counter[str], busy: bool) -> None:
+    """An event's handling failed for this container: unless a task of it is under way (`busy`),
+    it waits for its next start."""
+    record(tracked, "event", err, faults)
+    log.error("container event failed", exc_info=err, extra={"container_id": tracked.info.id[:12]})
+    if not busy:
+        tracked.phase = Phase.FAILED
+        tracked.reason = f"failed: {tracked.stats.last_error}"
+
+
+def give_up(tracked: Tracked, stage: str) -> None:
+    """It can be read no way we know: failed until its next start."""
+    tracked.phase = Phase.FAILED
+    tracked.reason = f"failed: {tracked.stats.last_error}"
+    log.error("container cannot be read; its next start tries again",
+              extra={**where(tracked, stage), "error": tracked.stats.last_error})
