@@ -25,20 +25,12 @@ import aiofiles
 import aiofiles.os
 import msgspec
 
+from collector.durable import fsync_directory
 from collector.pipeline.entry import Chunk, FilePosition, Position, StreamPosition
 
 log = logging.getLogger(__name__)
 
 GONE_REMEMBERED = 4096  # destroyed container ids remembered against late acknowledgements
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename itself durable: without it a power cut can bring the old file back."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class PositionsLocked(Exception):
@@ -192,7 +184,7 @@ class PositionStore:
                 await handle.flush()
                 await asyncio.to_thread(os.fsync, handle.fileno())
             await aiofiles.os.replace(temp, self.path)
-            await asyncio.to_thread(_fsync_directory, os.path.dirname(self.path) or ".")
+            await asyncio.to_thread(fsync_directory, os.path.dirname(self.path) or ".")
         except OSError as err:
             self.write_errors += 1
             self._dirty.set()  # try again next interval

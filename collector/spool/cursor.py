@@ -9,7 +9,7 @@ import time
 
 import msgspec
 
-from collector.spool.segment import fsync_directory
+from collector.durable import fsync_directory
 
 log = logging.getLogger(__name__)
 

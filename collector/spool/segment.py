@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from collector.durable import fsync_directory
 from collector.spool.format import HEADER_BYTES, segment_header
 
 SUFFIX = ".seg"
@@ -18,15 +19,6 @@ def segment_name(seq: int) -> str:
 def segment_seq(name: str) -> int | None:
     stem = name[: -len(SUFFIX)] if name.endswith(SUFFIX) else ""
     return int(stem) if stem.isdigit() else None
-
-
-def fsync_directory(directory: str) -> None:
-    """Make a create, rename or unlink itself durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(slots=True)
