@@ -102,10 +102,12 @@ async def test_stream_of_a_removed_container_cut_before_any_record_is_counted() 
     assert source.stats.losses == {"ended_before_any_record": 1}
 
 
-async def test_empty_stream_of_a_removed_container_that_ended_cleanly_is_no_loss() -> None:
-    """An orderly end with no record: the container wrote nothing (e.g. `true`), nothing was lost."""
+async def test_empty_stream_of_a_removed_container_is_counted_as_ended_before_any_record() -> None:
+    """An orderly end with no record, then the container is gone: it wrote nothing (e.g. `true`), or
+    Docker ended the stream without its lines (seen in a burst of `--rm` local-driver containers:
+    all 3000 lines of one never came). The two cannot be told apart: counted, never silent."""
     source, lines = await run_source(Scripted(b""))  # the follow stream ends empty, then 404
-    assert lines == [] and source.stats.lost_events == 0 and not source.stats.losses
+    assert lines == [] and source.stats.losses == {"ended_before_any_record": 1}
 
 
 async def test_a_read_through_cut_mid_frame_is_read_again_from_the_position() -> None:

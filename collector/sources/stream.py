@@ -267,6 +267,11 @@ class StreamSource:
                 # lose lines silently (an over-count at worst, under a reason of its own).
                 self._lose("possibly_cut_at_removal", "the log stream ended orderly after Docker removed the container; "
                            "Docker may have ended it before sending everything, so lines after this point may be lost")
+            elif not self._records and not self.stats.losses["docker_error"]:
+                # Nothing at all came before the container went: it wrote nothing, or (seen with
+                # dockerd 20.10's local driver) Docker ended the stream without its lines.
+                self._lose("ended_before_any_record", "the log stream of a removed container ended before any record: "
+                           "what it wrote, if anything, is lost")
             return
         if self._records:
             self._lose("removed_while_reading", "log stream cut while the container was being removed; it is gone, "
