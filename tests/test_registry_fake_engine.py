@@ -146,6 +146,23 @@ class FakeEngine:
         self.events_queue.put_nowait(None)
 
 
+def fake_registry(containers_dir: str, queue: ChunkQueue, streams: Any, positions: PositionStore, hub: InotifyHub,
+                  inspect: Any, is_running: Any, *, drain_quiet: float = 0.2, stream_backoff: float = 0.2,
+                  mode: str = "auto", profiler: Profiler | None = None) -> SourceRegistry:
+    """The registry as the app builds it, on fakes: small reads, short timeouts (one set-up for the
+    registry tests in this file, test_registry_faults.py and test_stream_losses.py)."""
+    return SourceRegistry(
+        queue=queue, hub=hub, streams=streams, positions=positions,
+        settings=RegistrySettings(
+            containers_dir=containers_dir,
+            tailer=TailerSettings(read_chunk_bytes=65536, poll_interval=0.5, drain_quiet=drain_quiet),
+            stream=StreamSettings(idle_timeout=30, drain_timeout=2, max_line_bytes=65536, max_backoff=stream_backoff),
+            max_line_bytes=65536, own_id=None, start_at=None, mode=mode,
+        ),
+        inspect=inspect, is_running=is_running, profiler=profiler or Profiler(Config()),
+    )
+
+
 def json_record(ts_ns: int, text: str) -> bytes:
     return (json.dumps({"log": text + "\n", "stream": "stdout", "time": rfc3339_nano(ts_ns)}) + "\n").encode()
 
@@ -158,16 +175,8 @@ async def test_scripted_lifecycle_start_die_restart_rename_reconnect_destroy(tmp
     queue = ChunkQueue(1 << 20)
     positions = PositionStore(str(tmp_path / "positions.json"), 0.05)
     hub = InotifyHub()
-    registry = SourceRegistry(
-        queue=queue, hub=hub, streams=streams, positions=positions,  # type: ignore[arg-type]
-        settings=RegistrySettings(
-            containers_dir=str(containers_dir),
-            tailer=TailerSettings(read_chunk_bytes=65536, poll_interval=0.5, drain_quiet=2.0),
-            stream=StreamSettings(idle_timeout=30, drain_timeout=2, max_line_bytes=65536, max_backoff=0.2),
-            max_line_bytes=65536, own_id=None, start_at=None,
-        ),
-        inspect=engine.inspect, is_running=engine.is_running, profiler=Profiler(Config()),
-    )
+    registry = fake_registry(str(containers_dir), queue, streams, positions, hub, engine.inspect, engine.is_running,
+                             drain_quiet=2.0)
     discovery = Discovery(engine, registry, max_backoff=0.2, relist_interval=3600)
     delivered: list[tuple[str, str]] = []  # (container_name, line)
 

@@ -21,7 +21,7 @@ import pytest
 
 from fdtrack import FdTracker
 from polling import wait_until
-from test_registry_fake_engine import BASE_NS, FakeEngine, FakeStreams, json_record
+from test_registry_fake_engine import BASE_NS, FakeEngine, FakeStreams, fake_registry, json_record
 
 from collector.config import Config
 from collector.docker.containers import ContainerInfo
@@ -30,10 +30,9 @@ from collector.pipeline.entry import Chunk
 from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
 from collector.sources import heldchain, opening, supervision
-from collector.sources.files import InotifyHub, TailerSettings
+from collector.sources.files import InotifyHub
 from collector.sources.lifecycle import Phase
-from collector.sources.registry import RegistrySettings, SourceRegistry
-from collector.sources.stream import StreamSettings
+from collector.sources.registry import SourceRegistry
 from collector.transform.labeling import Profiler
 
 
@@ -71,17 +70,9 @@ async def running_rig(tmp_path, config: dict[str, Any] | None = None,
     queue = ChunkQueue(1 << 22)
     positions = PositionStore(str(tmp_path / "positions.json"), 0.05)
     hub = InotifyHub()
-    registry = SourceRegistry(
-        queue=queue, hub=hub, streams=streams, positions=positions,  # type: ignore[arg-type]
-        settings=RegistrySettings(
-            containers_dir=str(containers_dir),
-            tailer=TailerSettings(read_chunk_bytes=65536, poll_interval=0.5, drain_quiet=0.1),
-            stream=StreamSettings(idle_timeout=30, drain_timeout=2, max_line_bytes=65536, max_backoff=0.2),
-            max_line_bytes=65536, own_id=None, start_at=None,
-        ),
-        inspect=(lambda cid: inspect(engine, cid)) if inspect else engine.inspect, is_running=engine.is_running,
-        profiler=Profiler(msgspec.convert(config or {}, Config, strict=False)),
-    )
+    registry = fake_registry(str(containers_dir), queue, streams, positions, hub,
+                             (lambda cid: inspect(engine, cid)) if inspect else engine.inspect, engine.is_running,
+                             drain_quiet=0.1, profiler=Profiler(msgspec.convert(config or {}, Config, strict=False)))
     rig = Rig(str(containers_dir), engine, streams, registry, hub, positions)
 
     async def sink() -> None:

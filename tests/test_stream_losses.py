@@ -20,7 +20,7 @@ from collector.sources.source import SourceStats
 from collector.sources.stream import StreamSettings, StreamSource
 from collector.timefmt import rfc3339_nano
 from polling import wait_until
-from test_registry_fake_engine import BASE_NS, FakeEngine, FakeResponse, FakeStreams
+from test_registry_fake_engine import BASE_NS, FakeEngine, FakeResponse, FakeStreams, fake_registry
 
 CID = "e" * 64
 
@@ -126,21 +126,11 @@ async def test_a_stream_read_to_its_end_counts_no_loss() -> None:
 # -- a removed container's stream, driven through the registry (fake engine, fake streams) ----------
 
 def _registry(tmp_path: Any, engine: Any, streams: Any, queue: ChunkQueue) -> Any:
-    from collector.config import Config
     from collector.positions import PositionStore
-    from collector.sources.files import InotifyHub, TailerSettings
-    from collector.sources.registry import RegistrySettings, SourceRegistry
-    from collector.transform.labeling import Profiler
+    from collector.sources.files import InotifyHub
 
-    return SourceRegistry(
-        queue=queue, hub=InotifyHub(), streams=streams, positions=PositionStore(str(tmp_path / "positions.json"), 0.05),
-        settings=RegistrySettings(
-            containers_dir=str(tmp_path), tailer=TailerSettings(read_chunk_bytes=65536, poll_interval=0.5),
-            stream=StreamSettings(idle_timeout=30, drain_timeout=2, max_line_bytes=65536, max_backoff=0.05),
-            max_line_bytes=65536, own_id=None, start_at=None, mode="stream",
-        ),
-        inspect=engine.inspect, is_running=engine.is_running, profiler=Profiler(Config()),
-    )
+    return fake_registry(str(tmp_path), queue, streams, PositionStore(str(tmp_path / "positions.json"), 0.05), InotifyHub(),
+                         engine.inspect, engine.is_running, stream_backoff=0.05, mode="stream")
 
 
 async def _rm_container_read_behind(tmp_path: Any, end: Callable[[FakeStreams, str], None]) -> tuple[list[str], Any]:
