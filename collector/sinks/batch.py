@@ -54,9 +54,9 @@ class Push:
     def label_sets(self) -> dict[StreamKey, dict[str, str]]:
         return {key: self.labels_of(key) for key in self.streams}
 
-    def only(self, key: StreamKey, entries: list[Entry] | None = None) -> Push:
+    def only(self, key: StreamKey) -> Push:
         """A push of this one stream (it takes over the stream's part of its piece)."""
-        return Push({key: self.streams[key] if entries is None else entries}, {key: self.origins[key]}, {key: self.pieces[key]})
+        return Push({key: self.streams[key]}, {key: self.origins[key]}, {key: self.pieces[key]})
 
     def halves(self) -> tuple[Push, Push]:
         """Two pushes of about half the entries each (413: the body was too large)."""

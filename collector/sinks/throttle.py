@@ -142,7 +142,7 @@ class Throttle:
             self._resolve([push.pieces[key]])
 
     def _new(self, text: str, verdict: Verdict, now: float) -> Throttled:
-        named = format_named(verdict.stream or {})
+        named = label_string(verdict.stream or {})
         item = Throttled(text, named, verdict.reason, now, time.time(), 0.0, self._batch_max_bytes, now, refilled=now)
         self._learn(item, verdict, now)
         log.warning("Loki throttles a stream; sending it on its own, paced",
@@ -332,7 +332,3 @@ class Throttle:
                 "queued_bytes": item.queued_bytes,
             })
         return rows
-
-
-def format_named(labels: dict[str, str]) -> str:
-    return "{" + ", ".join(f'{name}="{value}"' for name, value in sorted(labels.items())) + "}"
