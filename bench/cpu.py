@@ -99,11 +99,13 @@ def write_log(engine: DockerEngine, options: tuple[str, ...], lines: int) -> str
 
 
 def run_once(engine: DockerEngine, scenario: str, lines: int, workdir: str, profile: str | None,
-             extra_env: dict[str, str] | None = None, on_done: Callable[[int], None] | None = None) -> Result:
+             extra_env: dict[str, str] | None = None, on_done: Callable[[int], None] | None = None,
+             log_name: str = "") -> Result:
     """on_done(collector pid): called once everything has arrived, before the collector is stopped
-    (e.g. to read its metrics)."""
+    (e.g. to read its metrics). log_name: an exited container whose log is read again (kept);
+    otherwise a new one is written and removed after the run."""
     options, env = SCENARIOS[scenario]
-    name = write_log(engine, options, lines)
+    name = log_name or write_log(engine, options, lines)
     receiver, urls = start_receiver()
     environment = {key: value for key, value in os.environ.items() if not key.startswith("COLLECTOR_")}
     environment.update({
@@ -145,7 +147,8 @@ def run_once(engine: DockerEngine, scenario: str, lines: int, workdir: str, prof
         collector.wait(60)
         receiver.send_signal(signal.SIGTERM)
         receiver.wait(30)
-        engine.rm(name)
+        if not log_name:
+            engine.rm(name)
     if entries < lines:
         raise RuntimeError(f"{scenario}: only {entries} of {lines} entries arrived")
     return Result(scenario, cpu, hwm, wall, entries)
