@@ -16,8 +16,12 @@ ARG PIP_INDEX_URL=https://pypi.org/simple
 # Extra CA certificates (PEM) for pip, when a TLS-intercepting proxy sits in front of the index.
 # Used in this stage only: the final image does not trust them.
 ARG BUILD_CA_CERTS=""
+# A compiler and Python's headers for the optional accelerator (collector/_speedups.c): this stage only.
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev python3-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY collector ./collector
 RUN set -eu; \
     if [ -n "$BUILD_CA_CERTS" ]; then \

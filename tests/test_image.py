@@ -139,6 +139,14 @@ def test_the_image_has_the_entrypoint_healthcheck_and_no_anonymous_volume(image:
     assert config.get("User", "") in ("", "root", "0")
 
 
+def test_the_image_carries_the_compiled_accelerator_and_no_compiler(image: str, engine: DockerEngine) -> None:
+    # The build stage compiles collector/_speedups.c; the final stage has its result, not gcc.
+    probe = ("import shutil; from collector.speedups import speedups; "
+             "print(speedups is not None, shutil.which('gcc') is None)")
+    out = engine.docker("run", "--rm", "--network", "none", "--entrypoint", "/opt/collector/bin/python", image, "-c", probe)
+    assert out.split() == ["True", "True"]
+
+
 def health(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "collector", "health", *args], cwd=REPO, capture_output=True, text=True, timeout=30,
                           env={**os.environ, "PYTHONPATH": REPO, **(env or {})})

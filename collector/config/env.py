@@ -14,8 +14,9 @@ from collector.config.schema import Config
 
 ENV_PREFIX = "COLLECTOR_"
 
-# Variables with our prefix that are not config keys (read by the CLI itself).
-NOT_KEYS = frozenset({"COLLECTOR_CONFIG"})
+# Variables with our prefix that are not config keys (read by the CLI itself, and by
+# collector/speedups.py: COLLECTOR_NO_SPEEDUPS=1 runs the pure-Python hot loops).
+NOT_KEYS = frozenset({"COLLECTOR_CONFIG", "COLLECTOR_NO_SPEEDUPS"})
 
 
 def env_names(section: type[msgspec.Struct] | None = None, path: tuple[str, ...] = ()) -> list[str]:

@@ -13,11 +13,14 @@ left out, the non-nullable timestamp always present.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import cramjam
 import msgspec
+
+from collector.speedups import speedups
 
 Metadata = Sequence[tuple[str, str]]
 
@@ -91,16 +94,22 @@ def encode_metadata(metadata: Metadata) -> bytes:
     return b"".join(pairs)
 
 
-# Tables for the hot loop (about 3 MB): each entry is then a few list appends of ready-made bytes.
+# Tables for the Python hot loop (about 3 MB, built on its first use: with the C accelerator it
+# never runs): each entry is then a few list appends of ready-made bytes.
 _TABLE = 1 << 14
-# Field 2 with a length: a stream's EntryAdapter, and an entry's line, share the tag.
-_FIELD2_HEAD = [b"\x12" + _varint(n) for n in range(_TABLE)]
-# The varint of a nanosecond field of 2^14 or more (all but 16 µs of every second) is its low 14
-# bits, seven to a byte with the continuation bit, then the varint of the rest (nanos >> 14): from
-# _VARINT14 below 2^14, else 14 more bits the same way and one last byte. (One table of every rest
-# would save an append per entry but hold 2.4 MB.)
-_LOW14 = [bytes((n & 0x7F | 0x80, n >> 7 | 0x80)) for n in range(_TABLE)]
-_VARINT14 = [_varint(n) for n in range(_TABLE)]
+
+
+@functools.cache
+def _tables() -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """Field 2 with a length (a stream's EntryAdapter, and an entry's line, share the tag); and for
+    a nanosecond field of 2^14 or more (all but 16 µs of every second) its low 14 bits, seven to a
+    byte with the continuation bit, then the varint of the rest (nanos >> 14): from the third table
+    below 2^14, else 14 more bits the same way and one last byte. (One table of every rest would
+    save an append per entry but hold 2.4 MB.)"""
+    field2_head = [b"\x12" + _varint(n) for n in range(_TABLE)]
+    low14 = [bytes((n & 0x7F | 0x80, n >> 7 | 0x80)) for n in range(_TABLE)]
+    varint14 = [_varint(n) for n in range(_TABLE)]
+    return field2_head, low14, varint14
 
 
 def _stream_parts(stream: PushStream, out: bytearray) -> int:
@@ -113,11 +122,19 @@ def _stream_parts(stream: PushStream, out: bytearray) -> int:
         append(head)
         size += len(head)
     shared = encode_metadata(stream.metadata)
+    if speedups is not None and not stream.per_entry:
+        try:
+            body = speedups.encode_entries(stream.entries, shared)
+        except (OverflowError, TypeError):
+            pass  # a time beyond int64, or not the usual entries: the Python loop below knows them
+        else:
+            append(body)
+            return size + len(body)
     shared_names = {name for name, _ in stream.metadata}
     metadata, metadata_len = shared, len(shared)
     per_entry = stream.per_entry
-    field2_head, low14, varint14, small = _FIELD2_HEAD, _LOW14, _VARINT14, _SMALL
-    last_seconds = -1
+    (field2_head, low14, varint14), small = _tables(), _SMALL
+    last_seconds: int | None = None  # (no time is None: -1 s is a time too)
     seconds_field = b""
     ts_heads: list[bytes] = []  # by the nanos field's length: timestamp tag, its length, seconds, nanos tag
     ts_head_len = 0
