@@ -10,13 +10,8 @@ operator, checked at startup).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Protocol
-
-import re2
-
-# Compile errors are raised, not also printed to stderr by RE2's own logging.
-_OPTIONS = re2.Options()
-_OPTIONS.log_errors = False
 
 
 class Matcher(Protocol):
@@ -29,9 +24,21 @@ class PatternError(ValueError):
     """RE2 cannot compile the pattern (a syntax error, or a feature that needs backtracking)."""
 
 
+@functools.cache
+def _re2() -> tuple[Any, Any]:
+    """RE2 and its options, imported on the first container pattern: 2.4 MiB of RSS that hosts
+    without such labels never pay."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # compile errors are raised, not also printed by RE2's own logging
+    return re2, options
+
+
 def compile_untrusted(text: str) -> Matcher:
+    re2, options = _re2()
     try:
-        return re2.compile(text, options=_OPTIONS)  # type: ignore[no-any-return]
+        return re2.compile(text, options=options)  # type: ignore[no-any-return]
     except re2.error as err:
         reason = err.args[0].decode(errors="replace") if err.args and isinstance(err.args[0], bytes) else str(err)
         raise PatternError(f"not a valid RE2 regular expression ({reason})") from None
