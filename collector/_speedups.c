@@ -243,10 +243,12 @@ static PyObject *usual_record(const unsigned char *p, Py_ssize_t size, Py_ssize_
     PyTuple_SET_ITEM(entry, 1, text);
     PyTuple_SET_ITEM(entry, 2, stream);
     PyTuple_SET_ITEM(entry, 3, Py_None);
+    PyObject_GC_UnTrack(entry); /* only atomic items: it cannot be in a cycle (CPython untracks such tuples too, later) */
     return entry;
 }
 
 static PyObject *scan_records(PyObject *self, PyObject *args) {
+    (void)self;
     Py_buffer data;
     Py_ssize_t pos, max_line;
     PyObject *entries, *entry_type;
@@ -286,6 +288,45 @@ static PyObject *scan_records(PyObject *self, PyObject *args) {
     return Py_BuildValue("nn", pos, count);
 }
 
+/* ---- spool read-back ---- */
+
+static PyObject *as_entries(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *tuples, *entry_type;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &tuples, &PyType_Type, &entry_type)) return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)entry_type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "entry_type must be a tuple type");
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(tuples);
+    PyObject *out = PyList_New(count);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *item = PyList_GET_ITEM(tuples, k);
+        if (!PyTuple_Check(item)) {
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_TypeError, "entries must be tuples");
+            return NULL;
+        }
+        Py_ssize_t size = PyTuple_GET_SIZE(item);
+        PyObject *entry = ((PyTypeObject *)entry_type)->tp_alloc((PyTypeObject *)entry_type, size);
+        if (entry == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        int atomic = 1;
+        for (Py_ssize_t i = 0; i < size; i++) {
+            PyObject *value = PyTuple_GET_ITEM(item, i);
+            atomic = atomic && (value == Py_None || PyLong_CheckExact(value) || PyUnicode_CheckExact(value));
+            Py_INCREF(value);
+            PyTuple_SET_ITEM(entry, i, value);
+        }
+        if (atomic) PyObject_GC_UnTrack(entry); /* cannot be in a cycle: the collector need not visit it */
+        PyList_SET_ITEM(out, k, entry);
+    }
+    return out;
+}
+
 /* ---- Loki push protobuf ---- */
 
 static int varint_len(uint64_t v) {
@@ -307,6 +348,7 @@ static char *put_varint(char *out, uint64_t v) {
 }
 
 static PyObject *encode_entries(PyObject *self, PyObject *args) {
+    (void)self;
     PyObject *entries;
     Py_buffer metadata;
     if (!PyArg_ParseTuple(args, "Oy*", &entries, &metadata)) return NULL;
@@ -377,6 +419,8 @@ static PyMethodDef methods[] = {
     {"scan_records", scan_records, METH_VARARGS,
      "scan_records(data, pos, max_line_bytes, entries, entry_type) -> (pos, count): usual json-file records from pos on, "
      "appended to entries as entry_type(ts_ns, line, stream, None); stops at the first other record."},
+    {"as_entries", as_entries, METH_VARARGS,
+     "as_entries(tuples, entry_type) -> list: each tuple as an entry_type (a tuple subclass), items shared."},
     {"encode_entries", encode_entries, METH_VARARGS,
      "encode_entries(entries, metadata) -> bytes: field 2 (EntryAdapter) of a StreamAdapter for each (ts_ns, line, ...) entry, "
      "each with the same encoded structured metadata."},

@@ -17,11 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector import speedups as speedups_module
-from collector.pipeline.entry import Entry
+from collector.pipeline.entry import Chunk, Entry, Origin
 from collector.sinks import lokiproto
 from collector.sinks.lokiproto import PushStream, encode_push_request
 from collector.sources import jsonfile
 from collector.sources.jsonfile import JsonFileParser
+from collector.spool import format as spool_format
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -151,3 +152,22 @@ def _encode(streams: list[PushStream], accelerated: bool) -> bytes:
 def test_protobuf_bodies_are_byte_identical_to_the_python_encoder(streams: list[tuple[str, list, list]]) -> None:
     pushes = [PushStream(labels, entries, tuple(metadata)) for labels, entries, metadata in streams]
     assert _encode(pushes, accelerated=True) == _encode(pushes, accelerated=False)
+
+
+# ---- spool read-back ----
+
+spooled_entries = st.lists(st.builds(Entry, st.integers(0, 2**62), st.text(max_size=20), st.sampled_from(["stdout", "stderr"]),
+                                     st.one_of(st.none(), st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=2))),
+                           max_size=10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(spooled_entries)
+def test_spooled_chunks_read_back_as_the_same_entries_either_way(entries: list[Entry]) -> None:
+    payload = spool_format.encode_chunk(Chunk(Origin("c1", {"app": "x"}), entries, 123))
+    accelerated = spool_format.decode_chunk(payload)
+    with mock.patch.object(spool_format, "speedups", None), \
+            mock.patch.object(spool_format, "_decoder", msgspec.msgpack.Decoder(spool_format._Spooled)):
+        reference = spool_format.decode_chunk(payload)
+    assert accelerated.entries == reference.entries == entries
+    assert all(type(entry) is Entry for entry in accelerated.entries + reference.entries)
