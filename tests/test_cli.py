@@ -162,6 +162,53 @@ def test_check_config_into_head_has_no_traceback(tmp_path) -> None:
     assert result.returncode == 0
 
 
+def test_collector_whose_reader_leaves_while_nothing_is_printed_stops(tmp_path) -> None:
+    """The reader of stdout goes away while the collector has nothing to print (no Docker here:
+    no line at all): it notices the closed pipe by itself and stops in order, checkpoint written."""
+    env = base_env(tmp_path)
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("COLLECTOR_")}
+    process = subprocess.Popen([sys.executable, "-m", "collector"], cwd=REPO, text=True,
+                               env={**clean, "PYTHONPATH": REPO, "DOCKER_HOST": "unix:///nonexistent", **env},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        for line in process.stderr:
+            if "collector starting" in line:
+                break
+        process.stdout.close()  # `| head` that has read what it wanted
+        assert process.wait(timeout=60) == 0
+        rest = process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "stdout was closed by its reader" in rest, rest
+    assert "collector stopped" in rest and "Traceback" not in rest, rest
+    assert os.path.exists(env["COLLECTOR_POSITIONS__PATH"])  # the final checkpoint
+
+
+@pytest.mark.docker
+def test_collector_into_head_stops_when_its_containers_go_quiet(tmp_path, containers) -> None:
+    import json
+    import time
+
+    name = f"quiet-{time.monotonic_ns()}"
+    # Exactly the lines head takes, then silence: no later write can meet the closed pipe.
+    container_id = containers.run("echo one; echo two; echo three; sleep 3600", name=name)
+    positions = tmp_path / "positions.json"
+    env = {**{k: v for k, v in os.environ.items() if not k.upper().startswith("COLLECTOR_")},
+           "PYTHONPATH": REPO, "DOCKER_HOST": containers.host, "COLLECTOR_DOCKER__CONTAINERS_DIR": containers.containers_dir,
+           "COLLECTOR_POSITIONS__PATH": str(positions), "COLLECTOR_METRICS__LISTEN": "",
+           "COLLECTOR_SELECTION__INCLUDE__NAMES": json.dumps([name])}
+    result = subprocess.run(["bash", "-c", f"{sys.executable} -m collector | head -3; exit ${{PIPESTATUS[0]}}"],
+                            env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert [json.loads(line)["line"] for line in result.stdout.splitlines()] == ["one", "two", "three"]
+    assert "stdout was closed by its reader" in result.stderr, result.stderr
+    assert "collector stopped" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 0
+    assert container_id.strip() in json.loads(positions.read_text())["containers"]
+
+
 @pytest.mark.docker
 def test_collector_into_head_stops_cleanly_and_keeps_positions(tmp_path, containers) -> None:
     import json
