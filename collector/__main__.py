@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         return _status(config.metrics.listen, args.url, args.json)
     if args.command == "health":
         return _health(config.metrics.listen, args.url)
-    # The same checks as check-config; its warnings the run reports itself (in its log, or by failing to bind).
-    errors = preflight(config).errors
+    # The same checks as check-config, with a port in use an error here; the other warnings the run
+    # reports itself, in its log.
+    errors = preflight(config, running=True).errors
     if errors:
         print("\n".join(errors), file=sys.stderr)
         return 2
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     _tune_gc()
     try:
         asyncio.run(run())
-    except ConfigError as err:  # found only once running, e.g. the metrics port is taken
+    except ConfigError as err:  # found only once running: the metrics port taken since the check above
         print(err, file=sys.stderr)
         return 2
     finally:

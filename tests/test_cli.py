@@ -134,17 +134,23 @@ def test_second_collector_on_the_same_positions_file_exits_2(tmp_path) -> None:
         assert again.wait(timeout=30) == 0
 
 
-def test_busy_metrics_port_exits_2_naming_the_address(tmp_path) -> None:
+def test_busy_metrics_port_exits_2_naming_the_address_before_starting(tmp_path) -> None:
     import socket
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
-        result = cli(env={**base_env(tmp_path), "COLLECTOR_METRICS__LISTEN": address})
+        env = {**base_env(tmp_path), "COLLECTOR_METRICS__LISTEN": address}
+        result = cli(env=env)
+        checked = cli("check-config", env=env)
     assert result.returncode == 2, result.stderr
-    assert f"metrics.listen = '{address}': cannot listen: address in use" in result.stderr
-    assert "Traceback" not in result.stderr
+    # The one line, before anything starts: no `collector starting`, no positions file made.
+    assert result.stderr.strip() == f"config error: metrics.listen = '{address}': cannot listen: address in use"
+    assert not (tmp_path / "pos").exists()
+    # check-config beside a running collector finds its port taken: a warning, not an error.
+    assert checked.returncode == 0, checked.stderr
+    assert f"warning: metrics.listen = '{address}': address in use now" in checked.stderr
 
 
 # -- `| head` ends the output, not with a traceback ----------------------------------------------
