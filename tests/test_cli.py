@@ -153,6 +153,39 @@ def test_busy_metrics_port_exits_2_naming_the_address_before_starting(tmp_path) 
     assert f"warning: metrics.listen = '{address}': address in use now" in checked.stderr
 
 
+# -- status and health with no collector running ------------------------------------------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("command", ["status", "health"])
+def test_status_and_health_with_no_collector_say_what_to_check(tmp_path, command) -> None:
+    listen = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    result = cli(command, env={**base_env(tmp_path), "COLLECTOR_METRICS__LISTEN": listen})
+    assert result.returncode == 1
+    assert result.stdout == ""
+    message = result.stderr.strip()
+    assert "\n" not in message, message  # one line
+    assert f"no collector answers at http://{listen} (connection refused)" in message, message
+    assert f"metrics.listen = '{listen}'" in message and "running" in message, message
+    assert "urlopen" not in message and "Errno" not in message, message
+
+
+@pytest.mark.parametrize("command", ["status", "health"])
+def test_status_and_health_with_an_explicit_url_name_it(tmp_path, command) -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    result = cli(command, "--url", url, env=base_env(tmp_path))
+    assert result.returncode == 1
+    message = result.stderr.strip()
+    assert message.endswith(f"no collector answers at {url} (connection refused): is it running there, "
+                            "and is that its metrics.listen address?"), message
+
+
 # -- `| head` ends the output, not with a traceback ----------------------------------------------
 
 def test_check_config_into_head_has_no_traceback(tmp_path) -> None:
