@@ -12,7 +12,7 @@ from collector.metrics import spool_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = open(os.path.join(REPO, "collector", "metrics.py")).read()
-PAGES = ("README.md", "docs/operations.md", "docs/configuration.md")
+PAGES = ("README.md", "docs/operations.md", "docs/configuration.md", "docs/design.md")
 
 
 def _read(page: str) -> str:
