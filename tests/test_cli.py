@@ -201,6 +201,22 @@ def test_check_config_into_head_has_no_traceback(tmp_path) -> None:
     assert result.returncode == 0
 
 
+def _pipeline(command: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """A shell pipeline in a session of its own, so a timeout ends every process of it, not only bash
+    (a collector that never notices its reader left would otherwise outlive the test)."""
+    import signal
+
+    process = subprocess.Popen(["bash", "-c", command], env=env, cwd=REPO, text=True, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
 def test_collector_whose_reader_leaves_while_nothing_is_printed_stops(tmp_path) -> None:
     """The reader of stdout goes away while the collector has nothing to print (no Docker here:
     no line at all): it notices the closed pipe by itself and stops in order, checkpoint written."""
@@ -239,8 +255,7 @@ def test_collector_into_head_stops_when_its_containers_go_quiet(tmp_path, contai
            "PYTHONPATH": REPO, "DOCKER_HOST": containers.host, "COLLECTOR_DOCKER__CONTAINERS_DIR": containers.containers_dir,
            "COLLECTOR_POSITIONS__PATH": str(positions), "COLLECTOR_METRICS__LISTEN": "",
            "COLLECTOR_SELECTION__INCLUDE__NAMES": json.dumps([name])}
-    result = subprocess.run(["bash", "-c", f"{sys.executable} -m collector | head -3; exit ${{PIPESTATUS[0]}}"],
-                            env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
+    result = _pipeline(f"{sys.executable} -m collector | head -3; exit ${{PIPESTATUS[0]}}", env, timeout=120)
     assert [json.loads(line)["line"] for line in result.stdout.splitlines()] == ["one", "two", "three"]
     assert "stdout was closed by its reader" in result.stderr, result.stderr
     assert "collector stopped" in result.stderr and "Traceback" not in result.stderr, result.stderr
@@ -260,8 +275,7 @@ def test_collector_into_head_stops_cleanly_and_keeps_positions(tmp_path, contain
            "PYTHONPATH": REPO, "DOCKER_HOST": containers.host, "COLLECTOR_DOCKER__CONTAINERS_DIR": containers.containers_dir,
            "COLLECTOR_POSITIONS__PATH": str(positions), "COLLECTOR_METRICS__LISTEN": ""}
     # The collector stops by itself once head has gone: no signal, no timeout needed.
-    result = subprocess.run(["bash", "-c", f"{sys.executable} -m collector | head -3; exit ${{PIPESTATUS[0]}}"],
-                            env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
+    result = _pipeline(f"{sys.executable} -m collector | head -3; exit ${{PIPESTATUS[0]}}", env, timeout=120)
     assert result.stdout.count("\n") == 3
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
     assert "stdout was closed by its reader" in result.stderr
