@@ -174,7 +174,7 @@ def write_doc(results: dict[str, list[Result]], lines: int) -> None:
         f"- machine: {machine()}",
         f"- {lines:,} lines per run; collector pinned to CPU 0, the counting receiver to CPU 1", "",
         *rows, "",
-        "Targets (issue 16): <= 2.3 CPU-s per 1M lines for json-file, the `local` stream within 1.5x of it, RSS peak <= 80 MiB.",
+        "Targets: <= 2.3 CPU-s per 1M lines for json-file, the `local` stream within 1.5x of it, RSS peak <= 80 MiB.",
         "Reference on this machine kind: Fluent Bit 4.2.8 2.5-2.7 CPU-s (RSS 79-85 MB); this collector before the work 3.8-4.3 CPU-s.",
         "The full report (every scenario, plots, flame graph) is [benchmarks.md](benchmarks.md) (`python bench/report.py`).",
         "",

@@ -828,7 +828,7 @@ End-to-end numbers from `{command}`: Docker containers -> json-file logs -> the 
 (`python -m collector`) -> Loki push API -> a Loki-compatible receiver. Regenerate with
 `python bench/e2e.py` (about {max(1, round(duration_s / 60))} min; `--quick` for a smaller run);
 this file is rewritten by every run, and every number in it comes from the run below.
-The report against issue 16's targets is [benchmarks.md](benchmarks.md) (`python bench/report.py`).
+The report against the performance targets is [benchmarks.md](benchmarks.md) (`python bench/report.py`).
 
 ## Run
 

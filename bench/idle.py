@@ -122,7 +122,7 @@ def main() -> None:
             handle.write(f"\n## {args.containers} idle containers\n\nFrom `python bench/idle.py` ({args.idle:g} s idle):\n\n"
                          "| " + " | ".join(result) + " |\n|" + "---:|" * len(result) + "\n| "
                          + " | ".join(str(v) for v in result.values()) + " |\n\n"
-                         "Targets (issue 16): all live within 5 s, idle CPU < 1 % of a core, RSS <= 80 MiB.\n")
+                         "Targets: all live within 5 s, idle CPU < 1 % of a core, RSS <= 80 MiB.\n")
 
 
 if __name__ == "__main__":

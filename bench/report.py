@@ -680,7 +680,7 @@ def write_doc(data: dict[str, Any]) -> None:
     took_min = sum(e["took_s"] for e in data.values()) / 60
     text = f"""# Benchmarks
 
-Issue 16's scenarios, measured against the code of one commit and rewritten by one command:
+The performance scenarios, measured against the code of one commit and rewritten by one command:
 
     python bench/report.py            # everything, ~9 min on this machine
     python bench/report.py --quick    # small sizes, to check the script
@@ -695,7 +695,7 @@ Issue 16's scenarios, measured against the code of one commit and rewritten by o
 
 {chr(10).join(table)}
 
-Reference on this machine kind (issue 16): Fluent Bit 4.2.8 2.5-2.7 CPU-s per 1M lines (JSON to Loki),
+Reference on this machine kind: Fluent Bit 4.2.8 2.5-2.7 CPU-s per 1M lines (JSON to Loki),
 RSS peak 79-85 MB; this collector before the work 3.8-4.3 CPU-s, RSS ~103 MB.
 
 """

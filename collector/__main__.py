@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import sys
+import urllib.error
 
 import yaml
 
@@ -66,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         return _status(config.metrics.listen, args.url, args.json)
     if args.command == "health":
         return _health(config.metrics.listen, args.url)
-    # The same checks as check-config; its warnings the run reports itself (in its log, or by failing to bind).
-    errors = preflight(config).errors
+    # The same checks as check-config, with a port in use an error here; the other warnings the run
+    # reports itself, in its log.
+    errors = preflight(config, running=True).errors
     if errors:
         print("\n".join(errors), file=sys.stderr)
         return 2
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     _tune_gc()
     try:
         asyncio.run(run())
-    except ConfigError as err:  # found only once running, e.g. the metrics port is taken
+    except ConfigError as err:  # found only once running: the metrics port taken since the check above
         print(err, file=sys.stderr)
         return 2
     finally:
@@ -127,38 +129,56 @@ def _local_url(listen: str) -> str:
 
 
 def _health(listen: str, url: str) -> int:
-    import urllib.error
     import urllib.request
 
     if not url and not listen:
         print("metrics.listen is empty: the collector serves no /healthz; pass --url", file=sys.stderr)
         return 1
-    url = url or _local_url(listen)
+    base = url or _local_url(listen)
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/healthz", timeout=5) as response:
+        with urllib.request.urlopen(f"{base.rstrip('/')}/healthz", timeout=5) as response:
             return 0 if response.status == 200 else 1
-    except (urllib.error.URLError, OSError) as err:  # HTTPError (a 503) is a URLError
-        print(f"unhealthy: {url}/healthz: {err}", file=sys.stderr)
+    except urllib.error.HTTPError as err:  # it answers, but not 200 (a 503: the event loop is stalled)
+        print(f"unhealthy: {base.rstrip('/')}/healthz answered HTTP {err.code} {err.reason}", file=sys.stderr)
         return 1
+    except (urllib.error.URLError, OSError) as err:
+        print(f"unhealthy: {_unreachable(base, listen, bool(url), err)}", file=sys.stderr)
+        return 1
+
+
+def _unreachable(base: str, listen: str, given: bool, err: Exception) -> str:
+    """One line for a collector that does not answer: the address tried, why, and what to check."""
+    reason = err.reason if isinstance(err, urllib.error.URLError) else err
+    why = (reason.strerror or str(reason)) if isinstance(reason, OSError) else str(reason)
+    where = ("is it running there, and is that its metrics.listen address?" if given else
+             f"is the collector running on this host, serving on metrics.listen = {listen!r}? "
+             "(--url asks another address)")
+    return f"no collector answers at {base} ({why.lower()}): {where}"
 
 
 def _status(listen: str, url: str, raw: bool) -> int:
     import json
-    import urllib.error
     import urllib.request
 
     from collector.metrics import format_table, status_rows, throttled_rows
 
-    if not url:
-        if not listen:
-            print("metrics.listen is empty: the collector serves no status; pass --url", file=sys.stderr)
-            return 2
-        url = _local_url(listen)
+    given = bool(url)
+    if not url and not listen:
+        print("metrics.listen is empty: the collector serves no status; pass --url", file=sys.stderr)
+        return 2
+    base = url or _local_url(listen)
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/status", timeout=10) as response:
+        with urllib.request.urlopen(f"{base.rstrip('/')}/status", timeout=10) as response:
             status = json.load(response)
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        print(f"cannot reach the collector at {url}: {err}", file=sys.stderr)
+    except urllib.error.HTTPError as err:  # something answers there, but not the collector's /status
+        print(f"{base.rstrip('/')}/status answered HTTP {err.code} {err.reason}: is that the collector's metrics.listen address?",
+              file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as err:
+        print(_unreachable(base, listen, given, err), file=sys.stderr)
+        return 1
+    except ValueError:
+        print(f"{base.rstrip('/')}/status did not answer with JSON: is that the collector's metrics.listen address?", file=sys.stderr)
         return 1
     if raw:
         print(json.dumps(status, indent=2))

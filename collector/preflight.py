@@ -27,14 +27,19 @@ class Findings:
     warnings: list[str] = field(default_factory=list)
 
 
-def preflight(config: Config) -> Findings:
+def preflight(config: Config, running: bool = False) -> Findings:
+    """`running`: for the run itself, where a `metrics.listen` port in use is an error (before the
+    collector starts); `check-config` beside a running collector only warns about it."""
     found = Findings()
     _add(found.errors, positions_problem(config.positions.path))
     found.errors += tls_problems(config.loki)
     if config.metrics.listen:
         error, warning = listen_problem(config.metrics.listen)
         _add(found.errors, error)
-        _add(found.warnings, warning)
+        if warning and running:
+            _add(found.errors, _error("metrics.listen", config.metrics.listen, "cannot listen: address in use"))
+        else:
+            _add(found.warnings, warning)
     problem = containers_dir_problem(config.docker.containers_dir, config.sources.mode)
     _add(found.warnings, problem and f"{problem}: {CONTAINERS_DIR_FALLBACK}")
     return found
@@ -106,7 +111,7 @@ def tls_problems(loki: LokiConfig) -> list[str]:
 
 def listen_problem(listen: str) -> tuple[str | None, str | None]:
     """(error, warning) for `metrics.listen`. A port in use is only a warning here: `check-config`
-    next to a running collector finds its port taken; the run itself exits 2 when it cannot bind."""
+    next to a running collector finds its port taken; the run makes it an error (see preflight)."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
     try:

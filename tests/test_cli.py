@@ -134,17 +134,56 @@ def test_second_collector_on_the_same_positions_file_exits_2(tmp_path) -> None:
         assert again.wait(timeout=30) == 0
 
 
-def test_busy_metrics_port_exits_2_naming_the_address(tmp_path) -> None:
+def test_busy_metrics_port_exits_2_naming_the_address_before_starting(tmp_path) -> None:
     import socket
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
-        result = cli(env={**base_env(tmp_path), "COLLECTOR_METRICS__LISTEN": address})
+        env = {**base_env(tmp_path), "COLLECTOR_METRICS__LISTEN": address}
+        result = cli(env=env)
+        checked = cli("check-config", env=env)
     assert result.returncode == 2, result.stderr
-    assert f"metrics.listen = '{address}': cannot listen: address in use" in result.stderr
-    assert "Traceback" not in result.stderr
+    # The one line, before anything starts: no `collector starting`, no positions file made.
+    assert result.stderr.strip() == f"config error: metrics.listen = '{address}': cannot listen: address in use"
+    assert not (tmp_path / "pos").exists()
+    # check-config beside a running collector finds its port taken: a warning, not an error.
+    assert checked.returncode == 0, checked.stderr
+    assert f"warning: metrics.listen = '{address}': address in use now" in checked.stderr
+
+
+# -- status and health with no collector running ------------------------------------------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("command", ["status", "health"])
+def test_status_and_health_with_no_collector_say_what_to_check(tmp_path, command) -> None:
+    listen = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    result = cli(command, env={**base_env(tmp_path), "COLLECTOR_METRICS__LISTEN": listen})
+    assert result.returncode == 1
+    assert result.stdout == ""
+    message = result.stderr.strip()
+    assert "\n" not in message, message  # one line
+    assert f"no collector answers at http://{listen} (connection refused)" in message, message
+    assert f"metrics.listen = '{listen}'" in message and "running" in message, message
+    assert "urlopen" not in message and "Errno" not in message, message
+
+
+@pytest.mark.parametrize("command", ["status", "health"])
+def test_status_and_health_with_an_explicit_url_name_it(tmp_path, command) -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    result = cli(command, "--url", url, env=base_env(tmp_path))
+    assert result.returncode == 1
+    message = result.stderr.strip()
+    assert message.endswith(f"no collector answers at {url} (connection refused): is it running there, "
+                            "and is that its metrics.listen address?"), message
 
 
 # -- `| head` ends the output, not with a traceback ----------------------------------------------
@@ -162,6 +201,68 @@ def test_check_config_into_head_has_no_traceback(tmp_path) -> None:
     assert result.returncode == 0
 
 
+def _pipeline(command: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """A shell pipeline in a session of its own, so a timeout ends every process of it, not only bash
+    (a collector that never notices its reader left would otherwise outlive the test)."""
+    import signal
+
+    process = subprocess.Popen(["bash", "-c", command], env=env, cwd=REPO, text=True, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def test_collector_whose_reader_leaves_while_nothing_is_printed_stops(tmp_path) -> None:
+    """The reader of stdout goes away while the collector has nothing to print (no Docker here:
+    no line at all): it notices the closed pipe by itself and stops in order, checkpoint written."""
+    env = base_env(tmp_path)
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("COLLECTOR_")}
+    process = subprocess.Popen([sys.executable, "-m", "collector"], cwd=REPO, text=True,
+                               env={**clean, "PYTHONPATH": REPO, "DOCKER_HOST": "unix:///nonexistent", **env},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        for line in process.stderr:
+            if "collector starting" in line:
+                break
+        process.stdout.close()  # `| head` that has read what it wanted
+        assert process.wait(timeout=60) == 0
+        rest = process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "stdout was closed by its reader" in rest, rest
+    assert "collector stopped" in rest and "Traceback" not in rest, rest
+    assert os.path.exists(env["COLLECTOR_POSITIONS__PATH"])  # the final checkpoint
+
+
+@pytest.mark.docker
+def test_collector_into_head_stops_when_its_containers_go_quiet(tmp_path, containers) -> None:
+    import json
+    import time
+
+    name = f"quiet-{time.monotonic_ns()}"
+    # Exactly the lines head takes, then silence: no later write can meet the closed pipe.
+    container_id = containers.run("echo one; echo two; echo three; sleep 3600", name=name)
+    positions = tmp_path / "positions.json"
+    env = {**{k: v for k, v in os.environ.items() if not k.upper().startswith("COLLECTOR_")},
+           "PYTHONPATH": REPO, "DOCKER_HOST": containers.host, "COLLECTOR_DOCKER__CONTAINERS_DIR": containers.containers_dir,
+           "COLLECTOR_POSITIONS__PATH": str(positions), "COLLECTOR_METRICS__LISTEN": "",
+           "COLLECTOR_SELECTION__INCLUDE__NAMES": json.dumps([name])}
+    result = _pipeline(f"{sys.executable} -m collector | head -3; exit ${{PIPESTATUS[0]}}", env, timeout=120)
+    assert [json.loads(line)["line"] for line in result.stdout.splitlines()] == ["one", "two", "three"]
+    assert "stdout was closed by its reader" in result.stderr, result.stderr
+    assert "collector stopped" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 0
+    assert container_id.strip() in json.loads(positions.read_text())["containers"]
+
+
 @pytest.mark.docker
 def test_collector_into_head_stops_cleanly_and_keeps_positions(tmp_path, containers) -> None:
     import json
@@ -174,8 +275,7 @@ def test_collector_into_head_stops_cleanly_and_keeps_positions(tmp_path, contain
            "PYTHONPATH": REPO, "DOCKER_HOST": containers.host, "COLLECTOR_DOCKER__CONTAINERS_DIR": containers.containers_dir,
            "COLLECTOR_POSITIONS__PATH": str(positions), "COLLECTOR_METRICS__LISTEN": ""}
     # The collector stops by itself once head has gone: no signal, no timeout needed.
-    result = subprocess.run(["bash", "-c", f"{sys.executable} -m collector | head -3; exit ${{PIPESTATUS[0]}}"],
-                            env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
+    result = _pipeline(f"{sys.executable} -m collector | head -3; exit ${{PIPESTATUS[0]}}", env, timeout=120)
     assert result.stdout.count("\n") == 3
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
     assert "stdout was closed by its reader" in result.stderr

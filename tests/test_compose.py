@@ -1,6 +1,6 @@
 """Step 9: the compose stack's files. docker-compose validates the compose file, promtool the Prometheus
 config and the dashboard's queries; the dashboard names only metrics a running collector exports.
-Loki's and Grafana's own parsing of their files cannot run here (no binaries): see the README."""
+Loki's and Grafana's own parsing of their files cannot run here (no binaries): see docs/testing.md."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ A label set is active while it had a line within `window`. When a new one would 
 its foldable labels (values that can grow without bound: mapped Docker labels, labels from line
 fields, a compose one-off container's name) become `_other`, so Loki sees one more stream at most
 per distinct set of the other labels instead of refusing streams. Loki's own limit is per tenant
-across every host: size this one as its share (README)."""
+across every host: size this one as its share (docs/configuration.md, "Cardinality guard")."""
 
 from __future__ import annotations
 
