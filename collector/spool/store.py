@@ -44,9 +44,7 @@ __all__ = ["Spool", "SpoolSettings", "SpoolStats"]
 
 log = logging.getLogger(__name__)
 
-# Appended and not yet written: sources wait beyond this (a source reads far faster than a disk
-# syncs; without it a backlog read at full speed would sit in memory until its write).
-WRITE_AHEAD_BYTES = 4 * 1024 * 1024
+WRITE_AHEAD_BYTES = 4 * 1024 * 1024  # appended, not yet written: sources wait beyond (they outrun fsync)
 READ_WINDOW = 1024 * 1024  # read back this much of a segment at a time (doubled for a larger record)
 ERROR_LOG_INTERVAL = 60.0  # a failing disk is logged once a minute, not once per retry
 
@@ -157,9 +155,7 @@ class Spool:
         """Queue the chunk for the next write (after has_room; a little over the bound is taken). Takes
         its entries: the chunk itself is what `on_durable` gets back."""
         blob = encode_record(encode_chunk(chunk))
-        # The record holds the entries now: the chunk stays only as the key of its durable
-        # acknowledgement, so what waits for the write costs its encoded bytes, not its lines.
-        chunk.entries = []
+        chunk.entries = []  # the record holds them: waiting for its write costs its bytes, not its lines
         self._origins.live(chunk.origin)
         self._pending.append((chunk, blob))
         self._pending_bytes += len(blob)
