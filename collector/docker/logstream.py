@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 
 from collector.docker.heldconnections import HeldConnections
+from collector.docker.logbody import LogBody
 
 
 class LogsUnavailable(Exception):
@@ -90,12 +91,12 @@ class LogStreamClient:
     @asynccontextmanager
     async def open(
         self, container_id: str, since: str, follow: bool = True, opened: aiohttp.ClientResponse | None = None,
-    ) -> AsyncIterator[aiohttp.StreamReader]:
+    ) -> AsyncIterator[LogBody]:
         """The body of the container's log stream from `since` on (or of a response `connect` made
         earlier); its socket is closed the moment the caller leaves."""
         response = opened or await self.connect(container_id, since, follow)
         try:
-            yield response.content
+            yield LogBody(response)
         finally:
             response.close()
 
