@@ -24,7 +24,8 @@ from collector.sinks.lanes import make_lanes, merged_stats
 from collector.sinks.loki import LokiSink, PushStats
 from collector.sinks.stdout import StdoutSink
 from collector.sources.files import InotifyHub, TailerSettings
-from collector.spool.store import Spool, SpoolSettings
+from collector.spool.lane import LaneSpool
+from collector.spool.store import SpoolSettings
 from collector.sources.registry import RegistrySettings, SourceRegistry
 from collector.sources.stream import StreamSettings
 from collector.startup_report import settings_facts
@@ -43,7 +44,7 @@ class Collector:
         # Positions advance past a chunk once it and every older chunk of its container are durable
         # in a spool or delivered by the sink.
         self.order = ReadOrder(self.positions.advance)
-        self.spools: dict[str, Spool] = {}  # by tenant; owned here, closed once at the end of run()
+        self.spools: dict[str, LaneSpool] = {}  # by tenant; owned here, closed once at the end of run()
         self.hub = InotifyHub()
         self.engine = Engine(config.docker.host)
         self.observability = Observability(self)
@@ -154,12 +155,12 @@ class Collector:
             await self.engine.close()
         log.info("collector stopped")
 
-    def _make_spool(self, tenant: str, lanes: int) -> Spool:
+    def _make_spool(self, tenant: str, lanes: int) -> LaneSpool:
         config = self.config.spool
         name = f"tenant-{tenant.encode().hex()}" if tenant else "default"  # any tenant id is a safe file name
         settings = SpoolSettings(os.path.join(spool_directory(self.config), name), max(2 * config.segment_bytes, config.max_bytes // lanes),
                                  config.segment_bytes, lane=tenant)
-        spool = self.spools[tenant] = Spool(settings, self.order.complete)
+        spool = self.spools[tenant] = LaneSpool(settings, self.order.complete)
         return spool
 
     def _queued(self, chunk: Chunk) -> None:
@@ -237,6 +238,7 @@ class Collector:
             "queue_paused_containers": sum(len(lane.queue.paused) for lane in self.lanes.values()),
             "read_order_chunks": len(self.order),
             "spool_segments": sum(spool.segments for spool in self.spools.values()),
+            "spool_containers_moved_aside": sum(spool.aside_containers for spool in self.spools.values()),
         }
         sizes.update({f"positions_{name}": size for name, size in self.positions.table_sizes().items()})
         sizes.update({f"inotify_{name}": size for name, size in self.hub.table_sizes().items()})

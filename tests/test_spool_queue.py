@@ -11,7 +11,8 @@ from pathlib import Path
 from collector.pipeline.entry import Chunk, Entry, FilePosition, Origin, Position
 from collector.pipeline.queue import ChunkQueue
 from collector.pipeline.readorder import ReadOrder
-from collector.spool.store import Spool, SpoolSettings
+from collector.spool.lane import LaneSpool
+from collector.spool.store import SpoolSettings
 
 
 def chunk(container: str, n: int, nbytes: int = 100) -> Chunk:
@@ -24,7 +25,7 @@ class Pipeline:
     def __init__(self, path: Path, queue_bytes: int = 300, spool_bytes: int = 1 << 20) -> None:
         self.positions: dict[str, Position] = {}
         self.order = ReadOrder(self.positions.__setitem__)
-        self.spool = Spool(SpoolSettings(str(path), spool_bytes, 4096, headroom_bytes=0), self.order.complete)
+        self.spool = LaneSpool(SpoolSettings(str(path), spool_bytes, 4096, headroom_bytes=0), self.order.complete)
         self.spool.open()
         self.queue = ChunkQueue(queue_bytes, on_put=self.order.track, spool=self.spool)
         self.tasks = [asyncio.create_task(self.spool.run()), asyncio.create_task(self.queue.refill())]
