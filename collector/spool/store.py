@@ -123,8 +123,8 @@ class Spool:
         return max(0.0, (now_ns - oldest.created_ns) / 1e9) if oldest else 0.0
 
     def has_room(self, nbytes: int) -> bool:
-        if self.problem or self._closed:
-            return False
+        if self.problem or self._closed or (self._pending and self._pending_bytes + nbytes > self.settings.max_pending_bytes):
+            return False  # (what waits to be written is held in memory: at most max_pending_bytes)
         return (self.bytes + nbytes <= self.settings.max_bytes
                 and self._free - self._pending_bytes - nbytes >= self.settings.headroom_bytes)
 
