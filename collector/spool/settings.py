@@ -20,7 +20,7 @@ class SpoolSettings:
     max_bytes: int
     segment_bytes: int
     headroom_bytes: int = 4 * 1024 * 1024  # left free on the volume for the positions file
-    max_pending_bytes: int = 4 * 1024 * 1024  # appended, not yet written: sources wait beyond (a slow disk)
+    max_pending_bytes: int = 1 * 1024 * 1024  # appended, not yet written: sources wait beyond (a slow disk)
     lane: str = ""  # the tenant of the lane ("" the default lane): read-back chunks' marks name it
     chain: str = ""  # "" the lane's shared segments; else the container whose records were set aside here
     checkpoint_interval: float = 1.0
