@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -55,6 +56,8 @@ class Collector:
         self.lanes = make_lanes(config, default_sink, self._queued, self.observability.sink_metrics,
                                 self._make_spool if config.spool.enabled else lambda tenant, lanes: None)
         self.queue, self.sink = self.lanes[""].queue, default_sink
+        for tenant in self.spools:  # as a lane starts spilling, what its sink holds is copied to its spool first
+            self.lanes[tenant].queue.before_spill = functools.partial(self._insure, tenant)
         self.own_id = config.docker.self_id or own_container_id()
         self.streams = LogStreamClient(config.docker.host)
         self.profiler = Profiler(config)
@@ -124,11 +127,12 @@ class Collector:
                         for task in sink_tasks:
                             task.cancel()
                         await asyncio.wait(sink_tasks)
-                        # What is still queued goes to the spool (a `--rm` stream's lines are nowhere else);
-                        # what the sink held is re-read from the log files (positions never passed it).
+                        # What the sink held and what is still queued go to the spool, in read order (a `--rm`
+                        # stream's lines are nowhere else); without a spool, positions never passed them.
+                        insured = sum(self._insure(tenant) for tenant in self.spools)
                         spooled = sum(lane.queue.spill_remaining() for lane in self.lanes.values())
-                        log.error("flush timed out; queued chunks go to the spool, unsent entries the sink held stay in the log files",
-                                  extra={"queued_bytes": self.queue_bytes, "spooled_chunks": spooled})
+                        log.error("flush timed out; what the sink held and what was queued go to the spool",
+                                  extra={"queued_bytes": self.queue_bytes, "spooled_chunks": spooled, "sink_chunks_spooled": insured})
                     for task in spool_tasks:
                         task.cancel()
                     if spool_tasks:
@@ -163,6 +167,11 @@ class Collector:
         spool = self.spools[tenant] = LaneSpool(settings, self.order.complete)
         return spool
 
+    def _insure(self, tenant: str) -> int:
+        """Copy what the lane's sink holds (read from sources, not yet delivered) to its spool."""
+        sink = self.lanes[tenant].sink
+        return self.spools[tenant].insure(sink.held()) if isinstance(sink, LokiSink) else 0
+
     def _queued(self, chunk: Chunk) -> None:
         """A chunk was read: into the queue or a spool."""
         self.inflight.queued(chunk)
@@ -175,6 +184,8 @@ class Collector:
         for chunk in chunks:
             if chunk.spooled is None:
                 fresh.append(chunk)
+                for lane_spool in self.spools.values():  # a copy made of it as its lane started spilling is done too
+                    lane_spool.original_delivered(chunk)
             elif (spool := self.spools.get(chunk.spooled.lane)) is not None:
                 spool.delivered(chunk.spooled)
         self.order.complete(fresh)

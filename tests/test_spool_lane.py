@@ -176,3 +176,38 @@ async def test_the_queue_has_a_resumed_containers_moved_records_read_back(tmp_pa
     queue.close()
     await refill
     await spool.close()
+
+
+async def test_what_the_sink_holds_is_copied_never_handed_and_sent_only_after_a_crash(tmp_path: Path) -> None:
+    durable: list[Chunk] = []
+    spool = LaneSpool(settings(tmp_path), durable.extend)
+    spool.attach(lambda: None, set().__contains__)
+    spool.open()
+    held = [chunk("a", 0), chunk("a", 1), chunk("c", 0)]  # in a push Loki has not answered yet
+    assert spool.insure(held) == 3
+    spool.append(chunk("a", 2))  # then the lane spills: later chunks follow the copies
+    spool.append(chunk("b", 0))
+    await spool.flush()
+    assert durable[:3] == held  # durable: their positions may advance past them now
+    spool.original_delivered(held[2])  # delivered before the reader met its copy
+    back = await read_all(spool)
+    assert lines(back) == lines([chunk("a", 2), chunk("b", 0)])  # the sink sends the originals, not the copies
+    spool.original_delivered(held[0])  # and after
+    deliver(spool, back)
+    await spool.save_cursor()
+    spool.abandon()  # kill -9 while a1 is still in the sink
+    again = opened(tmp_path, set())
+    assert lines(await read_all(again)) == lines([chunk("a", 1)])  # its copy is all that is sent again
+    await again.close()
+
+
+async def test_the_copy_is_settled_even_when_the_ack_ledger_has_emptied_the_original(tmp_path: Path) -> None:
+    spool = opened(tmp_path, set())
+    original = chunk("a", 0)
+    spool.insure([original])
+    await spool.flush()
+    assert await read_all(spool) == []
+    original.entries = []  # delivered while waiting behind an older chunk: only its position is kept
+    spool.original_delivered(original)
+    assert spool.bytes == 0 and spool.segments == 0  # its copy is resolved, the segment gone
+    await spool.close()

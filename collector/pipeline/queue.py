@@ -51,6 +51,9 @@ class ChunkQueue:
         self.backlog_first()
         self._refill_wanted = asyncio.Event()
         self.spills = 0  # times the lane switched to the spool
+        # Called as the lane starts spilling, before what is queued goes to the spool: the app has
+        # the spool keep a copy of what the sink holds (older still), so it pins no position either.
+        self.before_spill: Callable[[], object] = lambda: None
         self._items: deque[Chunk] = deque()
         self._bytes = 0
         self._closed = False
@@ -152,6 +155,7 @@ class ChunkQueue:
                 log.info("queue full: spilling to the spool", extra={"queued_bytes": self._bytes})
                 # What waits in memory goes first: once durable it no longer pins its container's
                 # position for the rest of the outage (after a crash, Docker may have rotated it away).
+                self.before_spill()
                 self.spill_remaining()
             self._spool.append(chunk)
         else:

@@ -30,6 +30,14 @@ After a crash: a directory is made (and fsynced) before its first copy, and its 
 that first record lay. A record of the container older than it (handed to the sink before, not yet
 delivered) is handed again at once; the own segments are read back only once the reader has passed
 that place. A copy made between the last cursor save and the crash is sent once more (a duplicate).
+
+What the sink holds (`insure`): as the lane starts spilling (and at shutdown, after a flush that
+timed out), the chunks the sink took from sources and Loki does not have yet are copied here first,
+before what is queued. Durable, they no longer pin their containers' positions: positions advance
+in read order, so one chunk held in a retried push kept a container's position for the whole
+outage, and a kill -9 then re-read all of it from the log file (sent twice), or lost that chunk if
+Docker had rotated the file away. The sink goes on sending its own; the reader never hands the copy
+and resolves it once the original is delivered. After a crash, the copy is sent, in read order.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ import os
 from collections.abc import Callable
 
 from collector.durable import fsync_directory
-from collector.pipeline.entry import Chunk, SpoolMark
+from collector.pipeline.entry import Chunk, Position, SpoolMark
 from collector.spool.cursor import CURSOR_NAME
 from collector.spool.format import RECORD_HEADER_BYTES
 from collector.spool.settings import Route, SpoolSettings
@@ -53,6 +61,7 @@ HELD = "held"  # under a lane's directory: one directory per container whose rec
 OWN_SEGMENT_BYTES = 1024 * 1024  # smaller than shared segments: a slow stream frees its disk sooner
 
 Place = tuple[int, int]  # (segment, offset) in the shared segments
+Insured = tuple[str, Position, int]  # container, position, bytes read: a chunk and its copy (the ack ledger empties entries)
 
 
 @dataclasses.dataclass(slots=True)
@@ -68,6 +77,10 @@ class LaneSpool(Spool):
         self._notify: Callable[[], None] = lambda: None
         self._aside: dict[str, Aside] = {}  # by container id; bounded by the containers held while read back
         self._own_segment_bytes = min(settings.segment_bytes, OWN_SEGMENT_BYTES)
+        # Copies of chunks the sink holds -> where the reader met the copy (None: not yet); bounded by
+        # what the sink held when the lane started spilling. And those whose original was delivered first.
+        self._insured: dict[Insured, SpoolMark | None] = {}
+        self._insured_done: set[Insured] = set()
 
     def attach(self, on_change: Callable[[], None], held: Callable[[str], bool] | None = None) -> None:
         """`held(container_id)`: the sink paused it (its stream is throttled): its records are moved aside."""
@@ -157,6 +170,13 @@ class LaneSpool(Spool):
     def _route(self, chunk: Chunk, payload: builtins.bytes) -> Route:
         mark = chunk.spooled
         assert mark is not None
+        key = _insured_key(chunk) if self._insured else None
+        if key is not None and key in self._insured:  # a copy of what the sink holds: never handed
+            if key in self._insured_done:
+                self._settle(key, mark)
+            else:
+                self._insured[key] = mark
+            return Route.ASIDE
         container_id = chunk.origin.container_id
         self._prune(container_id)  # all delivered: its records may be handed again (never between moved ones)
         aside = self._aside.get(container_id)
@@ -221,6 +241,41 @@ class LaneSpool(Spool):
         except OSError as err:  # left behind: found empty at the next start
             log.warning("cannot remove a spool directory", extra={"path": aside.spool.directory, "error": str(err)})
 
+    # -- what the sink holds -----------------------------------------------------------------------------
+    def insure(self, chunks: list[Chunk]) -> int:
+        """Copy what the sink holds (read order per container), ahead of anything appended after;
+        a container none of whose chunks fit is left out whole (its position stays as it was)."""
+        left_out: set[str] = set()
+        copied = 0
+        for chunk in chunks:
+            key = _insured_key(chunk)
+            container_id = chunk.origin.container_id
+            if key is None or key in self._insured or container_id in left_out:
+                continue
+            if self.problem or self._closed or self.bytes + chunk.nbytes > self.settings.max_bytes:
+                left_out.add(container_id)
+                continue
+            self._insured[key] = None
+            self.append(chunk)  # not bound by max_pending_bytes: at most what the sink holds
+            copied += 1
+        return copied
+
+    def original_delivered(self, chunk: Chunk) -> None:
+        """The sink delivered (or counted as dropped) a chunk read from a source: its copy, if any, is done."""
+        key = _insured_key(chunk)
+        if key is None or key not in self._insured:
+            return
+        mark = self._insured[key]
+        if mark is None:
+            self._insured_done.add(key)  # settled when the reader meets the copy
+        else:
+            self._settle(key, mark)
+
+    def _settle(self, key: Insured, mark: SpoolMark) -> None:
+        del self._insured[key]
+        self._insured_done.discard(key)
+        super().delivered(mark)
+
     # -- delivery and the end --------------------------------------------------------------------------
     def delivered(self, mark: SpoolMark) -> None:
         if not mark.chain:
@@ -247,6 +302,10 @@ class LaneSpool(Spool):
         for aside in self._aside.values():
             aside.spool.abandon()
         super().abandon()
+
+
+def _insured_key(chunk: Chunk) -> Insured | None:
+    return None if chunk.position is None else (chunk.origin.container_id, chunk.position, chunk.nbytes)
 
 
 def _parse_name(name: str) -> tuple[str, Place] | None:
