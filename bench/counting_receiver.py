@@ -1,15 +1,18 @@
 """A fast Loki push endpoint for the CPU benchmarks: decompress and count, nothing else.
 
-    python bench/counting_receiver.py
+    python bench/counting_receiver.py [--unavailable]
 
-Prints one JSON line once listening: {"push_url": ..., "stats_url": ...}. Every push is answered
-204 after its body is decompressed (snappy for protobuf, gzip when so encoded) and its entries are
-counted (a walk over the protobuf fields, or a JSON decode); GET /stats returns the counts. It runs
+Prints one JSON line once listening: {"push_url": ..., "stats_url": ..., "available_url": ...}.
+Every push is answered 204 after its body is decompressed (snappy for protobuf, gzip when so
+encoded) and its entries are counted (a walk over the protobuf fields, or a JSON decode); GET
+/stats returns the counts. With --unavailable it answers 503 (Loki down; counted as `refused`)
+until POST /available (bench/spool.py: the backlog goes to the collector's spool first). It runs
 in a process of its own, so none of this is charged to the collector.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gzip
 import json
@@ -57,13 +60,20 @@ class Counts:
         self.entries = 0
         self.wire_bytes = 0
         self.raw_bytes = 0
+        self.refused = 0
 
 
-async def main() -> None:
+async def main(unavailable: bool) -> None:
     counts = Counts()
+    down = asyncio.Event()
+    if unavailable:
+        down.set()
 
     async def push(request: web.Request) -> web.Response:
         body = await request.read()
+        if down.is_set():
+            counts.refused += 1
+            return web.Response(status=503, text="unavailable (bench)")
         counts.wire_bytes += len(body)
         if request.content_type == "application/x-protobuf":
             raw = bytes(cramjam.snappy.decompress_raw(body))
@@ -79,16 +89,21 @@ async def main() -> None:
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(vars(counts))
 
+    async def available(request: web.Request) -> web.Response:
+        down.clear()
+        return web.Response(status=204)
+
     app = web.Application(client_max_size=256 * 1024 * 1024)
     app.router.add_post("/loki/api/v1/push", push)
     app.router.add_get("/stats", stats)
+    app.router.add_post("/available", available)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    print(json.dumps({"push_url": f"http://127.0.0.1:{port}/loki/api/v1/push", "stats_url": f"http://127.0.0.1:{port}/stats"}),
-          flush=True)
+    print(json.dumps({"push_url": f"http://127.0.0.1:{port}/loki/api/v1/push", "stats_url": f"http://127.0.0.1:{port}/stats",
+                      "available_url": f"http://127.0.0.1:{port}/available"}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -98,4 +113,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--unavailable", action="store_true", help="answer 503 until POST /available")
+    asyncio.run(main(parser.parse_args().unavailable))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -24,7 +25,8 @@ from collector.sinks.lanes import make_lanes, merged_stats
 from collector.sinks.loki import LokiSink, PushStats
 from collector.sinks.stdout import StdoutSink
 from collector.sources.files import InotifyHub, TailerSettings
-from collector.spool.store import Spool, SpoolSettings
+from collector.spool.lane import LaneSpool
+from collector.spool.store import SpoolSettings
 from collector.sources.registry import RegistrySettings, SourceRegistry
 from collector.sources.stream import StreamSettings
 from collector.startup_report import settings_facts
@@ -43,7 +45,7 @@ class Collector:
         # Positions advance past a chunk once it and every older chunk of its container are durable
         # in a spool or delivered by the sink.
         self.order = ReadOrder(self.positions.advance)
-        self.spools: dict[str, Spool] = {}  # by tenant; owned here, closed once at the end of run()
+        self.spools: dict[str, LaneSpool] = {}  # by tenant; owned here, closed once at the end of run()
         self.hub = InotifyHub()
         self.engine = Engine(config.docker.host)
         self.observability = Observability(self)
@@ -54,6 +56,8 @@ class Collector:
         self.lanes = make_lanes(config, default_sink, self._queued, self.observability.sink_metrics,
                                 self._make_spool if config.spool.enabled else lambda tenant, lanes: None)
         self.queue, self.sink = self.lanes[""].queue, default_sink
+        for tenant in self.spools:  # as a lane starts spilling, what its sink holds is copied to its spool first
+            self.lanes[tenant].queue.before_spill = functools.partial(self._insure, tenant)
         self.own_id = config.docker.self_id or own_container_id()
         self.streams = LogStreamClient(config.docker.host)
         self.profiler = Profiler(config)
@@ -123,11 +127,12 @@ class Collector:
                         for task in sink_tasks:
                             task.cancel()
                         await asyncio.wait(sink_tasks)
-                        # What is still queued goes to the spool (a `--rm` stream's lines are nowhere else);
-                        # what the sink held is re-read from the log files (positions never passed it).
+                        # What the sink held and what is still queued go to the spool, in read order (a `--rm`
+                        # stream's lines are nowhere else); without a spool, positions never passed them.
+                        insured = sum(self._insure(tenant) for tenant in self.spools)
                         spooled = sum(lane.queue.spill_remaining() for lane in self.lanes.values())
-                        log.error("flush timed out; queued chunks go to the spool, unsent entries the sink held stay in the log files",
-                                  extra={"queued_bytes": self.queue_bytes, "spooled_chunks": spooled})
+                        log.error("flush timed out; what the sink held and what was queued go to the spool",
+                                  extra={"queued_bytes": self.queue_bytes, "spooled_chunks": spooled, "sink_chunks_spooled": insured})
                     for task in spool_tasks:
                         task.cancel()
                     if spool_tasks:
@@ -154,13 +159,18 @@ class Collector:
             await self.engine.close()
         log.info("collector stopped")
 
-    def _make_spool(self, tenant: str, lanes: int) -> Spool:
+    def _make_spool(self, tenant: str, lanes: int) -> LaneSpool:
         config = self.config.spool
         name = f"tenant-{tenant.encode().hex()}" if tenant else "default"  # any tenant id is a safe file name
         settings = SpoolSettings(os.path.join(spool_directory(self.config), name), max(2 * config.segment_bytes, config.max_bytes // lanes),
                                  config.segment_bytes, lane=tenant)
-        spool = self.spools[tenant] = Spool(settings, self.order.complete)
+        spool = self.spools[tenant] = LaneSpool(settings, self.order.complete)
         return spool
+
+    def _insure(self, tenant: str) -> int:
+        """Copy what the lane's sink holds (read from sources, not yet delivered) to its spool."""
+        sink = self.lanes[tenant].sink
+        return self.spools[tenant].insure(sink.held()) if isinstance(sink, LokiSink) else 0
 
     def _queued(self, chunk: Chunk) -> None:
         """A chunk was read: into the queue or a spool."""
@@ -174,6 +184,8 @@ class Collector:
         for chunk in chunks:
             if chunk.spooled is None:
                 fresh.append(chunk)
+                for lane_spool in self.spools.values():  # a copy made of it as its lane started spilling is done too
+                    lane_spool.original_delivered(chunk)
             elif (spool := self.spools.get(chunk.spooled.lane)) is not None:
                 spool.delivered(chunk.spooled)
         self.order.complete(fresh)
@@ -237,6 +249,7 @@ class Collector:
             "queue_paused_containers": sum(len(lane.queue.paused) for lane in self.lanes.values()),
             "read_order_chunks": len(self.order),
             "spool_segments": sum(spool.segments for spool in self.spools.values()),
+            "spool_containers_moved_aside": sum(spool.aside_containers for spool in self.spools.values()),
         }
         sizes.update({f"positions_{name}": size for name, size in self.positions.table_sizes().items()})
         sizes.update({f"inotify_{name}": size for name, size in self.hub.table_sizes().items()})

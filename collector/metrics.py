@@ -28,7 +28,7 @@ from collector.positions import PositionStore
 from collector.sinks.loki import PushStats
 from collector.sources.files import InotifyHub
 from collector.sources.registry import SourceRegistry
-from collector.spool.store import Spool
+from collector.spool.lane import LaneSpool
 
 log = logging.getLogger(__name__)
 disable_created_metrics()  # *_created series only add noise here
@@ -84,7 +84,7 @@ class SinkMetrics:
             self.lag.observe(max(0.0, now - ts_ns / 1e9))
 
 
-def spool_metrics(spools: Iterable[Spool]) -> Iterator[Metric]:
+def spool_metrics(spools: Iterable[LaneSpool]) -> Iterator[Metric]:
     """Every lane's spool added up."""
     spools = list(spools)
     now_ns = time.time_ns()
@@ -100,6 +100,8 @@ def spool_metrics(spools: Iterable[Spool]) -> Iterator[Metric]:
         ("skipped_bytes", "skipped_bytes", "Spool bytes skipped as corrupt."),
         ("torn_records", "torn_records", "Incomplete last records found after a crash (never durable, never acknowledged)."),
         ("write_errors", "write_errors", "Spool writes that failed (disk full, unwritable directory); the spool is retried."),
+        ("forwarded_bytes", "forwarded_bytes", "Spool bytes read back for a container whose stream the sink holds (throttled) and "
+                                               "moved to its own segments, so the others' are neither held back nor pinned."),
     ):
         yield CounterMetricFamily(f"collector_spool_{name}", doc, value=sum(getattr(s.stats, field) for s in spools))
 
@@ -120,7 +122,7 @@ class Pipeline(Protocol):
     hub: InotifyHub
     streams: LogStreamClient
     discovery: Discovery
-    spools: dict[str, Spool]  # by tenant; empty when spool.enabled is false
+    spools: dict[str, LaneSpool]  # by tenant; empty when spool.enabled is false
 
     def push_stats(self) -> PushStats | None: ...
     def not_ready(self) -> list[str]: ...

@@ -11,7 +11,8 @@ from pathlib import Path
 from collector.pipeline.entry import Chunk, Entry, FilePosition, Origin, Position
 from collector.pipeline.queue import ChunkQueue
 from collector.pipeline.readorder import ReadOrder
-from collector.spool.store import Spool, SpoolSettings
+from collector.spool.lane import LaneSpool
+from collector.spool.store import SpoolSettings
 
 
 def chunk(container: str, n: int, nbytes: int = 100) -> Chunk:
@@ -24,7 +25,7 @@ class Pipeline:
     def __init__(self, path: Path, queue_bytes: int = 300, spool_bytes: int = 1 << 20) -> None:
         self.positions: dict[str, Position] = {}
         self.order = ReadOrder(self.positions.__setitem__)
-        self.spool = Spool(SpoolSettings(str(path), spool_bytes, 4096, headroom_bytes=0), self.order.complete)
+        self.spool = LaneSpool(SpoolSettings(str(path), spool_bytes, 4096, headroom_bytes=0), self.order.complete)
         self.spool.open()
         self.queue = ChunkQueue(queue_bytes, on_put=self.order.track, spool=self.spool)
         self.tasks = [asyncio.create_task(self.spool.run()), asyncio.create_task(self.queue.refill())]
@@ -54,10 +55,13 @@ def ns(chunks: list[Chunk]) -> list[int]:
 
 async def test_a_full_queue_spills_and_everything_comes_back_in_order_then_the_memory_path_again(tmp_path: Path) -> None:
     pipe = Pipeline(tmp_path)
-    for n in range(10):  # 3 fit in memory, then the lane spills (those 3 first): room() never waits
+    written = [chunk("a", n) for n in range(10)]
+    for item in written:  # 3 fit in memory, then the lane spills (those 3 first): room() never waits
         await asyncio.wait_for(pipe.queue.room(100, "a"), 1)
-        pipe.queue.put_nowait(chunk("a", n))
+        pipe.queue.put_nowait(item)
     assert pipe.queue.spilling
+    # A spilled chunk keeps no lines while it waits for its write: its record holds them.
+    assert all(item.entries == [] for item in written)
     got = await pipe.get(10)
     assert ns(got) == list(range(10))
     assert all(c.spooled is not None for c in got)
@@ -150,3 +154,25 @@ async def test_at_shutdown_what_is_still_queued_goes_to_the_spool(tmp_path: Path
     again = Pipeline(tmp_path)
     assert ns(await again.get(3)) == [0, 1, 2]
     await again.close()
+
+
+async def test_what_the_sink_holds_as_the_lane_spills_is_made_durable_and_pins_no_position(tmp_path: Path) -> None:
+    pipe = Pipeline(tmp_path)
+    for n in range(3):
+        pipe.queue.put_nowait(chunk("a", n))
+    held = await pipe.get(3)  # the sink's push of them goes unanswered (Loki is down)
+    pipe.queue.before_spill = lambda: pipe.spool.insure(held)
+    for n in range(3, 6):
+        pipe.queue.put_nowait(chunk("a", n))
+    pipe.queue.put_nowait(chunk("b", 0))  # spills: the sink's chunks are copied first
+    await pipe.spool.flush()
+    assert pipe.positions["a"] == FilePosition(1, 5)  # past what the sink holds: it is durable too
+    back = await pipe.get(4)
+    assert ns(back) == [3, 4, 5, 0]  # the copies are not handed: the sink sends its own
+    pipe.deliver(held)
+    pipe.spool.original_delivered(held[0])  # as app._acknowledge does
+    pipe.spool.original_delivered(held[1])
+    pipe.spool.original_delivered(held[2])
+    pipe.deliver(back)
+    assert pipe.spool.bytes == 0
+    await pipe.close()

@@ -53,6 +53,7 @@ class SpoolMark(NamedTuple):
     segment: int
     offset: int
     end: int
+    chain: str = ""  # "" the lane's shared segments; else the container whose own segments hold it (spool/lane.py)
 
 
 @dataclass(eq=False, slots=True)

@@ -9,7 +9,9 @@ reads, out of the line of putters, so the others keep their turns and the log fi
 With a spool (spool/store.py), a full queue *spills*: room() returns at once while the spool has
 room, and put_nowait appends to the spool instead. Once the lane spills, every chunk of it goes to
 the spool until `refill` has read the spool back up to its writer (order is kept without tracking
-containers); then the memory path again. A full spool: room() waits, as without one.
+containers); then the memory path again. A full spool: room() waits, as without one. The spool
+learns which containers are paused: it moves their records aside rather than hand them back while
+the sink holds their stream (spool/lane.py), and `resume` has the refill look again.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 class Overflow(Protocol):
     """What the queue needs of a spool."""
 
-    def attach(self, on_change: Callable[[], None]) -> None: ...
+    def attach(self, on_change: Callable[[], None], held: Callable[[str], bool]) -> None: ...
     def has_room(self, nbytes: int) -> bool: ...
     def append(self, chunk: Chunk) -> None: ...
     def has_unread(self) -> bool: ...
@@ -49,14 +51,17 @@ class ChunkQueue:
         self.backlog_first()
         self._refill_wanted = asyncio.Event()
         self.spills = 0  # times the lane switched to the spool
-        if spool is not None:
-            spool.attach(self._spool_changed)
+        # Called as the lane starts spilling, before what is queued goes to the spool: the app has
+        # the spool keep a copy of what the sink holds (older still), so it pins no position either.
+        self.before_spill: Callable[[], object] = lambda: None
         self._items: deque[Chunk] = deque()
         self._bytes = 0
         self._closed = False
         self._putters: deque[asyncio.Future[None]] = deque()
         self._getters: deque[asyncio.Future[None]] = deque()
         self._paused: dict[str, asyncio.Event] = {}  # by container id; bounded by what the sink paces
+        if spool is not None:
+            spool.attach(self._spool_changed, self._paused.__contains__)
 
     @property
     def nbytes(self) -> int:
@@ -130,6 +135,7 @@ class ChunkQueue:
         paused = self._paused.pop(container_id, None)
         if paused is not None:
             paused.set()
+            self._refill_wanted.set()  # what the spool moved aside for it may be read back now
 
     @property
     def paused(self) -> frozenset[str]:
@@ -149,8 +155,9 @@ class ChunkQueue:
                 log.info("queue full: spilling to the spool", extra={"queued_bytes": self._bytes})
                 # What waits in memory goes first: once durable it no longer pins its container's
                 # position for the rest of the outage (after a crash, Docker may have rotated it away).
+                self.before_spill()
                 self.spill_remaining()
-            self._spool.append(chunk)
+            self._to_spool(chunk)
         else:
             self._items.append(chunk)
             self._bytes += chunk.nbytes
@@ -178,6 +185,11 @@ class ChunkQueue:
                 self._wake(self._putters)
             await self._refill_wanted.wait()
 
+    def _to_spool(self, chunk: Chunk) -> None:
+        assert self._spool is not None
+        self._spool.append(chunk)
+        chunk.entries = []  # its record holds them: until its write it costs its bytes, not its lines
+
     def spill_remaining(self) -> int:
         """What is queued and not read back goes to the spool (when the lane starts spilling, and at
         shutdown once the sink is gone): durable at the next write rather than lost with the process.
@@ -190,7 +202,7 @@ class ChunkQueue:
             chunk = self._items.popleft()
             if chunk.spooled is None:
                 self._bytes -= chunk.nbytes
-                self._spool.append(chunk)
+                self._to_spool(chunk)
                 spooled += 1
             else:
                 kept.append(chunk)

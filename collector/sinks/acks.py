@@ -31,6 +31,10 @@ class AckLedger:
     def containers(self) -> int:
         return len(self._order)
 
+    def unacknowledged(self) -> list[Chunk]:
+        """Chunks not yet delivered, in read order per container."""
+        return [chunk for order in self._order.values() for chunk in order if self._open[chunk]]
+
     def track(self, chunk: Chunk, pieces: int) -> None:
         """A chunk joined a batch, its entries spread over `pieces` pieces."""
         self._open[chunk] = pieces

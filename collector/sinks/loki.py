@@ -89,6 +89,10 @@ class LokiSink:
         """Chunks taken from the queue and not yet acknowledged."""
         return len(self.ledger)
 
+    def held(self) -> list[Chunk]:
+        """Chunks read from sources (not from a spool) that Loki does not have yet, in read order per container."""
+        return [chunk for chunk in self.ledger.unacknowledged() if chunk.spooled is None]
+
     def not_ready_reason(self, not_ready_after: float) -> str | None:
         return self.health.not_ready_reason(self.clock.monotonic(), not_ready_after, self.stats.last_error)
 

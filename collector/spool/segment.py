@@ -3,11 +3,15 @@ writer that owns the active segment's file descriptor (opened once, closed once)
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from collector.durable import fsync_directory
-from collector.spool.format import HEADER_BYTES, segment_header
+from collector.spool.format import HEADER_BYTES, SegmentHeaderError, parse_header, segment_header
+
+log = logging.getLogger(__name__)
 
 SUFFIX = ".seg"
 
@@ -40,6 +44,10 @@ class Segment:
         self.delivered_to = end
         while self.delivered_to in self.ahead:
             self.delivered_to = self.ahead.pop(self.delivered_to)
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Bytes offset..offset+size of its file (blocking)."""
+        return read_range(self.path, offset, size)
 
     @property
     def unread(self) -> bool:
@@ -80,14 +88,54 @@ class SegmentWriter:
         os.fsync(self._fd)
 
     def truncate(self, size: int) -> None:
-        """Cut a failed write back off, so no half record sits before the next one."""
+        """Cut a failed write back off, so no half record sits before the next one (at best: the
+        record's CRC still tells it from a whole one when read back)."""
         if self._fd is not None:
-            os.ftruncate(self._fd, size)
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError:
+                pass
 
     def close(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
+
+
+def found_segment(seq: int, path: str, delivered_to: int, ahead: dict[int, int]) -> Segment | None:
+    """A segment a previous run left, sealed, read and delivered as the cursor says; None if it was
+    cut short while being created (it never held a record: removed). SegmentHeaderError if it is not
+    a segment this version reads, OSError if it cannot be read (blocking)."""
+    size = os.path.getsize(path)
+    if size < HEADER_BYTES:
+        os.unlink(path)
+        return None
+    created_ns = parse_header(read_range(path, 0, HEADER_BYTES))
+    start = min(max(HEADER_BYTES, delivered_to), size)
+    return Segment(seq, path, created_ns, size, sealed=True, read_at=start, delivered_to=start,
+                   ahead={offset: end for offset, end in ahead.items() if start < offset < size})
+
+
+def set_aside(path: str, err: SegmentHeaderError) -> int:
+    """A segment this version cannot read is renamed `.unreadable` (kept for a look), logged; its size."""
+    aside = f"{path}.unreadable"
+    log.error("spool segment unreadable; set aside", extra={"path": path, "moved_to": aside, "error": str(err)})
+    try:
+        size = os.path.getsize(path)
+        os.replace(path, aside)
+    except OSError:
+        return 0
+    return size
+
+
+def batch_size(records: Iterable[int], room: int) -> tuple[int, int]:
+    """How many of these record sizes fit in `room` (at least one) and their bytes: the next write."""
+    count = size = 0
+    for length in records:
+        if count and size + length > room:
+            break
+        count, size = count + 1, size + length
+    return count, size
 
 
 def read_range(path: str, offset: int, size: int) -> bytes:

@@ -3,9 +3,9 @@
 Segment files under the lane's directory, one writer: `append` queues an encoded chunk; the writer
 task writes and fsyncs what has queued up in one batch, in a thread, then the chunks are *durable*
 (`on_durable`). Segments rotate at `segment_bytes`. Reading back goes oldest first, never past what
-is durable; a read-back chunk carries a SpoolMark and `delivered` advances its segment's delivered
-prefix; a segment is deleted whole once sealed, read and delivered. The cursor file (every second)
-holds the prefixes: a restart re-sends at most what was delivered since.
+is durable (`_route`: lane.py moves some records elsewhere); a read-back chunk carries a SpoolMark and
+`delivered` advances its segment's delivered prefix; a segment is deleted whole once sealed, read and
+delivered. The cursor file (every second) holds the prefixes and the records delivered beyond them.
 
 Bounded by `max_bytes` and by `headroom_bytes` kept free on the volume (for the positions file). A
 failure (disk full, unwritable directory, unreadable segment) is counted, logged, and makes the
@@ -15,6 +15,7 @@ spool report itself full until a retry works: sources then wait for queue room, 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
 import time
@@ -24,36 +25,26 @@ from collections.abc import Callable
 import msgspec
 
 from collector.pipeline.entry import Chunk, SpoolMark
-from collector.spool.cursor import load_cursor, save_cursor
-from collector.spool.format import (
-    HEADER_BYTES,
-    Corrupt,
-    Record,
-    SegmentHeaderError,
-    decode_chunk,
-    encode_chunk,
-    encode_record,
-    parse_header,
-    scan,
-)
+from collector.spool.cursor import Cursor, load_cursor, save_cursor
+from collector.spool.format import HEADER_BYTES, Corrupt, Record, SegmentHeaderError, decode_chunk, encode_chunk, encode_record, scan
 from collector.spool.origins import Origins
-from collector.spool.segment import Segment, SegmentWriter, free_bytes, read_range, segment_seq, usable_directory
-from collector.spool.settings import SpoolSettings, SpoolStats
+from collector.spool.segment import Segment, SegmentWriter, batch_size, found_segment, free_bytes, segment_seq, set_aside, usable_directory
+from collector.spool.settings import Route, SpoolSettings, SpoolStats
 
 __all__ = ["Spool", "SpoolSettings", "SpoolStats"]
 
 log = logging.getLogger(__name__)
 
-WRITE_AHEAD_BYTES = 4 * 1024 * 1024  # appended, not yet written: sources wait beyond (they outrun fsync)
 READ_WINDOW = 1024 * 1024  # read back this much of a segment at a time (doubled for a larger record)
 ERROR_LOG_INTERVAL = 60.0  # a failing disk is logged once a minute, not once per retry
 
 
 class Spool:
-    def __init__(self, settings: SpoolSettings, on_durable: Callable[[list[Chunk]], None]) -> None:
+    def __init__(self, settings: SpoolSettings, on_durable: Callable[[list[Chunk]], None],
+                 origins: Origins | None = None, stats: SpoolStats | None = None) -> None:
         self.settings = settings
         self.directory = settings.path
-        self.stats = SpoolStats()
+        self.stats = stats or SpoolStats()  # a lane's spools may share one
         self.problem = ""  # why the spool takes nothing now; "" when it is usable
         self._on_durable = on_durable
         self._on_change: Callable[[], None] = lambda: None
@@ -65,16 +56,19 @@ class Spool:
         self._pending_bytes = 0
         self._durable_bytes = 0
         self._batch: asyncio.Task[None] | None = None  # the write in progress
+        self._saving: asyncio.Task[None] | None = None  # the cursor write in progress
         self._wake = asyncio.Event()
         self._free = 0  # free bytes on the volume at the last look
         self._retry_at = 0.0
         self._error_logged_at = -ERROR_LOG_INTERVAL
         self._cursor_dirty = False
         self._closed = False
-        self._origins = Origins()  # read-back chunks share their container's Origin object
+        self._waiting = False  # the reader stopped before a record (Route.WAIT)
+        self._origins = origins or Origins()  # read-back chunks share their container's Origin object
 
-    def attach(self, on_change: Callable[[], None]) -> None:
-        """Called when room or readable records may have appeared (the queue wakes its waiters)."""
+    def attach(self, on_change: Callable[[], None], held: Callable[[str], bool] | None = None) -> None:
+        """Called when room or readable records may have appeared (the queue wakes its waiters);
+        `held` is for lane.py (here every record is handed to the queue)."""
         self._on_change = on_change
 
     # -- startup ---------------------------------------------------------------------------------
@@ -87,41 +81,32 @@ class Spool:
         except OSError as err:
             self._failed("cannot use the spool directory", err)
             return
-        delivered_to = load_cursor(self.directory)
+        cursor = load_cursor(self.directory)
         for name in names:
             seq = segment_seq(name)
             if seq is not None:
-                self._adopt(seq, os.path.join(self.directory, name), delivered_to.get(seq, HEADER_BYTES))
+                self._adopt(seq, os.path.join(self.directory, name), cursor)
         self._next_seq = max(self._segments, default=0) + 1
         self._collect()
         if self._segments:
             log.info("spool holds records from the last run", extra={"path": self.directory, "bytes": self.bytes,
                                                                      "segments": len(self._segments)})
 
-    def _adopt(self, seq: int, path: str, delivered_to: int) -> None:
+    def _adopt(self, seq: int, path: str, cursor: Cursor) -> None:
         try:
-            size = os.path.getsize(path)
-            if size < HEADER_BYTES:  # cut short while being created: it never held a record
-                os.unlink(path)
-                self.stats.torn_records += 1
-                return
-            created_ns = parse_header(read_range(path, 0, HEADER_BYTES))
+            segment = found_segment(seq, path, cursor.delivered_to.get(seq, HEADER_BYTES), cursor.ahead.get(seq, {}))
         except SegmentHeaderError as err:
             self.stats.corrupt_records += 1
-            self.stats.skipped_bytes += size
-            aside = f"{path}.unreadable"
-            log.error("spool segment unreadable; set aside", extra={"path": path, "moved_to": aside, "error": str(err)})
-            try:
-                os.replace(path, aside)
-            except OSError:
-                pass
+            self.stats.skipped_bytes += set_aside(path, err)
             return
         except OSError as err:
             self._failed("cannot read a spool segment", err)
             return
-        start = min(max(HEADER_BYTES, delivered_to), size)
-        self._segments[seq] = Segment(seq, path, created_ns, size, sealed=True, read_at=start, delivered_to=start)
-        self._durable_bytes += size
+        if segment is None:  # cut short while being created: it never held a record
+            self.stats.torn_records += 1
+            return
+        self._segments[seq] = segment
+        self._durable_bytes += segment.size
 
     # -- what the queue asks -----------------------------------------------------------------------
     @property
@@ -138,24 +123,27 @@ class Spool:
         return max(0.0, (now_ns - oldest.created_ns) / 1e9) if oldest else 0.0
 
     def has_room(self, nbytes: int) -> bool:
-        if self.problem or self._closed:
-            return False
-        return (self.bytes + nbytes <= self.settings.max_bytes and self._pending_bytes < WRITE_AHEAD_BYTES
+        if self.problem or self._closed or (self._pending and self._pending_bytes + nbytes > self.settings.max_pending_bytes):
+            return False  # (what waits to be written is held in memory: at most max_pending_bytes)
+        return (self.bytes + nbytes <= self.settings.max_bytes
                 and self._free - self._pending_bytes - nbytes >= self.settings.headroom_bytes)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
 
     def has_unread(self) -> bool:
         return any(segment.unread for segment in self._segments.values())
 
     def caught_up(self) -> bool:
         """Everything appended is durable and has been read back."""
-        return not self._pending and not self.has_unread()
+        return not self._pending and not Spool.has_unread(self)
 
     # -- writing ------------------------------------------------------------------------------------
-    def append(self, chunk: Chunk) -> None:
-        """Queue the chunk for the next write (after has_room; a little over the bound is taken). Takes
-        its entries: the chunk itself is what `on_durable` gets back."""
-        blob = encode_record(encode_chunk(chunk))
-        chunk.entries = []  # the record holds them: waiting for its write costs its bytes, not its lines
+    def append(self, chunk: Chunk, payload: builtins.bytes | None = None) -> None:
+        """Queue the chunk for the next write (after has_room; a little over the bound is taken);
+        `payload`: the chunk encoded already (a record read back and copied)."""
+        blob = encode_record(payload if payload is not None else encode_chunk(chunk))
         self._origins.live(chunk.origin)
         self._pending.append((chunk, blob))
         self._pending_bytes += len(blob)
@@ -210,20 +198,12 @@ class Spool:
             return
         writer, active = self._writer, self._active
         assert writer is not None and active is not None
-        room = self.settings.segment_bytes - active.size
-        count = size = 0
-        for _, blob in self._pending:  # up to the segment's size; at least one record
-            if count and size + len(blob) > room:
-                break
-            count, size = count + 1, size + len(blob)
+        count, size = batch_size((len(blob) for _, blob in self._pending), self.settings.segment_bytes - active.size)
         data = b"".join(blob for _, blob in list(self._pending)[:count])
         try:
             await asyncio.to_thread(writer.write, data)
         except OSError as err:
-            try:
-                await asyncio.to_thread(writer.truncate, active.size)
-            except OSError:
-                pass  # the record's CRC still tells it from a whole one when read back
+            await asyncio.to_thread(writer.truncate, active.size)
             self._seal_active()
             self._failed("cannot write to the spool", err)
             return
@@ -286,10 +266,14 @@ class Spool:
         """Durable chunks not yet read, oldest first, up to `max_bytes` of them (at least one)."""
         out: list[Chunk] = []
         taken = 0
-        while taken < max_bytes and (segment := self._first_unread()) is not None:
+        while taken < max_bytes and not self._waiting and (segment := self._first_unread()) is not None:
             taken += await self._read_segment(segment, max_bytes - taken, out)
         self._collect()
         return out
+
+    def _route(self, chunk: Chunk, payload: builtins.bytes) -> Route:
+        """Where a record read back goes: here, always to the queue (lane.py sets some aside)."""
+        return Route.HAND
 
     def _first_unread(self) -> Segment | None:
         return next((segment for segment in self._segments.values() if segment.unread), None)
@@ -299,7 +283,7 @@ class Spool:
         while True:
             start, length = segment.read_at, min(segment.size - segment.read_at, window)
             try:
-                data = await asyncio.to_thread(read_range, segment.path, start, length)
+                data = await asyncio.to_thread(segment.read, start, length)
             except OSError as err:
                 self._skip(segment, start, segment.size, f"spool segment unreadable: {err}")
                 return 0
@@ -310,6 +294,8 @@ class Spool:
             for item in scan(data, base=start, at_eof=at_eof):
                 progressed = True
                 segment.read_at = item.end
+                if item.offset in segment.ahead:  # delivered (or set aside) before a restart
+                    continue
                 if not isinstance(item, Record):
                     self._skip(segment, item.offset, item.end, "corrupt spool record skipped" if isinstance(item, Corrupt) else "")
                     continue
@@ -319,9 +305,14 @@ class Spool:
                     self._skip(segment, item.offset, item.end, f"spool record undecodable: {err}")
                     continue
                 chunk.origin = self._origins.seen(chunk.origin)
-                chunk.spooled = SpoolMark(self.settings.lane, segment.seq, item.offset, item.end)
-                out.append(chunk)
-                self.stats.reads += 1
+                chunk.spooled = SpoolMark(self.settings.lane, segment.seq, item.offset, item.end, self.settings.chain)
+                route = self._route(chunk, item.payload)
+                if route is Route.WAIT:
+                    segment.read_at, self._waiting = item.offset, True
+                    return taken
+                if route is Route.HAND:
+                    out.append(chunk)
+                    self.stats.reads += 1
                 taken += chunk.nbytes
                 if taken >= budget:
                     break
@@ -375,10 +366,18 @@ class Spool:
             self._on_change()
 
     async def save_cursor(self) -> None:
+        while self._saving is not None and not self._saving.done():  # one writer of the file at a time
+            await asyncio.shield(self._saving)
         self._cursor_dirty = False
-        delivered_to = {segment.seq: segment.delivered_to for segment in self._segments.values()}
+        cursor = Cursor({segment.seq: segment.delivered_to for segment in self._segments.values()},
+                        {segment.seq: dict(segment.ahead) for segment in self._segments.values() if segment.ahead})
+        # A task of its own: a cancelled caller must not leave a write under way as the next one starts.
+        self._saving = asyncio.create_task(self._write_cursor(cursor), name="spool-cursor")
+        await asyncio.shield(self._saving)
+
+    async def _write_cursor(self, cursor: Cursor) -> None:
         try:
-            await asyncio.to_thread(save_cursor, self.directory, delivered_to)
+            await asyncio.to_thread(save_cursor, self.directory, cursor)
         except OSError as err:
             self._cursor_dirty = True
             self._failed("cannot write the spool cursor", err)
