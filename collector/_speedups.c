@@ -288,6 +288,74 @@ static PyObject *scan_records(PyObject *self, PyObject *args) {
     return Py_BuildValue("nn", pos, count);
 }
 
+/* ---- Engine API log stream frames ---- */
+
+/* Plain frames from pos on: header (stream 1 or 2, three zero bytes, big-endian length), then
+ * Docker's 30-character timestamp, a space, and a text that ends at its only newline. Each becomes
+ * an entry (one \r before the newline dropped, invalid UTF-8 replaced). Stops at the first frame
+ * that is anything else, incomplete, or has a text over max_line bytes. */
+static PyObject *scan_frames(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer data;
+    Py_ssize_t pos, max_line;
+    PyObject *entries, *entry_type;
+    if (!PyArg_ParseTuple(args, "y*nnO!O!", &data, &pos, &max_line, &PyList_Type, &entries, &PyType_Type, &entry_type))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)entry_type, &PyTuple_Type)) {
+        PyBuffer_Release(&data);
+        PyErr_SetString(PyExc_TypeError, "entry_type must be a tuple type");
+        return NULL;
+    }
+    const unsigned char *base = data.buf;
+    Py_ssize_t size = data.len, count = 0;
+    int failed = 0;
+    if (pos < 0) pos = 0;
+    while (size - pos >= 8) {
+        const unsigned char *h = base + pos;
+        if ((h[0] != 1 && h[0] != 2) || h[1] || h[2] || h[3]) break;
+        Py_ssize_t length = (Py_ssize_t)((uint32_t)h[4] << 24 | (uint32_t)h[5] << 16 | (uint32_t)h[6] << 8 | h[7]);
+        if (length < 32 || size - pos - 8 < length) break;
+        const unsigned char *payload = h + 8;
+        Py_ssize_t text_length = length - 32; /* without the timestamp, its space and the newline */
+        const unsigned char *text = payload + 31;
+        if (payload[30] != ' ' || payload[length - 1] != '\n') break;
+        if (text_length > max_line) break; /* over the limit (before its \r is dropped): Python's call */
+        if (text_length && memchr(text, '\n', (size_t)text_length) != NULL) break;
+        int64_t ts;
+        if (!parse_time(payload, 30, &ts)) break;
+        Py_ssize_t line_length = text_length;
+        if (line_length && text[line_length - 1] == '\r') line_length--;
+        PyObject *line = PyUnicode_DecodeUTF8((const char *)text, line_length, "replace");
+        PyObject *stamp = line ? PyLong_FromLongLong(ts) : NULL;
+        PyObject *entry = stamp ? ((PyTypeObject *)entry_type)->tp_alloc((PyTypeObject *)entry_type, 4) : NULL;
+        if (entry == NULL) {
+            Py_XDECREF(line);
+            Py_XDECREF(stamp);
+            failed = 1;
+            break;
+        }
+        PyObject *stream = h[0] == 1 ? STDOUT_STR : STDERR_STR;
+        Py_INCREF(stream);
+        Py_INCREF(Py_None);
+        PyTuple_SET_ITEM(entry, 0, stamp);
+        PyTuple_SET_ITEM(entry, 1, line);
+        PyTuple_SET_ITEM(entry, 2, stream);
+        PyTuple_SET_ITEM(entry, 3, Py_None);
+        PyObject_GC_UnTrack(entry);
+        int appended = PyList_Append(entries, entry);
+        Py_DECREF(entry);
+        if (appended < 0) {
+            failed = 1;
+            break;
+        }
+        count++;
+        pos += 8 + length;
+    }
+    PyBuffer_Release(&data);
+    if (failed) return NULL;
+    return Py_BuildValue("nn", pos, count);
+}
+
 /* ---- spool read-back ---- */
 
 static PyObject *as_entries(PyObject *self, PyObject *args) {
@@ -419,6 +487,9 @@ static PyMethodDef methods[] = {
     {"scan_records", scan_records, METH_VARARGS,
      "scan_records(data, pos, max_line_bytes, entries, entry_type) -> (pos, count): usual json-file records from pos on, "
      "appended to entries as entry_type(ts_ns, line, stream, None); stops at the first other record."},
+    {"scan_frames", scan_frames, METH_VARARGS,
+     "scan_frames(data, pos, max_line_bytes, entries, entry_type) -> (pos, count): plain Engine API log frames from pos on, "
+     "appended to entries; stops at the first other frame."},
     {"as_entries", as_entries, METH_VARARGS,
      "as_entries(tuples, entry_type) -> list: each tuple as an entry_type (a tuple subclass), items shared."},
     {"encode_entries", encode_entries, METH_VARARGS,

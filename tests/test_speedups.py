@@ -20,7 +20,8 @@ from collector import speedups as speedups_module
 from collector.pipeline.entry import Chunk, Entry, Origin
 from collector.sinks import lokiproto
 from collector.sinks.lokiproto import PushStream, encode_push_request
-from collector.sources import jsonfile
+from collector.sources import apistream, jsonfile
+from collector.sources.apistream import StreamDecoder
 from collector.sources.jsonfile import JsonFileParser
 from collector.spool import format as spool_format
 
@@ -41,7 +42,7 @@ def test_no_speedups_in_the_environment_chooses_the_python_code() -> None:
 
 
 def test_the_other_tests_of_the_hot_loops_pass_on_the_python_fallback() -> None:
-    tests = ["tests/test_jsonfile.py", "tests/test_lokiproto.py", "tests/test_lines.py", "tests/test_properties.py"]
+    tests = ["tests/test_jsonfile.py", "tests/test_apistream.py", "tests/test_lokiproto.py", "tests/test_lines.py", "tests/test_properties.py"]
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
                             env={**os.environ, "COLLECTOR_NO_SPEEDUPS": "1"}, capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
@@ -171,3 +172,45 @@ def test_spooled_chunks_read_back_as_the_same_entries_either_way(entries: list[E
         reference = spool_format.decode_chunk(payload)
     assert accelerated.entries == reference.entries == entries
     assert all(type(entry) is Entry for entry in accelerated.entries + reference.entries)
+
+
+# ---- Engine API log stream frames ----
+
+frame_times = st.one_of(
+    st.builds(lambda s, f: f"2026-11-22T12:37:{s:02d}.{f}Z", st.integers(0, 59), st.from_regex(r"[0-9]{9}", fullmatch=True)),
+    st.sampled_from(["2026-02-30T00:00:00.000000000Z", "1969-12-31T23:59:59.999999999Z", "2026-11-22T12:37:12.12345678xZ",
+                     "2026-11-22T12:37:12,123456789Z", "2026-11-22 12:37:12.123456789Z", "2024-02-29T00:00:00.000000001Z"]))
+frame_texts = st.one_of(st.text(max_size=20).map(str.encode), st.binary(max_size=20),
+                        st.sampled_from([b"", b"\r", b"a\rb", b"\xff\xfe", b"caf\xc3", b"x" * 40]))
+
+
+@st.composite
+def a_frame(draw: Any) -> bytes:
+    kind = draw(st.integers(0, 19))
+    stamp = draw(frame_times).encode()
+    text = draw(frame_texts)
+    ending = draw(st.sampled_from([b"\n", b"\n", b"\r\n", b"", b"\nmore\n"]))  # "": a part or a last line
+    payload = stamp + b" " + text + ending
+    stream = draw(st.sampled_from([1, 1, 2])) if kind else draw(st.sampled_from([0, 3, 7]))
+    length = len(payload) if kind != 1 else len(payload) + draw(st.integers(-3, 3))  # a length that disagrees
+    return bytes([stream, 0, 0, 0]) + length.to_bytes(4, "big") + payload
+
+
+def _decode(chunks: list[bytes], max_line_bytes: int, accelerated: bool) -> tuple[list[tuple], Any, Any, bool]:
+    decoder = StreamDecoder(tty=False, max_line_bytes=max_line_bytes)
+    entries: list[tuple] = []
+    with mock.patch.object(apistream, "speedups", speedups_module.speedups if accelerated else None):
+        for chunk in chunks:
+            entries += map(tuple, decoder.feed(chunk))
+        cut = decoder.cut
+        entries += map(tuple, decoder.finish())
+    return entries, decoder.position, decoder.stats, cut
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(a_frame(), max_size=12), st.sampled_from([8, 32, 256 * 1024]), st.data())
+def test_log_stream_frames_give_what_the_python_decoder_gives(frames: list[bytes], max_line_bytes: int, data: Any) -> None:
+    body = b"".join(frames)
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, len(body)), max_size=4))))
+    chunks = [body[start:end] for start, end in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    assert _decode(chunks, max_line_bytes, accelerated=True) == _decode(chunks, max_line_bytes, accelerated=False)

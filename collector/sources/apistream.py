@@ -27,11 +27,12 @@ import sys
 from array import array
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import add
+from operator import add, itemgetter
 
 from collector.pipeline.entry import Entry, StreamPosition
 from collector.sources.resume import RESUME_WINDOW_NS, Resume
 from collector.sources.splitlines import SplitLine, SplitLines
+from collector.speedups import speedups
 from collector.timefmt import BadTimestamp, parse_timestamp
 
 __all__ = ["PART_BYTES", "RESUME_WINDOW_NS", "StreamDecoder", "StreamStats", "since_param"]
@@ -39,6 +40,7 @@ __all__ = ["PART_BYTES", "RESUME_WINDOW_NS", "StreamDecoder", "StreamStats", "si
 # Entry(...) at C speed: a NamedTuple's own constructor is a Python function, and the parser makes
 # one entry per log line (about 0.14 µs saved per line).
 _new_tuple = tuple.__new__
+_TIMESTAMP = itemgetter(0)
 
 PART_BYTES = 16 * 1024  # Docker's copier buffer: texts of exactly this size without newline are parts
 _HEADER = 8
@@ -151,6 +153,10 @@ class StreamDecoder:
         end = len(buffer)
         while end - pos >= _HEADER:
             if not self._pending and self.starts is None and not self._resume.replaying:
+                if speedups is not None:
+                    pos = self._scan_plain(buffer, pos, entries)
+                    if end - pos < _HEADER:
+                        break
                 taken, plain_end = self._take_plain(buffer, pos, entries)
                 if taken:
                     pos = plain_end
@@ -178,6 +184,17 @@ class StreamDecoder:
             return _HEADER + length
         self._record(buffer[pos + _HEADER : pos + _HEADER + length], _STREAMS.get(buffer[pos], "stdout"), entries)
         return _HEADER + length
+
+    def _scan_plain(self, buffer: bytes, pos: int, entries: list[Entry]) -> int:
+        """The plain frames from pos on, by the accelerator (the same entries `_take_plain` makes);
+        where it stopped: the frame there is `_take_plain`'s and `_one_frame`'s to judge."""
+        assert speedups is not None
+        first = len(entries)
+        pos, count = speedups.scan_frames(buffer, pos, self.max_line_bytes, entries, Entry)
+        if count:
+            self._resume.count_many(list(map(_TIMESTAMP, entries[first:])))
+            self.stats.records += count
+        return pos
 
     def _take_plain(self, buffer: bytes, pos: int, entries: list[Entry]) -> tuple[bool, int]:
         """The plain frames from pos on (one line each, newline-terminated), all at once.
