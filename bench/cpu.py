@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""CPU per 1,000,000 lines: the reference backlog run of issue 16.
+"""CPU per 1,000,000 lines: the reference backlog run.
 
     python bench/cpu.py                    # every scenario, 5 runs each; writes docs/benchmarks-cpu.md
     python bench/cpu.py --runs 1 --scenario json-file-protobuf
@@ -175,7 +175,7 @@ def write_doc(results: dict[str, list[Result]], lines: int) -> None:
         f"- {lines:,} lines per run; collector pinned to CPU 0, the counting receiver to CPU 1", "",
         *rows, "",
         "Targets: <= 2.3 CPU-s per 1M lines for json-file, the `local` stream within 1.5x of it, RSS peak <= 80 MiB.",
-        "Reference on this machine kind: Fluent Bit 4.2.8 2.5-2.7 CPU-s (RSS 79-85 MB); this collector before the work 3.8-4.3 CPU-s.",
+        "Against Fluent Bit, in one run on the same file: `bench/vs_fluentbit.py` (section in benchmarks.md).",
         "The full report (every scenario, plots, flame graph) is [benchmarks.md](benchmarks.md) (`python bench/report.py`).",
         "",
     ])

@@ -17,7 +17,7 @@ Scenarios
   B  latency: one container writing at a steady rate (paced by /proc/uptime inside the container);
      latency per entry = receiver arrival (wall clock) - Docker's timestamp of the line.
 
-Issue 16's report (bench/report.py -> docs/benchmarks.md) reuses this module's collector,
+The benchmark report (bench/report.py -> docs/benchmarks.md) reuses this module's collector,
 receiver and latency machinery.
 """
 

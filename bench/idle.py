@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """500 idle containers: time until every source is live, then RSS, FDs, tasks, inotify watches and
-CPU over 60 s of nothing happening (issue 16's idle targets).
+CPU over 60 s of nothing happening.
 
     python bench/idle.py                      # 500 containers, 60 s; appends to docs/benchmarks-cpu.md
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""CPU per line of the optional processing (issue 15): multiline joining, field extraction,
+"""CPU per line of the optional processing: multiline joining, field extraction,
 redaction, drop rules, measured on the processing code alone (the rest of the path is bench/cpu.py).
 
     python bench/processing.py        # prints a markdown table; --lines N
