@@ -28,7 +28,7 @@ class LogBody:
         self._next_read_at = 0.0
         self._set_reading(False)
 
-    async def read(self, n: int) -> bytes:
+    async def read(self, n: int = -1) -> bytes:
         loop = asyncio.get_running_loop()
         wait = self._next_read_at - loop.time()
         if wait > 0:
