@@ -557,3 +557,42 @@ async def test_a_tailer_failing_while_it_opens_closes_every_file_it_opened_once(
                    rig.stats, held, from_oldest=True)
     assert held.closed and fds.opened == 2 and fds.leaked() == {} and fds.double_closes == []
     assert rig.hub.watch_count == 0  # its inotify subscription was dropped too
+
+
+async def test_an_idle_files_safety_poll_backs_off_and_a_write_brings_it_back(tmp_path, monkeypatch) -> None:
+    """500 idle containers polled every poll_interval were most of the idle CPU: an idle file's
+    poll backs off to MAX_POLL_BACKOFF x poll_interval; a write is read at once and resets it."""
+    polls: list[float] = []
+    real_look_ahead = files.look_ahead
+
+    def counting_look_ahead(*args, **kwargs):  # a safety poll looks for rotations
+        polls.append(asyncio.get_running_loop().time())
+        return real_look_ahead(*args, **kwargs)
+
+    monkeypatch.setattr(files, "look_ahead", counting_look_ahead)
+    hub = InotifyHub()
+    queue = ChunkQueue(1 << 20)
+    directory = tmp_path / ("a" * 64)
+    directory.mkdir()
+    path = str(directory / ("a" * 64 + "-json.log"))
+    with open(path, "wb") as handle:
+        handle.write(record(1))
+    tailer = FileTailer(path, Origin("a" * 64, {}), queue, hub, TailerSettings(read_chunk_bytes=16384, poll_interval=0.05),
+                        JsonFileParser(), None, SourceStats())
+    tasks = [asyncio.create_task(hub.run()), asyncio.create_task(tailer.run())]
+    try:
+        await asyncio.wait_for(queue.get(), 5)
+        await asyncio.sleep(2.0)
+        gaps = [later - earlier for earlier, later in zip(polls, polls[1:])]
+        assert len(polls) < 15, f"{len(polls)} polls in 2 s at a 0.05 s poll_interval: no backoff"  # 40 without
+        assert gaps and max(gaps) >= 0.15
+        assert max(gaps) <= 0.05 * files.MAX_POLL_BACKOFF + 0.1  # bounded: a missed event is still found
+        with open(path, "ab") as handle:
+            handle.write(record(2))
+        chunk = await asyncio.wait_for(queue.get(), 1)
+        assert [entry.line for entry in chunk.entries] == expected([2])
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        hub.close()

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 # A record longer than this without a newline is not json-file output: drop it rather than grow.
 _MAX_RECORD_BYTES = 8 * 1024 * 1024
+MAX_POLL_BACKOFF = 4  # an idle file is polled at most every 4 x sources.poll_interval
 
 
 @dataclass(slots=True)
@@ -186,6 +187,7 @@ class FileTailer:
     async def _follow(self) -> None:
         rest = b""
         quiet_since: float | None = None
+        quiet_polls = 0  # safety polls in a row that found nothing: the next one waits longer
         loop = asyncio.get_running_loop()
         while True:
             # Clear before reading: a write that lands during the read sets it again.
@@ -195,6 +197,7 @@ class FileTailer:
             data = await self._read()
             if data:
                 quiet_since = None
+                quiet_polls = 0
                 rest = await self._consume(rest + data if rest else data)
                 await asyncio.sleep(0)  # one chunk per turn: quiet containers and events keep flowing
                 if self._wake.structure:
@@ -226,12 +229,16 @@ class FileTailer:
                     return
                 timeout = self._settings.drain_quiet
             else:
-                timeout = self._settings.poll_interval
+                # An idle file's safety poll backs off (500 idle containers polled every 2 s were
+                # most of the collector's idle CPU); any event or data brings it back.
+                timeout = self._settings.poll_interval * min(1 << quiet_polls, MAX_POLL_BACKOFF)
             joining = self.joiner.time_left() if self.joiner is not None else None
             try:
                 async with asyncio.timeout(timeout if joining is None else min(timeout, joining)):
                     await self._wake.wait()
+                quiet_polls = 0
             except TimeoutError:
+                quiet_polls = min(quiet_polls + 1, 8)
                 if joining is not None and joining < timeout:
                     await self._put([], 0, self._parser.resume_offset(self.offset))  # a joined entry's time is up
                     continue
