@@ -24,14 +24,16 @@ import signal
 import statistics
 import subprocess
 import sys
+import socket
 import tempfile
 import time
+import urllib.request
 from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from cpu import (LINES, REPO, SCENARIOS, Result, get_json, machine, proc_cpu, proc_hwm_mib, run_once,  # noqa: E402
-                 start_receiver, start_engine, write_log)
+from cpu import (LINES, REPO, SCENARIOS, DockerEngine, Result, get_json, machine, proc_cpu, proc_hwm_mib,  # noqa: E402
+                 run_once, start_engine, start_receiver, write_log)
 
 CONFIG = os.path.join(REPO, "bench", "fluent-bit.conf")
 DOC_PATH = os.path.join(REPO, "docs", "benchmarks.md")
@@ -72,20 +74,43 @@ def run_fluent_bit(binary: str, log_path: str, lines: int, workdir: str) -> Resu
     return Result("fluent-bit", cpu, hwm, wall, entries)
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_collector(engine: DockerEngine, name: str, lines: int, workdir: str, extra: dict[str, str]) -> tuple[Result, int]:
+    """The collector's run, and how many chunks went through its spool (read from its /metrics
+    once everything arrived): whether the backlog spilled, as it does when reading outpaces Loki."""
+    port = free_port()
+    spooled: list[int] = []
+
+    def read_spool_writes(pid: int) -> None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        spooled.extend(int(float(line.split()[-1])) for line in text.splitlines() if line.startswith("collector_spool_writes_total "))
+
+    result = run_once(engine, "json-file-protobuf", lines, workdir, None,
+                      {"COLLECTOR_METRICS__LISTEN": f"127.0.0.1:{port}", **extra}, on_done=read_spool_writes, log_name=name)
+    return result, spooled[0] if spooled else -1
+
+
 def fluent_bit_version(binary: str) -> str:
     out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
     return out.splitlines()[0].strip() if out else "?"
 
 
-def write_doc(pairs: list[tuple[Result, Result]], lines: int, version: str, settings: str) -> None:
+def write_doc(pairs: list[tuple[Result, Result]], spooled: list[int], lines: int, version: str, settings: str) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     scale = 1_000_000 / lines
     ratios = [peer.cpu_s / ours.cpu_s for peer, ours in pairs]
-    rows = ["| pair | Fluent Bit CPU-s | collector CPU-s | ratio (FB / collector) | Fluent Bit peak RSS MiB | collector peak RSS MiB |",
-            "|---:|---:|---:|---:|---:|---:|"]
-    for index, (peer, ours) in enumerate(pairs, 1):
+    rows = ["| pair | Fluent Bit CPU-s | collector CPU-s | ratio (FB / collector) | Fluent Bit peak RSS MiB | collector peak RSS MiB "
+            "| chunks through the collector's spool |",
+            "|---:|---:|---:|---:|---:|---:|---:|"]
+    for index, ((peer, ours), chunks) in enumerate(zip(pairs, spooled, strict=True), 1):
         rows.append(f"| {index} | {peer.cpu_s * scale:.2f} | {ours.cpu_s * scale:.2f} | {peer.cpu_s / ours.cpu_s:.2f} | "
-                    f"{peer.rss_peak_mib:.0f} | {ours.rss_peak_mib:.0f} |")
+                    f"{peer.rss_peak_mib:.0f} | {ours.rss_peak_mib:.0f} | {chunks:,} |")
     section = "\n".join([
         BEGIN,
         "## Side by side with Fluent Bit (one run)", "",
@@ -124,6 +149,7 @@ def main() -> None:
     engine = start_engine()
     workdir = tempfile.mkdtemp(prefix="vs-fluentbit-")
     pairs: list[tuple[Result, Result]] = []
+    spooled: list[int] = []  # per pair: chunks through the collector's spool (-1: not read)
     try:
         name = write_log(engine, SCENARIOS["json-file-protobuf"][0], args.lines)
         log_path = engine.docker("inspect", "-f", "{{.LogPath}}", name).strip()
@@ -133,11 +159,12 @@ def main() -> None:
                 if who == "fluent-bit":
                     runs[who] = run_fluent_bit(binary, log_path, args.lines, workdir)
                 else:
-                    runs[who] = run_once(engine, "json-file-protobuf", args.lines, workdir, None, extra, log_name=name)
+                    runs[who], chunks = run_collector(engine, name, args.lines, workdir, extra)
+                    spooled.append(chunks)
             peer, ours = runs["fluent-bit"], runs["collector"]
             pairs.append((peer, ours))
             print(f"pair {index + 1}: fluent-bit {peer.cpu_s:.2f} CPU-s {peer.rss_peak_mib:.0f} MiB; collector {ours.cpu_s:.2f} CPU-s "
-                  f"{ours.rss_peak_mib:.0f} MiB; ratio {peer.cpu_s / ours.cpu_s:.2f}", flush=True)
+                  f"{ours.rss_peak_mib:.0f} MiB, {spooled[-1]} chunks spooled; ratio {peer.cpu_s / ours.cpu_s:.2f}", flush=True)
         engine.rm(name)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -146,7 +173,7 @@ def main() -> None:
     print(f"median ratio {statistics.median(ratios):.2f}")
     if not args.no_doc:
         settings = "default settings" + (", " + ", ".join(args.set) if args.set else "")
-        write_doc(pairs, args.lines, fluent_bit_version(binary), settings)
+        write_doc(pairs, spooled, args.lines, fluent_bit_version(binary), settings)
         print(f"wrote the side-by-side section of {os.path.relpath(DOC_PATH, REPO)}")
 
 
