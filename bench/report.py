@@ -58,7 +58,6 @@ DATA_PATH = os.path.join(DOCS, "benchmarks.json")
 FLAME_PATH = os.path.join(DOCS, "flame.svg")
 KEPT_MARK = "<!-- Below: sections other bench scripts write (bench/vs_fluentbit.py, bench/spool.py); bench/report.py keeps them. -->"
 SECTIONS = ("backlog", "lag", "latency", "idle", "churn", "outage", "flame")
-CPU_TARGET = 2.3
 RSS_TARGET_MIB = 80.0
 LATENCY_RATES = (("1k lines/s", 1_000, 1), ("10k lines/s", 10_000, 1), ("50k lines/s", 1_000, 50))  # per container
 
@@ -393,13 +392,12 @@ def plot_all(data: dict[str, Any]) -> list[str]:
         lows = [m - min(r["cpu_s_per_1m"] for r in runs[n]) for m, n in zip(medians, names, strict=True)]
         highs = [max(r["cpu_s_per_1m"] for r in runs[n]) - m for m, n in zip(medians, names, strict=True)]
         fig, ax = plt.subplots(figsize=(7, 4.2))
-        ax.axhline(CPU_TARGET, color="tab:red", linestyle="--", label=f"target {CPU_TARGET}")
         bars = ax.bar(names, medians, yerr=[lows, highs], capsize=4, color="tab:blue", label="collector, median (min-max)")
         ax.bar_label(bars, fmt="%.2f", padding=3)
         ax.set_ylabel("CPU-s per 1,000,000 lines")
         ax.set_title(f"{data['backlog']['result']['lines']:,}-line backlog, median of {len(runs[names[0]])} run(s)")
         ax.legend(loc="upper left", fontsize=8)
-        ax.set_ylim(0, max(max(medians) + max(highs), CPU_TARGET) * 1.25)
+        ax.set_ylim(0, (max(medians) + max(highs)) * 1.25)
         written.append(_save(fig, "bench-cpu.png"))
     if "latency" in data:
         fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -474,11 +472,13 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str, str, bool | None]
         med = {n: statistics.median(r["cpu_s_per_1m"] for r in v) for n, v in runs.items()}
         rss = {n: statistics.median(r["rss_peak_mib"] for r in v) for n, v in runs.items()}
         base = med.get("json-file-protobuf", math.nan)
-        rows.append(("CPU-s per 1M lines, json-file, protobuf+snappy (median)", _n(base), f"<= {CPU_TARGET}", base <= CPU_TARGET))
+        # No absolute CPU target: it moves with the machine; the target is a ratio to Fluent Bit
+        # measured in one run (bench/vs_fluentbit.py, its own section below).
+        rows.append(("CPU-s per 1M lines, json-file, protobuf+snappy (median)", _n(base),
+                     "none here (Fluent Bit side by side: its CPU / ours >= 1.3)", None))
         if "json-file-json-gzip" in med:
             value = med["json-file-json-gzip"]
-            rows.append(("CPU-s per 1M lines, json-file, JSON+gzip (median)", _n(value),
-                         "none (Fluent Bit, JSON: 2.5-2.7)", None))
+            rows.append(("CPU-s per 1M lines, json-file, JSON+gzip (median)", _n(value), "none (report)", None))
         if "local-stream-protobuf" in med:
             value = med["local-stream-protobuf"]
             rows.append(("CPU-s per 1M lines, `local` driver via the API stream (median)", _n(value),
