@@ -98,6 +98,21 @@ def write_log(engine: DockerEngine, options: tuple[str, ...], lines: int) -> str
     return name
 
 
+def wait_for_entries(stats_url: str, lines: int, process: subprocess.Popen, stderr_path: str, who: str, deadline: float) -> int:
+    """Until the receiver has counted `lines` entries (or the deadline): how many it counted. A
+    process that exits meanwhile is an error, with the end of its stderr."""
+    entries = 0
+    while time.monotonic() < deadline:
+        entries = get_json(stats_url)["entries"]
+        if entries >= lines:
+            break
+        if process.poll() is not None:
+            with open(stderr_path, errors="replace") as handle:
+                raise RuntimeError(f"{who} exited with {process.returncode}: {handle.read()[-2000:]}")
+        time.sleep(0.05)
+    return entries
+
+
 def run_once(engine: DockerEngine, scenario: str, lines: int, workdir: str, profile: str | None,
              extra_env: dict[str, str] | None = None, on_done: Callable[[int], None] | None = None,
              log_name: str = "") -> Result:
@@ -128,16 +143,7 @@ def run_once(engine: DockerEngine, scenario: str, lines: int, workdir: str, prof
             time.sleep(1.0)
             children = subprocess.run(["pgrep", "-P", str(collector.pid)], capture_output=True, text=True).stdout.split()
             pid = int(children[0]) if children else collector.pid
-        deadline = started + 600
-        entries = 0
-        while time.monotonic() < deadline:
-            entries = get_json(urls["stats_url"])["entries"]
-            if entries >= lines:
-                break
-            if collector.poll() is not None:
-                with open(stderr_path, errors="replace") as handle:
-                    raise RuntimeError(f"the collector exited with {collector.returncode}: {handle.read()[-2000:]}")
-            time.sleep(0.05)
+        entries = wait_for_entries(urls["stats_url"], lines, collector, stderr_path, "the collector", started + 600)
         wall = time.monotonic() - started
         cpu, hwm = proc_cpu(pid), proc_hwm_mib(pid)
         if on_done is not None and entries >= lines:

@@ -24,7 +24,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import socket
 import tempfile
 import time
 import urllib.request
@@ -32,8 +31,9 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from cpu import (LINES, REPO, SCENARIOS, DockerEngine, Result, get_json, machine, proc_cpu, proc_hwm_mib,  # noqa: E402
-                 run_once, start_engine, start_receiver, write_log)
+from cpu import (LINES, REPO, SCENARIOS, DockerEngine, Result, machine, proc_cpu, proc_hwm_mib, run_once,  # noqa: E402
+                 start_engine, start_receiver, wait_for_entries, write_log)
+from e2e import free_port  # noqa: E402
 
 CONFIG = os.path.join(REPO, "bench", "fluent-bit.conf")
 DOC_PATH = os.path.join(REPO, "docs", "benchmarks.md")
@@ -48,16 +48,7 @@ def run_fluent_bit(binary: str, log_path: str, lines: int, workdir: str) -> Resu
     process = subprocess.Popen(["taskset", "-c", "0", binary, "-c", CONFIG], env=environment,
                                stdout=subprocess.DEVNULL, stderr=open(stderr_path, "wb"))
     try:
-        entries = 0
-        deadline = started + 600
-        while time.monotonic() < deadline:
-            entries = get_json(urls["stats_url"])["entries"]
-            if entries >= lines:
-                break
-            if process.poll() is not None:
-                with open(stderr_path, errors="replace") as handle:
-                    raise RuntimeError(f"fluent-bit exited with {process.returncode}: {handle.read()[-2000:]}")
-            time.sleep(0.05)
+        entries = wait_for_entries(urls["stats_url"], lines, process, stderr_path, "fluent-bit", started + 600)
         wall = time.monotonic() - started
         cpu, hwm = proc_cpu(process.pid), proc_hwm_mib(process.pid)
     finally:
@@ -72,12 +63,6 @@ def run_fluent_bit(binary: str, log_path: str, lines: int, workdir: str) -> Resu
     if entries < lines:
         raise RuntimeError(f"fluent-bit: only {entries} of {lines} entries arrived")
     return Result("fluent-bit", cpu, hwm, wall, entries)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def run_collector(engine: DockerEngine, name: str, lines: int, workdir: str, extra: dict[str, str]) -> tuple[Result, int]:

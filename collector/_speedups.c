@@ -187,6 +187,40 @@ static int parse_time(const unsigned char *t, Py_ssize_t n, int64_t *ns) {
     return 1;
 }
 
+/* The arguments both scans take: (data, pos, max_line_bytes, entries list, entry type). On success
+ * the caller owns `data` (PyBuffer_Release it). */
+static int scan_args(PyObject *args, Py_buffer *data, Py_ssize_t *pos, Py_ssize_t *max_line, PyObject **entries,
+                     PyObject **entry_type) {
+    if (!PyArg_ParseTuple(args, "y*nnO!O!", data, pos, max_line, &PyList_Type, entries, &PyType_Type, entry_type)) return -1;
+    if (!PyType_IsSubtype((PyTypeObject *)*entry_type, &PyTuple_Type)) {
+        PyBuffer_Release(data);
+        PyErr_SetString(PyExc_TypeError, "entry_type must be a tuple type");
+        return -1;
+    }
+    if (*pos < 0) *pos = 0;
+    return 0;
+}
+
+/* entry_type(stamp, line, stream, None), taking the references to stamp and line (both released on
+ * failure). Only atomic items: it cannot be in a cycle, so the collector need not visit it (CPython
+ * untracks such tuples too, later). */
+static PyObject *new_entry(PyTypeObject *entry_type, PyObject *stamp, PyObject *line, PyObject *stream) {
+    PyObject *entry = (stamp && line) ? entry_type->tp_alloc(entry_type, 4) : NULL;
+    if (entry == NULL) {
+        Py_XDECREF(stamp);
+        Py_XDECREF(line);
+        return NULL;
+    }
+    Py_INCREF(stream);
+    Py_INCREF(Py_None);
+    PyTuple_SET_ITEM(entry, 0, stamp);
+    PyTuple_SET_ITEM(entry, 1, line);
+    PyTuple_SET_ITEM(entry, 2, stream);
+    PyTuple_SET_ITEM(entry, 3, Py_None);
+    PyObject_GC_UnTrack(entry);
+    return entry;
+}
+
 /* One usual record from p[0..size) (its newline excluded) -> a new Entry, or NULL: not usual (no
  * error set) or an error (set). */
 static PyObject *usual_record(const unsigned char *p, Py_ssize_t size, Py_ssize_t max_line, PyTypeObject *entry_type,
@@ -229,22 +263,7 @@ static PyObject *usual_record(const unsigned char *p, Py_ssize_t size, Py_ssize_
         if (text == NULL) return NULL;
         memcpy(PyUnicode_DATA(text), line->data, (size_t)length);
     }
-    PyObject *stamp = PyLong_FromLongLong(ts);
-    PyObject *entry = entry_type->tp_alloc(entry_type, 4);
-    if (stamp == NULL || entry == NULL) {
-        Py_XDECREF(stamp);
-        Py_XDECREF(entry);
-        Py_DECREF(text);
-        return NULL;
-    }
-    Py_INCREF(stream);
-    Py_INCREF(Py_None);
-    PyTuple_SET_ITEM(entry, 0, stamp);
-    PyTuple_SET_ITEM(entry, 1, text);
-    PyTuple_SET_ITEM(entry, 2, stream);
-    PyTuple_SET_ITEM(entry, 3, Py_None);
-    PyObject_GC_UnTrack(entry); /* only atomic items: it cannot be in a cycle (CPython untracks such tuples too, later) */
-    return entry;
+    return new_entry(entry_type, PyLong_FromLongLong(ts), text, stream);
 }
 
 static PyObject *scan_records(PyObject *self, PyObject *args) {
@@ -252,18 +271,11 @@ static PyObject *scan_records(PyObject *self, PyObject *args) {
     Py_buffer data;
     Py_ssize_t pos, max_line;
     PyObject *entries, *entry_type;
-    if (!PyArg_ParseTuple(args, "y*nnO!O!", &data, &pos, &max_line, &PyList_Type, &entries, &PyType_Type, &entry_type))
-        return NULL;
-    if (!PyType_IsSubtype((PyTypeObject *)entry_type, &PyTuple_Type)) {
-        PyBuffer_Release(&data);
-        PyErr_SetString(PyExc_TypeError, "entry_type must be a tuple type");
-        return NULL;
-    }
+    if (scan_args(args, &data, &pos, &max_line, &entries, &entry_type) < 0) return NULL;
     const unsigned char *base = data.buf;
     Py_ssize_t size = data.len, count = 0;
     Buffer line = {NULL, 0, 0};
     int failed = 0;
-    if (pos < 0) pos = 0;
     while (pos < size) {
         const unsigned char *newline = memchr(base + pos, '\n', (size_t)(size - pos));
         if (newline == NULL) break;
@@ -299,17 +311,10 @@ static PyObject *scan_frames(PyObject *self, PyObject *args) {
     Py_buffer data;
     Py_ssize_t pos, max_line;
     PyObject *entries, *entry_type;
-    if (!PyArg_ParseTuple(args, "y*nnO!O!", &data, &pos, &max_line, &PyList_Type, &entries, &PyType_Type, &entry_type))
-        return NULL;
-    if (!PyType_IsSubtype((PyTypeObject *)entry_type, &PyTuple_Type)) {
-        PyBuffer_Release(&data);
-        PyErr_SetString(PyExc_TypeError, "entry_type must be a tuple type");
-        return NULL;
-    }
+    if (scan_args(args, &data, &pos, &max_line, &entries, &entry_type) < 0) return NULL;
     const unsigned char *base = data.buf;
     Py_ssize_t size = data.len, count = 0;
     int failed = 0;
-    if (pos < 0) pos = 0;
     while (size - pos >= 8) {
         const unsigned char *h = base + pos;
         if ((h[0] != 1 && h[0] != 2) || h[1] || h[2] || h[3]) break;
@@ -325,23 +330,13 @@ static PyObject *scan_frames(PyObject *self, PyObject *args) {
         if (!parse_time(payload, 30, &ts)) break;
         Py_ssize_t line_length = text_length;
         if (line_length && text[line_length - 1] == '\r') line_length--;
-        PyObject *line = PyUnicode_DecodeUTF8((const char *)text, line_length, "replace");
-        PyObject *stamp = line ? PyLong_FromLongLong(ts) : NULL;
-        PyObject *entry = stamp ? ((PyTypeObject *)entry_type)->tp_alloc((PyTypeObject *)entry_type, 4) : NULL;
+        PyObject *entry = new_entry((PyTypeObject *)entry_type, PyLong_FromLongLong(ts),
+                                    PyUnicode_DecodeUTF8((const char *)text, line_length, "replace"),
+                                    h[0] == 1 ? STDOUT_STR : STDERR_STR);
         if (entry == NULL) {
-            Py_XDECREF(line);
-            Py_XDECREF(stamp);
             failed = 1;
             break;
         }
-        PyObject *stream = h[0] == 1 ? STDOUT_STR : STDERR_STR;
-        Py_INCREF(stream);
-        Py_INCREF(Py_None);
-        PyTuple_SET_ITEM(entry, 0, stamp);
-        PyTuple_SET_ITEM(entry, 1, line);
-        PyTuple_SET_ITEM(entry, 2, stream);
-        PyTuple_SET_ITEM(entry, 3, Py_None);
-        PyObject_GC_UnTrack(entry);
         int appended = PyList_Append(entries, entry);
         Py_DECREF(entry);
         if (appended < 0) {
