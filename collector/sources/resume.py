@@ -78,13 +78,16 @@ class Resume:
 
     def count_many(self, stamps: list[int]) -> None:
         """`count` for many records at once (the plain-frame path)."""
-        newest = max(stamps)
-        if newest > self._newest:
-            self._move(newest)
+        newest, lowest = max(stamps), min(stamps)
         bucket = newest // RESUME_WINDOW_NS
-        lowest = min(stamps)
-        if lowest >= self._since and lowest // RESUME_WINDOW_NS == bucket:
-            self._counts[bucket] = self._counts.get(bucket, 0) + len(stamps)  # the usual case: one bucket
+        since = max(_window_start(newest), self._floor) if newest > self._newest else self._since
+        if lowest >= since and lowest // RESUME_WINDOW_NS == bucket:
+            # The usual case, one bucket inside the window even after the move: what `count` per
+            # record in order would do. Otherwise each in order: an older record read before a
+            # newer one is in the window when it is counted, not beyond it.
+            if newest > self._newest:
+                self._move(newest)
+            self._counts[bucket] = self._counts.get(bucket, 0) + len(stamps)
             return
         for ts_ns in stamps:
             self.count(ts_ns)
