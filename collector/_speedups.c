@@ -221,6 +221,13 @@ static PyObject *new_entry(PyTypeObject *entry_type, PyObject *stamp, PyObject *
     return entry;
 }
 
+/* Appends the entry to the list, taking the reference; -1 with an error set if it could not. */
+static int append_entry(PyObject *entries, PyObject *entry) {
+    int appended = PyList_Append(entries, entry);
+    Py_DECREF(entry);
+    return appended;
+}
+
 /* One usual record from p[0..size) (its newline excluded) -> a new Entry, or NULL: not usual (no
  * error set) or an error (set). */
 static PyObject *usual_record(const unsigned char *p, Py_ssize_t size, Py_ssize_t max_line, PyTypeObject *entry_type,
@@ -285,9 +292,7 @@ static PyObject *scan_records(PyObject *self, PyObject *args) {
             failed = PyErr_Occurred() != NULL;
             break;
         }
-        int appended = PyList_Append(entries, entry);
-        Py_DECREF(entry);
-        if (appended < 0) {
+        if (append_entry(entries, entry) < 0) {
             failed = 1;
             break;
         }
@@ -333,13 +338,7 @@ static PyObject *scan_frames(PyObject *self, PyObject *args) {
         PyObject *entry = new_entry((PyTypeObject *)entry_type, PyLong_FromLongLong(ts),
                                     PyUnicode_DecodeUTF8((const char *)text, line_length, "replace"),
                                     h[0] == 1 ? STDOUT_STR : STDERR_STR);
-        if (entry == NULL) {
-            failed = 1;
-            break;
-        }
-        int appended = PyList_Append(entries, entry);
-        Py_DECREF(entry);
-        if (appended < 0) {
+        if (entry == NULL || append_entry(entries, entry) < 0) {
             failed = 1;
             break;
         }
