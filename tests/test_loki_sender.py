@@ -465,3 +465,18 @@ def test_two_sources_of_one_stream_stay_together_in_read_order_whatever_their_si
     streams = json.loads(body)["streams"]
     assert [(s["stream"]["container_name"], [v[1] for v in s["values"]]) for s in streams] == [
         ("a", ["old-1-long-line", "old-2-long-line"]), ("a", ["new"]), ("b", ["b" * 100])]
+
+
+async def test_a_push_never_holds_more_lines_than_batch_max_bytes_unless_one_chunk_alone_is_larger() -> None:
+    """batch_max_bytes is a ceiling (a proxy's or Loki's body limit is set from it): a chunk that
+    would take the batch over it starts the next batch; only a chunk larger on its own goes alone."""
+    clock = FakeClock()
+    transport = FakeTransport(clock)
+    harness = Harness(transport, clock, batch_max_bytes=2048)
+    a = Origin("a", {"container_name": "a"})
+    small = [chunk("a", [f"{offset + i:04d}".ljust(100, "x") for i in range(10)], offset, origin=a) for offset in range(0, 50, 10)]
+    large = chunk("a", [f"{50 + i:04d}".ljust(100, "y") for i in range(30)], 50, origin=a)
+    await harness.deliver(*small, large, chunk("a", ["tail"], 80, origin=a))
+    sizes = [sum(len(line) for lines in post.streams.values() for line in lines) for post in transport.posts]
+    assert sizes == [2000, 2000, 1000, 3000, 4]
+    assert len(stored_lines(transport, "a")) == 81

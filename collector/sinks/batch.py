@@ -20,6 +20,11 @@ StreamKey = tuple[int, str]  # (id of the Origin, stream name): one Loki stream 
 LINE, STREAM_NAME, ATTRS = itemgetter(1), itemgetter(2), itemgetter(3)
 
 
+def line_bytes(chunk: Chunk) -> int:
+    """What batch_max_bytes bounds: the chunk's line characters."""
+    return sum(map(len, map(LINE, chunk.entries)))
+
+
 @dataclass(eq=False, slots=True)
 class Piece:
     chunks: list[Chunk] = field(default_factory=list)
@@ -89,15 +94,16 @@ class Batch:
     def streams(self) -> dict[StreamKey, list[Entry]]:
         return self.push.streams
 
-    def add(self, chunk: Chunk) -> int:
-        """File the chunk's entries under their streams; returns how many pieces now hold them."""
+    def add(self, chunk: Chunk, size: int | None = None) -> int:
+        """File the chunk's entries (`size`: their line_bytes, when known) under their streams;
+        returns how many pieces now hold them."""
         self.chunks += 1
         entries = chunk.entries
         if not entries:
             return 0
         self.entries += len(entries)
         self.newest_ts_ns.append(entries[-1].ts_ns)
-        self.line_bytes += sum(map(len, map(LINE, entries)))
+        self.line_bytes += line_bytes(chunk) if size is None else size
         names = set(map(STREAM_NAME, entries))
         if len(names) == 1:  # the usual chunk: one stream, no loop per entry
             self._entries_of(chunk, entries[0][2]).extend(entries)

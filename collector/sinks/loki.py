@@ -28,7 +28,7 @@ from collector.pipeline.queue import ChunkQueue, QueueClosed
 from collector.sinks.acks import AckLedger
 from collector.sinks.answer import SHARD_LABEL, Action, Verdict, interpret, matching, rejections_in, sentence
 from collector.sinks.base import Acknowledge
-from collector.sinks.batch import Batch, Piece, Push
+from collector.sinks.batch import Batch, Piece, Push, line_bytes
 from collector.sinks.encoding import PushEncoder
 from collector.sinks.health import SinkHealth
 from collector.sinks.throttle import Throttle
@@ -142,7 +142,7 @@ class LokiSink:
             if batch.chunks:
                 timeout = batch.oldest + max_wait - self.clock.monotonic()
                 chunk = None
-                if timeout > 0:
+                if timeout > 0 and self._throttle_room.is_set():  # else throttled streams hold all they may
                     try:
                         async with asyncio.timeout(timeout):
                             chunk = await queue.get()
@@ -157,7 +157,11 @@ class LokiSink:
                 except QueueClosed:
                     break
             if chunk is not None:
-                self._add(batch, chunk)
+                size = line_bytes(chunk)
+                if batch.chunks and batch.line_bytes + size > max_bytes:  # a ceiling: it starts the next one
+                    await self._close_batch(batch, ready)
+                    batch = Batch()
+                self._add(batch, chunk, size)
                 if batch.line_bytes < max_bytes:
                     continue
             await self._close_batch(batch, ready)
@@ -165,10 +169,10 @@ class LokiSink:
         await self._close_batch(batch, ready)
         await ready.put(None)
 
-    def _add(self, batch: Batch, chunk: Chunk) -> None:
+    def _add(self, batch: Batch, chunk: Chunk, size: int) -> None:
         if not batch.chunks:
             batch.oldest = self.clock.monotonic()
-        self.ledger.track(chunk, batch.add(chunk))
+        self.ledger.track(chunk, batch.add(chunk, size))
 
     async def _close_batch(self, batch: Batch, ready: asyncio.Queue[Batch | None]) -> None:
         if batch.entries:
