@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dockerengine import DockerEngine
@@ -81,6 +82,16 @@ class SocketProxy:
             if len(parts) == 5 and parts[2].startswith('"') and parts[3].isdigit():
                 logged.append(Logged(parts[0], parts[1], parts[2].strip('"'), int(parts[3])))
         return logged
+
+    async def logged(self, enough: Callable[[list[Logged]], bool], timeout: float = 30) -> list[Logged]:
+        """The answered requests, once `enough` of them are logged: haproxy writes a request's line
+        after its answer went out (a stream's when its connection ends), so a client that has its
+        answer may look before the line is read."""
+        def when_enough() -> list[Logged] | None:
+            calls = self.requests()
+            return calls if enough(calls) else None
+
+        return await wait_until(when_enough, timeout, what=lambda: f"enough logged requests: {self.requests()}")
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._process is not None and self._reader is not None

@@ -127,8 +127,8 @@ async def test_the_image_runs_as_compose_runs_it_and_delivers_through_the_proxy(
         finally:
             containers.rm(name)
             containers.docker("volume", "rm", "-f", volume, check=False)
-    calls = proxy.requests()
-    assert calls and [call for call in calls if call.status != 200] == []
+    calls = await proxy.logged(bool)
+    assert [call for call in calls if call.status != 200] == []
 
 
 def test_the_image_has_the_entrypoint_healthcheck_and_no_anonymous_volume(image: str, engine: DockerEngine) -> None:
