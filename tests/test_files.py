@@ -16,7 +16,7 @@ from polling import wait_until
 
 from collector.pipeline.entry import Chunk, FilePosition, Origin
 from collector.pipeline.queue import ChunkQueue
-from collector.sources import files, heldchain
+from collector.sources import chainopen, files, heldchain, rotation
 from collector.sources.files import FileTailer, InotifyHub, TailerSettings, fingerprint_of
 from collector.sources.handles import OwnedFd
 from collector.sources.jsonfile import JsonFileParser
@@ -263,6 +263,52 @@ async def test_a_record_written_between_the_last_read_and_the_rename_is_read(rig
     await rig.wait_lines(8)
     await rig.settle()
     assert rig.lines == expected(range(1, 9))
+
+
+class RotatingOnOpen:
+    """OwnedFd.open that lets Docker rotate once, just before the `at`-th open of `name`: between
+    the reader's listing of the chain and its opening the files by name (tiny max-size, heavy load)."""
+
+    def __init__(self, rig: Rig, name: str, at: int = 1) -> None:
+        self.rig, self.name, self.left = rig, name, at
+        self.raced = False
+
+    def open(self, path: str) -> OwnedFd:
+        if path == self.name and not self.raced:
+            self.left -= 1
+            if self.left == 0:
+                self.raced = True
+                self.rig.rotate(max_file=3)
+                self.rig.append(10)
+        return OwnedFd.open(path)
+
+
+async def test_a_rotation_between_listing_the_chain_and_opening_the_files_skips_nothing(rig: Rig, monkeypatch) -> None:
+    rig.append(5)
+    rig.start()
+    await rig.wait_lines(5)
+    racing = RotatingOnOpen(rig, rig.path)
+    monkeypatch.setattr(rotation, "OwnedFd", racing)
+    rig.rotate(max_file=3)  # lines 6..15 in the new live file, listed as the one after ours ...
+    rig.append(10)
+    await wait_until(lambda: racing.raced, 5, what="the reader to open the live file")
+    # ... but opened by its name after the next rotation: it is .1 now, lines 16..25 are live
+    await rig.wait_lines(20)
+    await rig.settle()
+    assert rig.lines == expected(range(1, 26)) and rig.stats.files_lost == 0
+
+
+async def test_a_rotation_between_finding_the_saved_file_and_opening_it_skips_nothing(rig: Rig, monkeypatch) -> None:
+    rig.append(10)
+    saved = rig.position_after(rig.path, 5)
+    rig.rotate(max_file=4)
+    rig.append(10)
+    # The saved file is found as .1; Docker rotates before it is opened again to be read.
+    monkeypatch.setattr(chainopen, "OwnedFd", RotatingOnOpen(rig, f"{rig.path}.1", at=2))
+    rig.start(saved)
+    await rig.wait_lines(25)
+    await rig.settle()
+    assert rig.lines == expected(range(6, 31)) and rig.stats.files_lost == 0
 
 
 async def test_no_fixed_cap_on_rotated_files(rig: Rig) -> None:
