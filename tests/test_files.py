@@ -311,6 +311,18 @@ async def test_a_rotation_between_finding_the_saved_file_and_opening_it_skips_no
     assert rig.lines == expected(range(6, 31)) and rig.stats.files_lost == 0
 
 
+async def test_a_rotation_while_the_chain_is_opened_keeps_the_file_held_since_the_start_event(rig: Rig, monkeypatch) -> None:
+    rig.append(10)
+    rig.rotate(max_file=3)
+    held = OwnedFd.open(rig.path)  # what the registry opens when the start event arrives
+    rig.append(10)
+    monkeypatch.setattr(chainopen, "OwnedFd", RotatingOnOpen(rig, f"{rig.path}.1"))
+    rig.start(from_oldest=True, preopened=held)  # opened again after the rotation: the held file is .1 now
+    await rig.wait_lines(30)
+    await rig.settle()
+    assert rig.lines == expected(range(1, 31)) and rig.stats.files_lost == 0
+
+
 async def test_no_fixed_cap_on_rotated_files(rig: Rig) -> None:
     for _ in range(12):
         rig.append(3)
