@@ -3,6 +3,7 @@ oldest rotated file, or the live file."""
 
 from __future__ import annotations
 
+import errno
 import os
 
 from collector.pipeline.entry import FilePosition
@@ -33,10 +34,19 @@ def open_chain(held: HeldChain, position: FilePosition | None, preopened: OwnedF
                 held.current = LogFile.adopt(handle, held.path, None, gz=False)
                 same = position is not None and position.inode == held.current.inode
                 return position.offset if position is not None and same else 0
+            created = held.created()
             first, offset = _first_of(chain, position, from_oldest)
+            given = preopened
             try:
                 preopened = _open_entries(held, chain[max(first, 0):], preopened, losses)
+                if not held.still_listed(created):
+                    # Docker rotated while they were opened by name: a name may be a newer file
+                    # than listed (the saved file read from its offset in another one).
+                    raise FileNotFoundError(errno.ENOENT, "the log rotated while it was opened", held.path)
             except FileNotFoundError:
+                if given is not None:  # the file held since the start event stays ours for the next try
+                    held.release(given)
+                    preopened = given
                 held.close()  # Docker renamed a file between the listing and the open
                 if attempt == 2:
                     raise

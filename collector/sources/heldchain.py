@@ -104,12 +104,24 @@ class HeldChain:
                 return None
         return None
 
+    def still_listed(self, created: int) -> bool:
+        """No live file was created since the listing that counted `created`: names opened since
+        are the files listed (a rotation moves every name on by one, so a name opened after it
+        would be a newer file than listed, the listed one skipped unread)."""
+        self.hub.sync()
+        return self.created() == created
+
     def hold(self, opened: LogFile) -> None:
         """The next file in reading order: the current one if there is none yet, else one ahead."""
         if self.current is None:
             self.current = opened
         else:
             self.ahead.append(opened)
+
+    def release(self, handle: OwnedFd) -> None:
+        """Stop holding the file opened through `handle`, without closing it: the caller owns it again."""
+        kept = [f for f in (self.files() if self.current is not None else []) if f.handle is not handle]
+        self.current, self.ahead = (kept[0] if kept else None), deque(kept[1:])
 
     def files(self) -> list[LogFile]:
         assert self.current is not None

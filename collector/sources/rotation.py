@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 _MAX_AHEAD = 16
 # Each lost file is logged; a reader far behind logs at most this many lines per gap.
 _LOST_LOG_LINES = 10
+# Listings in a row a rotation may overtake while the files are opened, before the next wake.
+_LIST_TRIES = 5
 
 
 class FileLosses:
@@ -89,32 +91,62 @@ def look_ahead(held: HeldChain, losses: FileLosses) -> bool:
 
 
 def _newer_files(held: HeldChain, current: LogFile, holes_after: int, losses: FileLosses) -> list[LogFile]:
-    chain = held.listed(tries=5, holes_after=holes_after)
-    if chain is None:
-        return []
-    live_seq = held.created() - held.created_base
-    ours = _find(chain, current)
+    for _ in range(_LIST_TRIES):
+        chain = held.listed(tries=5, holes_after=holes_after)
+        if chain is None:
+            return []
+        created = held.created()
+        ours = _find(chain, current)
+        newer = chain if ours is None else chain[ours + 1:]
+        try:
+            handles = _open_all(newer)
+        except FileNotFoundError:
+            return []  # renamed meanwhile: list again at the next wake
+        if held.still_listed(created):
+            break
+        for handle in handles:  # Docker rotated while they were opened: a listed file may be skipped
+            handle.close()
+    else:
+        return []  # overtaken every time: the next wake or poll looks again
+    live_seq = created - held.created_base
     if ours is not None:
         if current.seq != live_seq - chain[ours].index:
             # Events were missed (queue overflow, no watch): count on from where we are.
             current.seq = live_seq - chain[ours].index
         held.overflows = held.hub.overflows
-        newer = chain[ours + 1:]
     else:
-        newer = chain
         _count_deleted(held, current, chain[0], live_seq, losses)
         live_seq = held.created() - held.created_base  # re-anchored if it could not be told
-    opened: list[LogFile] = []
+    return _adopt_all(handles, newer, live_seq, losses)
+
+
+def _open_all(entries: list[Rotated]) -> list[OwnedFd]:
+    handles: list[OwnedFd] = []
     try:
-        for entry in newer:
-            made = adopt_or_skip(OwnedFd.open(entry.name), entry.name, live_seq - entry.index, entry.gz, losses)
+        for entry in entries:
+            handles.append(OwnedFd.open(entry.name))
+    except BaseException:
+        for handle in handles:
+            handle.close()
+        raise
+    return handles
+
+
+def _adopt_all(handles: list[OwnedFd], entries: list[Rotated], live_seq: int, losses: FileLosses) -> list[LogFile]:
+    """The opened files as ours; every handle is owned by the result or closed, whatever happens."""
+    opened: list[LogFile] = []
+    left = list(zip(handles, entries, strict=True))
+    try:
+        while left:
+            handle, entry = left.pop(0)  # adopt_or_skip owns it from here: it closes it if it fails
+            made = adopt_or_skip(handle, entry.name, live_seq - entry.index, entry.gz, losses)
             if made is not None:
                 opened.append(made)
-    except BaseException as err:
+    except BaseException:
         for made in opened:
             made.close()
-        if isinstance(err, FileNotFoundError):
-            return []  # renamed meanwhile: list again at the next wake
+        for handle, _ in left:
+            handle.close()
         raise
     return opened
 
