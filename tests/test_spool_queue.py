@@ -22,12 +22,12 @@ def chunk(container: str, n: int, nbytes: int = 100) -> Chunk:
 class Pipeline:
     """Queue + spool + read-order ledger wired as app.py wires them; `positions` is what would be saved."""
 
-    def __init__(self, path: Path, queue_bytes: int = 300, spool_bytes: int = 1 << 20) -> None:
+    def __init__(self, path: Path, queue_bytes: int = 300, spool_bytes: int = 1 << 20, read_ahead: int | None = None) -> None:
         self.positions: dict[str, Position] = {}
         self.order = ReadOrder(self.positions.__setitem__)
         self.spool = LaneSpool(SpoolSettings(str(path), spool_bytes, 4096, headroom_bytes=0), self.order.complete)
         self.spool.open()
-        self.queue = ChunkQueue(queue_bytes, on_put=self.order.track, spool=self.spool)
+        self.queue = ChunkQueue(queue_bytes, on_put=self.order.track, spool=self.spool, read_ahead=read_ahead)
         self.tasks = [asyncio.create_task(self.spool.run()), asyncio.create_task(self.queue.refill())]
 
     def deliver(self, got: list[Chunk]) -> None:
@@ -70,6 +70,23 @@ async def test_a_full_queue_spills_and_everything_comes_back_in_order_then_the_m
     assert not pipe.queue.spilling  # read back up to the writer: memory again
     pipe.queue.put_nowait(chunk("a", 10))
     assert pipe.queue.nbytes == 100 and pipe.spool.bytes == 0
+    await pipe.close()
+
+
+async def test_what_is_read_back_fills_the_queue_only_to_its_read_ahead(tmp_path: Path) -> None:
+    """Read-back is quick: the sink's next batches' worth in memory does, not the whole queue (a
+    read-back chunk's lines cost about three times their bytes as objects)."""
+    pipe = Pipeline(tmp_path, queue_bytes=1000, read_ahead=300)
+    for n in range(25):  # 10 fit in memory, then the lane spills
+        pipe.queue.put_nowait(chunk("a", n))
+    got = await pipe.get(10)  # from memory: the spool is read back as they leave
+    most = 0
+    while len(got) < 25:
+        await asyncio.sleep(0.02)  # the refill has read back what it may
+        most = max(most, pipe.queue.nbytes)
+        got += await pipe.get(1)
+    assert ns(got) == list(range(25))
+    assert most == 300
     await pipe.close()
 
 

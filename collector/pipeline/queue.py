@@ -43,8 +43,12 @@ class QueueClosed(Exception):
 
 
 class ChunkQueue:
-    def __init__(self, max_bytes: int, on_put: Callable[[Chunk], None] | None = None, spool: Overflow | None = None) -> None:
+    def __init__(self, max_bytes: int, on_put: Callable[[Chunk], None] | None = None, spool: Overflow | None = None,
+                 read_ahead: int | None = None) -> None:
         self.max_bytes = max_bytes
+        # What the refill keeps read back from the spool: the sink's next batches, not the whole
+        # bound (a disk read is quick; each chunk read back costs about three times its bytes).
+        self.read_ahead = min(max_bytes, read_ahead or max_bytes)
         self._on_put = on_put  # sees every chunk that goes in, to memory or to the spool (the ledgers)
         self._spool = spool
         self._spilling = False
@@ -172,7 +176,7 @@ class ChunkQueue:
         assert spool is not None
         while not self._closed:
             self._refill_wanted.clear()
-            free = self.max_bytes - self._bytes
+            free = self.read_ahead - self._bytes
             if free > 0 and spool.has_unread():
                 for chunk in await spool.read(free):  # at least one, even above the bound
                     self._items.append(chunk)

@@ -37,10 +37,11 @@ def make_lanes(config: Config, default_sink: Sink, on_put: Callable[[Chunk], Non
         tenants = []  # stdout: one lane; the tenant is a Loki notion
     share = max(MIN_LANE_BYTES, config.queue.max_bytes // (1 + len(tenants)))
     count = 1 + len(tenants)
-    lanes = {"": Lane("", ChunkQueue(share if tenants else config.queue.max_bytes, on_put=on_put, spool=spool_for("", count)),
-                      default_sink)}
+    read_ahead = 2 * config.loki.batch_max_bytes  # the batch being filled and the next one
+    lanes = {"": Lane("", ChunkQueue(share if tenants else config.queue.max_bytes, on_put=on_put, spool=spool_for("", count),
+                                     read_ahead=read_ahead), default_sink)}
     for tenant in tenants:
-        lanes[tenant] = Lane(tenant, ChunkQueue(share, on_put=on_put, spool=spool_for(tenant, count)),
+        lanes[tenant] = Lane(tenant, ChunkQueue(share, on_put=on_put, spool=spool_for(tenant, count), read_ahead=read_ahead),
                              LokiSink(msgspec.structs.replace(config.loki, tenant=tenant), observer))
     return lanes
 
