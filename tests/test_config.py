@@ -55,6 +55,8 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         ("", {"COLLECTOR_LOKI__TLS_CA_FILE": "/ca.pem"}, "loki.tls_ca_file = '/ca.pem': unknown key; did you mean loki.tls.ca_file?"),
         ("queue:\n  max_bytes: [1]\n", {}, "queue.max_bytes = [1]: "),
         ("docker:\n  host: [1]\n", {}, "docker.host = [1]: Expected `str`, got `array`"),
+        # RFC 7617: the user-id of Basic credentials ends at the first colon.
+        ("loki:\n  username: 'team:a'\n  password: x\n", {}, "loki.username = 'team:a': must not contain ':'"),
     ],
 )
 def test_bad_values_exit_2_naming_key_and_value(tmp_path, yaml_text: str, env: dict[str, str], named: str) -> None:

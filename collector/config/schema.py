@@ -272,6 +272,8 @@ class LokiConfig(_Section):
         _require(self.timeout > 0, "timeout", self.timeout, "must be > 0")
         _require(self.min_backoff > 0, "min_backoff", self.min_backoff, "must be > 0")
         _require(self.max_backoff >= self.min_backoff, "max_backoff", self.max_backoff, "must be >= min_backoff")
+        # RFC 7617: the user-id ends at the first colon (a gateway would read the rest as the password).
+        _require(":" not in self.username, "username", self.username, "must not contain ':'")
         _require(not (self.password and self.password_file), "password_file", self.password_file, "set password or password_file, not both")
         _require(not (self.bearer_token and self.bearer_token_file), "bearer_token_file", self.bearer_token_file, "set bearer_token or bearer_token_file, not both")
         _require(not ((self.username or self.password or self.password_file) and (self.bearer_token or self.bearer_token_file)),

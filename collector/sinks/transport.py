@@ -6,6 +6,7 @@ scripted transport and a fake clock: no sockets, no sleeps.
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import errno
 import ssl
@@ -110,6 +111,12 @@ def describe_error(err: BaseException, url: str, timeout: float) -> str:
     return sentence(text, 160)
 
 
+def basic_credentials(username: str, password: str) -> str:
+    """The Authorization value of Basic credentials, in RFC 7617's UTF-8. aiohttp's BasicAuth is
+    deprecated (gone in 4.0) and encodes Latin-1: a password holding "€" could not be sent."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+
+
 class AiohttpTransport:
     """Pushes over one aiohttp session (auth, tenant and TLS from the config)."""
 
@@ -126,10 +133,11 @@ class AiohttpTransport:
             headers["X-Scope-OrgID"] = config.tenant
         if config.bearer_token:
             headers["Authorization"] = f"Bearer {config.bearer_token}"
-        auth = aiohttp.BasicAuth(config.username, config.password) if config.username else None
+        if config.username:
+            headers["Authorization"] = basic_credentials(config.username, config.password)
         connector = aiohttp.TCPConnector(ssl=self._ssl_context(), limit=4)
         return aiohttp.ClientSession(
-            headers=headers, auth=auth, connector=connector,
+            headers=headers, connector=connector,
             timeout=aiohttp.ClientTimeout(total=config.timeout),
         )
 
