@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import time
 import warnings
+from urllib.parse import quote
 
+import pytest
 from loki_receiver import LokiReceiver
 
 from collector.config import LokiConfig
 from collector.sinks.transport import AiohttpTransport
 
+PASSWORD = "pässwörd-€-日本"  # "€" and CJK have no Latin-1 form
 
 
 def body() -> bytes:
     return b'{"streams":[{"stream":{"job":"auth"},"values":[["%d","hello"]]}]}' % time.time_ns()
 
 
-async def test_a_password_outside_latin_1_is_sent_as_utf_8_and_accepted() -> None:
-    password = "pässwörd-€-日本"  # "€" and CJK have no Latin-1 form
-    async with LokiReceiver(require_basic=("loki", password)) as receiver:
-        transport = AiohttpTransport(LokiConfig(url=receiver.push_url, username="loki", password=password))
+@pytest.mark.parametrize("where", ["username and password", "in the url"])
+async def test_a_password_outside_latin_1_is_sent_as_utf_8_and_accepted(where: str) -> None:
+    async with LokiReceiver(require_basic=("loki", PASSWORD)) as receiver:
+        if where == "in the url":
+            config = LokiConfig(url=receiver.push_url.replace("://", f"://loki:{quote(PASSWORD)}@", 1))
+        else:
+            config = LokiConfig(url=receiver.push_url, username="loki", password=PASSWORD)
+        transport = AiohttpTransport(config)
         try:
             with warnings.catch_warnings():
                 # aiohttp deprecates BasicAuth (to be removed in 4.0): credentials must not depend on it
@@ -27,6 +34,6 @@ async def test_a_password_outside_latin_1_is_sent_as_utf_8_and_accepted() -> Non
                 reply = await transport.post(body(), {"Content-Type": "application/json"})
         finally:
             await transport.close()
-        assert reply.status == 204
+        assert reply.status == 204, reply.body
         assert receiver.counters["unauthorized"] == 0
         assert [e.line for e in receiver.entries({"job": "auth"})] == ["hello"]

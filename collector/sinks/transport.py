@@ -13,6 +13,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -117,12 +118,23 @@ def basic_credentials(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
 
 
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """The URL without its user:password, and those as Basic credentials (None if it has none):
+    aiohttp would send them through BasicAuth, in Latin-1."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return bare, basic_credentials(unquote(parts.username or ""), unquote(parts.password or ""))
+
+
 class AiohttpTransport:
     """Pushes over one aiohttp session (auth, tenant and TLS from the config)."""
 
     def __init__(self, config: LokiConfig) -> None:
         self.config = config
         self._session: aiohttp.ClientSession | None = None
+        self._url, self._url_credentials = split_credentials(config.url)
         # Every text leaving here (errors, answer bodies) ends in logs, /ready and last_error.
         self.redact = Redactor(secret_values(config.url, config.username, config.password, config.bearer_token, config.headers))
 
@@ -135,6 +147,8 @@ class AiohttpTransport:
             headers["Authorization"] = f"Bearer {config.bearer_token}"
         if config.username:
             headers["Authorization"] = basic_credentials(config.username, config.password)
+        elif self._url_credentials is not None:
+            headers["Authorization"] = self._url_credentials
         connector = aiohttp.TCPConnector(ssl=self._ssl_context(), limit=4)
         return aiohttp.ClientSession(
             headers=headers, connector=connector,
@@ -157,13 +171,13 @@ class AiohttpTransport:
         if self._session is None:
             self._session = self._open()
         try:
-            async with self._session.post(self.config.url, data=body, headers=headers) as response:
+            async with self._session.post(self._url, data=body, headers=headers) as response:
                 text = await response.text(errors="replace")
                 # A gateway's error page may echo the credentials it was sent.
                 return Reply(response.status, self.redact(text), response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             # `from None`: a traceback of the chained aiohttp error would show the raw URL.
-            raise Unreachable(self.redact(describe_error(err, self.config.url, self.config.timeout))) from None
+            raise Unreachable(self.redact(describe_error(err, self._url, self.config.timeout))) from None
 
     async def close(self) -> None:
         if self._session is not None:
