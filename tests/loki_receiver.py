@@ -874,6 +874,10 @@ class LokiReceiver:
             # What Loki answers with auth_enabled: true and no tenant header.
             self.counters["unauthorized"] += 1
             return _text_response(401, "no org id")
+        if self.require_tenant and (refusal := _tenant_refusal(request.headers["X-Scope-OrgID"])) is not None:
+            # The push handler's tenant.TenantID (with auth_enabled: false Loki ignores the header).
+            self.counters["bad_requests"] += 1
+            return _text_response(400, refusal)
         return None
 
     # -- body decoding -----------------------------------------------------
@@ -1224,6 +1228,25 @@ def stream_rate_limit_body(tenant: str, labels: str, failed: list[RawEntry], tot
 
 _NGINX_413 = ("<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n"
               "<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+
+
+def _tenant_refusal(org_id: str) -> str | None:
+    """dskit's tenant.TenantID as vendored in Loki 3.6.15 (resolver.go, tenant.go): the text of
+    the 400 Loki's push handler answers, or None. "a|a" is one tenant; ':' is no separator there."""
+    ids = org_id.split("|")
+    for tenant_id in ids:
+        raw = tenant_id.encode()
+        for pos, char in enumerate(tenant_id):
+            if not (char.isascii() and (char.isalnum() or char in "!-_.*'()")):
+                at = len(tenant_id[:pos].encode())
+                return f"tenant ID '{tenant_id}' contains unsupported character '{chr(raw[at])}'"  # Go: %c of a byte
+        if len(raw) > 150:
+            return "tenant ID is too long: max 150 characters"
+        if tenant_id in (".", ".."):
+            return "tenant ID is '.' or '..'"
+    if len(set(ids)) > 1:
+        return "multiple org IDs present"
+    return None
 
 
 def _decode_basic(encoded: str) -> tuple[str, str] | None:

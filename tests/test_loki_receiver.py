@@ -553,6 +553,27 @@ async def test_bearer_and_tenant_enforced(make_receiver: MakeReceiver, http: aio
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("tenant, answer", [
+    # dskit's tenant.TenantID, as Loki's push handler calls it: each refusal is a 400 with its text.
+    ("team a", "tenant ID 'team a' contains unsupported character ' '"),
+    ("x" * 151, "tenant ID is too long: max 150 characters"),
+    ("..", "tenant ID is '.' or '..'"),
+    ("a|b", "multiple org IDs present"),
+    ("team-a:product=k6", "tenant ID 'team-a:product=k6' contains unsupported character ':'"),
+])
+async def test_a_tenant_loki_cannot_take_is_a_400(make_receiver: MakeReceiver, http: aiohttp.ClientSession, tenant: str,
+                                                  answer: str) -> None:
+    r = await make_receiver(require_tenant=True)
+    body = snappy(pb_push(pb_stream('{a="b"}', [pb_entry(now_ns(), "x")])))
+    status, text, _ = await post(http, r, body, {**PROTO, "X-Scope-OrgID": tenant})
+    assert (status, text) == (400, answer + "\n") and not r.entries()
+    for fine in ("team-a|team-a", "Team_(1)!*'."):  # the same tenant twice is one tenant
+        status, _, _ = await post(http, r, body, {**PROTO, "X-Scope-OrgID": fine})
+        assert status == 204
+    assert len(r.entries()) == 2
+
+
+@pytest.mark.asyncio
 async def test_wait_for_and_clear(receiver: LokiReceiver, http: aiohttp.ClientSession) -> None:
     body = snappy(pb_push(pb_stream('{a="b"}', [pb_entry(now_ns(), "x")])))
 
