@@ -57,6 +57,14 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         ("docker:\n  host: [1]\n", {}, "docker.host = [1]: Expected `str`, got `array`"),
         # RFC 7617: the user-id of Basic credentials ends at the first colon.
         ("loki:\n  username: 'team:a'\n  password: x\n", {}, "loki.username = 'team:a': must not contain ':'"),
+        # What Loki (dskit's tenant.ValidTenantID) answers with a 400: every push would be lost.
+        ("loki:\n  tenant: team a\n", {}, "loki.tenant = 'team a': Loki refuses ' ' in a tenant"),
+        ("loki:\n  tenants_allowed: [ok, 'a|b']\n", {}, "loki.tenants_allowed[1] = 'a|b': "),
+        ("loki:\n  tenant: '..'\n", {}, "loki.tenant = '..': "),
+        ("", {"COLLECTOR_LOKI__TENANT": "x" * 151}, "loki.tenant = '" + "x" * 151 + "': "),
+        # Header names are HTTP tokens, values have no line breaks (aiohttp would raise at every push).
+        ("loki:\n  headers: {'X Team': a}\n", {}, "loki.headers = 'X Team': "),
+        ("", {"COLLECTOR_LOKI__HEADERS": '{"X-Team": "a\\nb"}'}, "loki.headers.X-Team = '***': "),
     ],
 )
 def test_bad_values_exit_2_naming_key_and_value(tmp_path, yaml_text: str, env: dict[str, str], named: str) -> None:
