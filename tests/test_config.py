@@ -65,6 +65,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         # Header names are HTTP tokens, values have no line breaks (aiohttp would raise at every push).
         ("loki:\n  headers: {'X Team': a}\n", {}, "loki.headers = 'X Team': "),
         ("", {"COLLECTOR_LOKI__HEADERS": '{"X-Team": "a\\nb"}'}, "loki.headers.X-Team = '***': "),
+        ("", {"COLLECTOR_LOKI__BEARER_TOKEN": "tok\nen"}, "loki.bearer_token = '***': "),
     ],
 )
 def test_bad_values_exit_2_naming_key_and_value(tmp_path, yaml_text: str, env: dict[str, str], named: str) -> None:
@@ -99,6 +100,10 @@ def test_secret_from_file(tmp_path) -> None:
     assert config.loki.bearer_token == "s3cret"
     with pytest.raises(ConfigError, match="loki.bearer_token_file = '/nonexistent'"):
         load_config(None, {"COLLECTOR_LOKI__BEARER_TOKEN_FILE": "/nonexistent"})
+    secret.write_text("two\nlines\n")  # a header value cannot hold a line break
+    with pytest.raises(ConfigError, match="loki.bearer_token_file = '[^']*': holds a line break") as caught:
+        load_config(None, {"COLLECTOR_LOKI__BEARER_TOKEN_FILE": str(secret)})
+    assert "lines" not in str(caught.value)
 
 
 def test_shipped_config_yaml_is_valid_and_matches_defaults() -> None:

@@ -15,7 +15,7 @@ from collector.config.env import env_overrides
 from collector.config.errors import ConfigError
 from collector.config.explain import explain_validation_error
 from collector.config.labelbudget import check_label_budget
-from collector.config.schema import Config
+from collector.config.schema import Config, sendable_header_value
 from collector.config.units import decode_hook
 
 
@@ -89,4 +89,7 @@ def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> C
         config.loki.password = _read_secret_file(config.loki.password_file, "password_file")
     if config.loki.bearer_token_file:
         config.loki.bearer_token = _read_secret_file(config.loki.bearer_token_file, "bearer_token_file")
+        if not sendable_header_value(config.loki.bearer_token):
+            raise ConfigError(f"config error: loki.bearer_token_file = {config.loki.bearer_token_file!r}: "
+                              "holds a line break or another control character inside the token")
     return config

@@ -23,6 +23,10 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HEADER_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
+def sendable_header_value(value: str) -> bool:
+    return _HEADER_VALUE_FORBIDDEN.search(value) is None
+
+
 def tenant_problem(tenant: str) -> str | None:
     """Why Loki would refuse `tenant` as X-Scope-OrgID, or None ("a|b" names two tenants)."""
     tenants = set(tenant.split("|"))
@@ -302,8 +306,10 @@ class LokiConfig(_Section):
             _require(problem is None, key, tenant, problem or "")
         for name, value in self.headers.items():
             _require(_HEADER_NAME.fullmatch(name) is not None, "headers", name, "not an HTTP header name")
-            _require(_HEADER_VALUE_FORBIDDEN.search(value) is None, f"headers.{name}", MASK,
+            _require(sendable_header_value(value), f"headers.{name}", MASK,
                      "a header value cannot hold a line break or another control character")
+        _require(sendable_header_value(self.bearer_token), "bearer_token", MASK,
+                 "a token cannot hold a line break or another control character")
         # RFC 7617: the user-id ends at the first colon (a gateway would read the rest as the password).
         _require(":" not in self.username, "username", self.username, "must not contain ':'")
         _require(not (self.password and self.password_file), "password_file", self.password_file, "set password or password_file, not both")
