@@ -15,7 +15,8 @@ from collector.config.env import env_overrides
 from collector.config.errors import ConfigError
 from collector.config.explain import explain_validation_error
 from collector.config.labelbudget import check_label_budget
-from collector.config.schema import Config, sendable_header_value
+from collector.config.schema import Config
+from collector.config.sendable import sendable_header_value
 from collector.config.units import decode_hook
 
 
