@@ -133,10 +133,12 @@ def _registry(tmp_path: Any, engine: Any, streams: Any, queue: ChunkQueue) -> An
                          engine.inspect, engine.is_running, stream_backoff=0.05, mode="stream")
 
 
-async def _rm_container_read_behind(tmp_path: Any, end: Callable[[FakeStreams, str], None]) -> tuple[list[str], Any]:
+async def _rm_container_read_behind(tmp_path: Any, end: Callable[[FakeStreams, str], None],
+                                    destroy_event_after_end: bool = False) -> tuple[list[str], Any]:
     """A `--rm` container of the local driver writes 200 lines, dies and is removed while its stream
-    is still open (Docker still sending); then its stream ends as `end` makes it end. Returns the
-    lines delivered and the registry's totals."""
+    is still open (Docker still sending); then its stream ends as `end` makes it end (before the
+    destroy event reaches us if `destroy_event_after_end`). Returns the lines delivered and the
+    registry's totals."""
     engine = FakeEngine()
     streams = FakeStreams(engine)
     queue = ChunkQueue(1 << 20)
@@ -154,9 +156,14 @@ async def _rm_container_read_behind(tmp_path: Any, end: Callable[[FakeStreams, s
         engine.infos[cid].running = False
         registry.died(cid)
         del engine.infos[cid]  # --rm: removed; the stream has not ended yet (Docker is still sending)
-        registry.destroyed(cid)
-        await asyncio.sleep(0.05)
-        end(streams, cid)
+        if destroy_event_after_end:
+            end(streams, cid)
+            await asyncio.sleep(0.05)
+            registry.destroyed(cid)
+        else:
+            registry.destroyed(cid)
+            await asyncio.sleep(0.05)
+            end(streams, cid)
         await wait_until(lambda: cid not in registry.containers, 10, what="the removed container's source ended")
         while (chunk := queue.get_nowait()) is not None:
             delivered += [e.line for e in chunk.entries]
@@ -172,6 +179,15 @@ async def test_rm_container_whose_stream_ends_orderly_after_its_removal_is_count
     the container stopped while an older backlog was still being sent, and nothing in the stream
     tells the two apart. Counted under a reason of its own, never a silent loss."""
     lines, totals = await _rm_container_read_behind(tmp_path, FakeStreams.stopped)
+    assert lines == [f"line {i}" for i in range(200)]
+    assert totals.losses == {"possibly_cut_at_removal": 1}
+
+
+async def test_rm_container_whose_stream_ends_orderly_before_the_destroy_event_is_counted_as_possibly_cut(tmp_path) -> None:
+    """The same blind spot when the stream ends as the container stops, before the destroy event
+    of its `--rm` removal arrives (seen in CI: 225 of 3,000 lines missing, nothing counted). The
+    container is gone, so no last read can tell a short end from a whole one: counted."""
+    lines, totals = await _rm_container_read_behind(tmp_path, FakeStreams.stopped, destroy_event_after_end=True)
     assert lines == [f"line {i}" for i in range(200)]
     assert totals.losses == {"possibly_cut_at_removal": 1}
 

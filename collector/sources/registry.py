@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from collector.sources.tracked import Tracked
 from collector.startup_report import report_routes
 from collector.transform.labeling import Profiler
 from collector.transform.lines import ProcessingStats
-from collector.sources.stream import StreamSettings, StreamSource
+from collector.sources.stream import StreamSettings
 
 log = logging.getLogger(__name__)
 
@@ -131,16 +130,13 @@ class SourceRegistry:
 
     def destroyed(self, container_id: str, at_ns: int = 0) -> None:
         """Forget the container; a source still reading finishes in its own task first. `at_ns`:
-        when Docker removed it (the event's time), which tells a stream source whether its end
-        came before or after the removal."""
+        when Docker removed it (the event's time; the events handler's signature, unused here)."""
         self._positions.forget(container_id)
         self._start_points.read_upto.pop(container_id, None)
         tracked = self.containers.get(container_id)
         if tracked is not None:
             tracked.info.running = False
             tracked.destroyed = True
-            if isinstance(tracked.source, StreamSource):
-                tracked.source.removed(at_ns or time.time_ns())
             self._apply(tracked, Event.DESTROY)
 
     def renamed(self, container_id: str, new_name: str) -> None:
