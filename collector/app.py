@@ -25,10 +25,10 @@ from collector.sinks.lanes import make_lanes, merged_stats
 from collector.sinks.loki import LokiSink, PushStats
 from collector.sinks.stdout import StdoutSink
 from collector.sources.files import InotifyHub, TailerSettings
-from collector.spool.lane import LaneSpool
-from collector.spool.store import SpoolSettings
 from collector.sources.registry import RegistrySettings, SourceRegistry
 from collector.sources.stream import StreamSettings
+from collector.spool.lane import LaneSpool
+from collector.spool.store import SpoolSettings
 from collector.startup_report import settings_facts
 from collector.status import build_status
 from collector.transform.labeling import Profiler
@@ -243,6 +243,7 @@ class Collector:
         sizes = {
             "containers": len(self.registry.containers),
             "inflight_containers": len(self.inflight.containers()),
+            "inflight_entries": len(self.inflight),
             "stream_guard_label_sets": self.profiler.guard.size(),
             "sink_unacknowledged_chunks": sum(lane.sink.pending for lane in self.lanes.values() if isinstance(lane.sink, LokiSink)),
             "sink_throttled_label_sets": sum(len(lane.sink.throttle.sets) for lane in self.lanes.values() if isinstance(lane.sink, LokiSink)),

@@ -62,3 +62,30 @@ def test_startup_report_masks_passwords_and_lists_routes() -> None:
     assert facts["read_as"] == ["db: stream (fallback: file_not_found)", "off: skipped (driver_none)", "web: file"]
     many = routes_facts([(f"c{i:03}", "file", "") for i in range(60)])
     assert len(many["read_as"]) == 51 and many["read_as"][-1].startswith("... and 10 more")
+
+
+def test_a_long_spooled_backlog_keeps_the_ledger_small_and_its_figures_honest() -> None:
+    """A Loki outage with the spool on leaves every chunk read since in flight: the ledger may not
+    hold one entry per chunk (memory grew with the outage), yet what it reports stays usable:
+    the bytes are exact while nothing is acknowledged, never under-reported after, and the lag
+    comes from the oldest line."""
+    ledger = InFlight()
+    origin = Origin("d" * 64, {"container_name": "busy"})
+    count = 100_000
+    sent = [chunk(origin, 1_000 + index // 100, 50, 100 * (index + 1)) for index in range(count)]
+    for item in sent:
+        ledger.queued(item)
+
+    assert len(ledger) <= 256, f"{len(ledger)} entries for {count} chunks of one container"
+    assert ledger.unacknowledged_bytes(origin.container_id) == 50 * count
+    assert ledger.delivery_lag(origin.container_id, 3_000 * SECOND) == 2_000.0
+
+    for done in range(1, count + 1):  # acknowledged one by one, in read order
+        ledger.acknowledged([sent[done - 1]])
+        if done % 997 == 0:
+            true_left = 50 * (count - done)
+            reported = ledger.unacknowledged_bytes(origin.container_id)
+            assert true_left <= reported <= true_left + 50 * count // 64
+            oldest_line_s = 1_000 + done // 100
+            assert 0 <= ledger.delivery_lag(origin.container_id, 3_000 * SECOND) - (3_000 - oldest_line_s) <= count // 100 // 64 + 1
+    assert ledger.containers() == {} and len(ledger) == 0

@@ -4,7 +4,13 @@
 Fed by the queue (every chunk on its way in) and the sink's acknowledgements, which come in read
 order per container; a chunk is matched by its resume position, which only moves forward. It
 outlives the registry's view of a container: a removed container's lines still in flight show
-as destroyed-draining until the sink has delivered them."""
+as destroyed-draining until the sink has delivered them.
+
+Bounded per container: a spooled backlog keeps every chunk read since an outage began in flight.
+Beyond MAX_ENTRIES, neighbouring entries merge in pairs (the later position, the earlier line,
+both sizes) and each new entry then takes twice as many chunks, so all entries span about as
+many chunks. An acknowledgement of a position merged away settles nothing until the next kept
+one: bytes and lag may be over-reported by one entry's worth, never under-reported."""
 
 from __future__ import annotations
 
@@ -15,22 +21,44 @@ from typing import NamedTuple
 
 from collector.pipeline.entry import Chunk, Position
 
+MAX_ENTRIES = 128  # per container
+
 
 class _Queued(NamedTuple):
-    first_ts_ns: int  # Docker's timestamp of the chunk's first line; 0 when it has none
+    """One chunk, or neighbouring chunks merged."""
+
+    first_ts_ns: int  # Docker's timestamp of the first line; 0 when it has none
     nbytes: int
-    position: Position | None
+    position: Position | None  # the last chunk's
+    count: int = 1  # chunks
+
+
+def _merged(older: _Queued, newer: _Queued) -> _Queued:
+    return _Queued(older.first_ts_ns or newer.first_ts_ns, older.nbytes + newer.nbytes,
+                   newer.position or older.position, older.count + newer.count)
+
+
+def _merged_in_pairs(entries: deque[_Queued]) -> deque[_Queued]:
+    merged = deque(_merged(entries[index], entries[index + 1]) for index in range(0, len(entries) - 1, 2))
+    if len(entries) % 2:
+        merged.append(entries[-1])
+    return merged
 
 
 @dataclass(slots=True)
 class _Pending:
     name: str
     chunks: deque[_Queued] = field(default_factory=deque)
+    stride: int = 1  # chunks per entry
 
 
 class InFlight:
     def __init__(self) -> None:
         self._pending: dict[str, _Pending] = {}
+
+    def __len__(self) -> int:
+        """Entries held, over all containers."""
+        return sum(len(pending.chunks) for pending in self._pending.values())
 
     def queued(self, chunk: Chunk) -> None:
         origin = chunk.origin
@@ -38,7 +66,14 @@ class InFlight:
         if pending is None:
             pending = self._pending[origin.container_id] = _Pending(origin.labels.get("container_name", ""))
         first_ts = chunk.entries[0].ts_ns if chunk.entries else 0
-        pending.chunks.append(_Queued(first_ts, chunk.nbytes, chunk.position))
+        entry = _Queued(first_ts, chunk.nbytes, chunk.position)
+        if pending.chunks and pending.chunks[-1].count < pending.stride:
+            pending.chunks[-1] = _merged(pending.chunks[-1], entry)
+        else:
+            pending.chunks.append(entry)
+        if len(pending.chunks) > MAX_ENTRIES:
+            pending.chunks = _merged_in_pairs(pending.chunks)
+            pending.stride *= 2
 
     def acknowledged(self, chunks: Iterable[Chunk]) -> None:
         for chunk in chunks:
