@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from collector.pipeline.entry import Chunk, Entry, FilePosition, Origin, StreamPosition
 from collector.pipeline.inflight import InFlight
 from collector.pipeline.queue import ChunkQueue
@@ -89,3 +92,59 @@ def test_a_long_spooled_backlog_keeps_the_ledger_small_and_its_figures_honest() 
             oldest_line_s = 1_000 + done // 100
             assert 0 <= ledger.delivery_lag(origin.container_id, 3_000 * SECOND) - (3_000 - oldest_line_s) <= count // 100 // 64 + 1
     assert ledger.containers() == {} and len(ledger) == 0
+
+
+def test_after_a_long_backlog_drains_live_traffic_is_reported_exactly_again() -> None:
+    """Entries grow coarse while a backlog is long; once it has drained, a busy container (always a
+    chunk or two in flight, never idle long enough to empty the ledger) must get exact figures
+    again, not one coarse entry that swallows every new chunk."""
+    ledger = InFlight()
+    origin = Origin("e" * 64, {"container_name": "steady"})
+    offset = 0
+
+    def next_chunk(ts_s: int) -> Chunk:
+        nonlocal offset
+        offset += 100
+        return chunk(origin, ts_s, 50, offset)
+
+    backlog = [next_chunk(1_000) for _ in range(100_000)]
+    for item in backlog:
+        ledger.queued(item)
+    for item in backlog[:-2]:
+        ledger.acknowledged([item])
+
+    in_flight = list(backlog[-2:])
+    for step in range(300):  # one new chunk read, the oldest one in flight delivered
+        fresh = next_chunk(2_000 + step)
+        ledger.queued(fresh)
+        in_flight.append(fresh)
+        ledger.acknowledged([in_flight.pop(0)])
+    assert ledger.unacknowledged_bytes(origin.container_id) == 50 * len(in_flight)
+    assert ledger.delivery_lag(origin.container_id, 2_400 * SECOND) == 2_400 - (2_000 + 298)
+    assert len(ledger) == len(in_flight)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 400)), min_size=1, max_size=12))
+def test_reported_bytes_and_lag_are_never_below_the_truth(rounds: list[tuple[int, int]]) -> None:
+    """Any pattern of reads and in-order acknowledgements: the ledger may over-report (merged
+    entries), never under-report, and is empty once everything is acknowledged."""
+    ledger = InFlight()
+    origin = Origin("f" * 64, {"container_name": "any"})
+    in_flight: list[Chunk] = []
+    offset = 0
+    for read, delivered in rounds:
+        for _ in range(read):
+            offset += 10
+            item = chunk(origin, offset, 7, offset)
+            ledger.queued(item)
+            in_flight.append(item)
+        for _ in range(min(delivered, len(in_flight))):
+            ledger.acknowledged([in_flight.pop(0)])
+        assert ledger.unacknowledged_bytes(origin.container_id) >= 7 * len(in_flight)
+        now = (offset + 1) * SECOND
+        true_lag = (now - in_flight[0].entries[0].ts_ns) / 1e9 if in_flight else 0.0
+        assert ledger.delivery_lag(origin.container_id, now) >= true_lag
+        assert len(ledger) <= 129
+    ledger.acknowledged(in_flight[-1:])
+    assert len(ledger) == 0 and ledger.containers() == {}

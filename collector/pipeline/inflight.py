@@ -9,7 +9,7 @@ as destroyed-draining until the sink has delivered them.
 Bounded per container: a spooled backlog keeps every chunk read since an outage began in flight.
 Beyond MAX_ENTRIES, neighbouring entries merge in pairs (the later position, the earlier line,
 both sizes) and each new entry then takes twice as many chunks, so all entries span about as
-many chunks. An acknowledgement of a position merged away settles nothing until the next kept
+many chunks; once the backlog has drained below a quarter of that, new entries get finer again. An acknowledgement of a position merged away settles nothing until the next kept
 one: bytes and lag may be over-reported by one entry's worth, never under-reported."""
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ class InFlight:
             pending = self._pending[origin.container_id] = _Pending(origin.labels.get("container_name", ""))
         first_ts = chunk.entries[0].ts_ns if chunk.entries else 0
         entry = _Queued(first_ts, chunk.nbytes, chunk.position)
+        if pending.stride > 1 and len(pending.chunks) < MAX_ENTRIES // 4:
+            pending.stride //= 2  # the backlog has drained: new entries get finer again
         if pending.chunks and pending.chunks[-1].count < pending.stride:
             pending.chunks[-1] = _merged(pending.chunks[-1], entry)
         else:
