@@ -69,7 +69,7 @@ class Handler:
     def died(self, container_id: str) -> None:
         self.calls.append(("die", container_id))
 
-    def destroyed(self, container_id: str, at_ns: int = 0) -> None:
+    def destroyed(self, container_id: str) -> None:
         self.calls.append(("destroy", container_id))
 
     def renamed(self, container_id: str, new_name: str) -> None:

@@ -9,8 +9,9 @@ as destroyed-draining until the sink has delivered them.
 Bounded per container: a spooled backlog keeps every chunk read since an outage began in flight.
 Beyond MAX_ENTRIES, neighbouring entries merge in pairs (the later position, the earlier line,
 both sizes) and each new entry then takes twice as many chunks, so all entries span about as
-many chunks; once the backlog has drained below a quarter of that, new entries get finer again. An acknowledgement of a position merged away settles nothing until the next kept
-one: bytes and lag may be over-reported by one entry's worth, never under-reported."""
+many chunks; once fewer than a quarter of MAX_ENTRIES are held, new entries get finer again. An
+acknowledgement of a position merged away settles nothing until the next kept one: bytes and lag
+may be over-reported by one entry's worth, never under-reported."""
 
 from __future__ import annotations
 

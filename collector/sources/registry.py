@@ -19,22 +19,21 @@ from collector.docker.containers import ContainerInfo, local_log_path
 from collector.docker.logstream import LogStreamClient
 from collector.pipeline.queue import ChunkQueue
 from collector.positions import PositionStore
-from collector.sources import rollup, supervision
+from collector.sources import lifecycle, rollup, supervision
 from collector.sources.boundary import ContainerTasks, Inspect
 from collector.sources.files import InotifyHub, TailerSettings
 from collector.sources.handles import HeldLog
-from collector.sources import lifecycle
 from collector.sources.lifecycle import Action, Ending, Event, Phase, next_step
 from collector.sources.opening import IsRunning, OpeningSettings, SourceOpener
 from collector.sources.profiles import ContainerProfiles
 from collector.sources.routing import fallback_reason, files_usable, is_fallback, not_read_reason, stream_reason
 from collector.sources.source import Source, SourceStats
 from collector.sources.startpoint import StartPoints
+from collector.sources.stream import StreamSettings
 from collector.sources.tracked import Tracked
 from collector.startup_report import report_routes
 from collector.transform.labeling import Profiler
 from collector.transform.lines import ProcessingStats
-from collector.sources.stream import StreamSettings
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +127,8 @@ class SourceRegistry:
             tracked.info.running = False
             self._apply(tracked, Event.DIE)
 
-    def destroyed(self, container_id: str, at_ns: int = 0) -> None:
-        """Forget the container; a source still reading finishes in its own task first. `at_ns`:
-        when Docker removed it (the event's time; the events handler's signature, unused here)."""
+    def destroyed(self, container_id: str) -> None:
+        """Forget the container; a source still reading finishes in its own task first."""
         self._positions.forget(container_id)
         self._start_points.read_upto.pop(container_id, None)
         tracked = self.containers.get(container_id)

@@ -41,8 +41,6 @@ class StreamSettings:
     max_backoff: float = 10.0
 
 
-
-
 class _End(Enum):
     DONE = "done"  # the container stopped and its log was read to the end
     STOPPED = "stopped"  # the follow stream ended because the container stopped: one last read
