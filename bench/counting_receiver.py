@@ -1,13 +1,15 @@
 """A fast Loki push endpoint for the CPU benchmarks: decompress and count, nothing else.
 
-    python bench/counting_receiver.py [--unavailable]
+    python bench/counting_receiver.py [--unavailable] [--delay-ms N]
 
 Prints one JSON line once listening: {"push_url": ..., "stats_url": ..., "available_url": ...}.
 Every push is answered 204 after its body is decompressed (snappy for protobuf, gzip when so
 encoded) and its entries are counted (a walk over the protobuf fields, or a JSON decode); GET
 /stats returns the counts. With --unavailable it answers 503 (Loki down; counted as `refused`)
 until POST /available (bench/spool.py: the backlog goes to the collector's spool first). It runs
-in a process of its own, so none of this is charged to the collector.
+in a process of its own, so none of this is charged to the collector. --delay-ms (or the
+environment's BENCH_RECEIVER_DELAY_MS) answers each push that much later, as a slower Loki would:
+what a sender buffers meanwhile shows in its RSS.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import asyncio
 import gzip
 import json
+import os
 import signal
 
 import cramjam
@@ -63,7 +66,7 @@ class Counts:
         self.refused = 0
 
 
-async def main(unavailable: bool) -> None:
+async def main(unavailable: bool, delay_s: float) -> None:
     counts = Counts()
     down = asyncio.Event()
     if unavailable:
@@ -84,6 +87,8 @@ async def main(unavailable: bool) -> None:
             counts.entries += sum(len(stream["values"]) for stream in msgspec.json.decode(raw)["streams"])
         counts.raw_bytes += len(raw)
         counts.pushes += 1
+        if delay_s:
+            await asyncio.sleep(delay_s)
         return web.Response(status=204)
 
     async def stats(request: web.Request) -> web.Response:
@@ -115,4 +120,7 @@ async def main(unavailable: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--unavailable", action="store_true", help="answer 503 until POST /available")
-    asyncio.run(main(parser.parse_args().unavailable))
+    parser.add_argument("--delay-ms", type=float, default=float(os.environ.get("BENCH_RECEIVER_DELAY_MS") or 0),
+                        help="answer each push this much later (default: $BENCH_RECEIVER_DELAY_MS or 0)")
+    args = parser.parse_args()
+    asyncio.run(main(args.unavailable, args.delay_ms / 1000))

@@ -10,7 +10,8 @@ One container writes the log once (bench/cpu.py's writer); then each pair runs F
 collector (default settings, `positions.start_at: all`) one after the other on that same file, the
 order alternating between pairs. Each is pinned to CPU 0 with taskset and pushes to its own fresh
 bench/counting_receiver.py on CPU 1; CPU = utime + stime of the process from its start until the
-receiver has counted every line (startup included); peak RSS = VmHWM. The figure that means
+receiver has counted every line (startup included); peak RSS = VmHWM. With BENCH_RECEIVER_DELAY_MS=N in the
+environment, both receivers answer every push N ms later, as a slower Loki would. The figure that means
 something is the per-pair ratio (Fluent Bit CPU-s / collector CPU-s): absolute CPU figures move by
 about 30 % between runs and days on this machine kind.
 """
@@ -81,6 +82,11 @@ def run_collector(engine: DockerEngine, name: str, lines: int, workdir: str, ext
     return result, spooled[0] if spooled else -1
 
 
+def receiver_answers() -> str:
+    delay = os.environ.get("BENCH_RECEIVER_DELAY_MS", "")
+    return f"every push answered {delay} ms late" if delay and float(delay) else "answering every push at once"
+
+
 def fluent_bit_version(binary: str) -> str:
     out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
     return out.splitlines()[0].strip() if out else "?"
@@ -102,7 +108,8 @@ def write_doc(pairs: list[tuple[Result, Result]], spooled: list[int], lines: int
         "From `FLUENT_BIT=... python bench/vs_fluentbit.py` (its docstring has the method); this section is rewritten by every run.", "",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; collector at {commit} ({settings}); {version}, release build",
         f"- machine: {machine()}",
-        f"- {lines:,} lines of ~90 bytes, one json-file log; each process pinned to CPU 0, its counting receiver on CPU 1; CPU-s per 1M lines", "",
+        f"- {lines:,} lines of ~90 bytes, one json-file log; each process pinned to CPU 0, its counting receiver on CPU 1 "
+        f"({receiver_answers()}); CPU-s per 1M lines", "",
         *rows, "",
         f"**Median ratio: {statistics.median(ratios):.2f}** (min {min(ratios):.2f}, max {max(ratios):.2f}); "
         f"peak RSS median: Fluent Bit {statistics.median(p.rss_peak_mib for p, _ in pairs):.0f} MiB, "
