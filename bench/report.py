@@ -47,9 +47,24 @@ import cpu  # noqa: E402
 import idle  # noqa: E402
 from dockerengine import DockerEngine, start_engine  # noqa: E402
 from e2e import (  # noqa: E402
-    Bench, CollectorProcess, ReceiverProcess, burst_script, check_delivery, delivery_text, free_port, git_revision,
-    lag_p99, loadavg, loop_lag_buckets, machine_info, paced_script, percentile, remove_containers, run_containers,
-    settle, wait_delivered,
+    Bench,
+    CollectorProcess,
+    ReceiverProcess,
+    burst_script,
+    check_delivery,
+    delivery_text,
+    free_port,
+    git_revision,
+    lag_p99,
+    loadavg,
+    loop_lag_buckets,
+    machine_info,
+    paced_script,
+    percentile,
+    remove_containers,
+    run_containers,
+    settle,
+    wait_delivered,
 )
 
 DOCS = os.path.join(REPO, "docs")

@@ -32,8 +32,21 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from cpu import (LINES, REPO, SCENARIOS, DockerEngine, Result, machine, proc_cpu, proc_hwm_mib, run_once,  # noqa: E402
-                 start_engine, start_receiver, wait_for_entries, write_log)
+from cpu import (  # noqa: E402
+    LINES,
+    REPO,
+    SCENARIOS,
+    DockerEngine,
+    Result,
+    machine,
+    proc_cpu,
+    proc_hwm_mib,
+    run_once,
+    start_engine,
+    start_receiver,
+    wait_for_entries,
+    write_log,
+)
 from e2e import free_port  # noqa: E402
 
 CONFIG = os.path.join(REPO, "bench", "fluent-bit.conf")

@@ -15,7 +15,6 @@ import yaml
 from collector.config import ConfigError, load_config, masked, stray_env_warnings
 from collector.preflight import preflight
 
-
 CONFIG_HELP = "YAML config file (default: $COLLECTOR_CONFIG, else ./config.yaml if present)"
 
 

@@ -23,8 +23,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from collector.config import ConfigError
 from collector.docker.discovery import Discovery
 from collector.docker.logstream import LogStreamClient
-from collector.sinks.lanes import Lane
 from collector.positions import PositionStore
+from collector.sinks.lanes import Lane
 from collector.sinks.loki import PushStats
 from collector.sources.files import InotifyHub
 from collector.sources.registry import SourceRegistry

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 from collector.config import Config, LokiConfig
 
-
 CONTAINERS_DIR_FALLBACK = "every container is read through the Docker API log stream"
 
 

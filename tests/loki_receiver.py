@@ -1083,7 +1083,7 @@ class LokiReceiver:
         # Distributor (validator.ShouldBlockIngestion): a blocked tenant's streams are not stored;
         # its status code answers unless a validation error (400) takes precedence. 200: silent.
         if self.block_ingestion_until and time.time() < self.block_ingestion_until:
-            for labels, canonical, ok in valid:
+            for _labels, canonical, ok in valid:
                 for e in ok:
                     self._reject("blocked_ingestion", "blocked", canonical, e, tenant)
                 rec.rejected += len(ok)
@@ -1103,7 +1103,7 @@ class LokiReceiver:
             size = sum(e.line_size for _, _, ok in valid for e in ok)
             bucket = self._tenant_buckets.setdefault(tenant, TokenBucket(*self.tenant_rate_limit))
             if lines and not bucket.allow(size):
-                for labels, canonical, ok in valid:
+                for _labels, canonical, ok in valid:
                     for e in ok:
                         self._reject("rate_limited", "tenant rate limit", canonical, e, tenant)
                 rec.rejected += lines

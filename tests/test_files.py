@@ -641,7 +641,7 @@ async def test_an_idle_files_safety_poll_backs_off_and_a_write_brings_it_back(tm
     try:
         await asyncio.wait_for(queue.get(), 5)
         await asyncio.sleep(2.0)
-        gaps = [later - earlier for earlier, later in zip(polls, polls[1:])]
+        gaps = [later - earlier for earlier, later in zip(polls, polls[1:], strict=False)]
         assert len(polls) < 15, f"{len(polls)} polls in 2 s at a 0.05 s poll_interval: no backoff"  # 40 without
         assert gaps and max(gaps) >= 0.15
         assert max(gaps) <= 0.05 * files.MAX_POLL_BACKOFF + 0.1  # bounded: a missed event is still found

@@ -12,7 +12,6 @@ from lokipb import push_request_class
 
 from collector.sinks.lokiproto import PushEntry, PushStream, encode_json, encode_push_request, label_string, snappy_block
 
-
 PushRequest = push_request_class()
 
 STREAMS = [

@@ -92,7 +92,7 @@ def test_jsonfile_parser_matches_the_reference_however_the_file_is_read(log: tup
     fed = 0
     # Read as a tailer does: chunks cut anywhere, whole records handed to the parser.
     cuts = cuts_of(data.draw, len(body))
-    for start, stop in zip([0, *cuts], [*cuts, len(body)]):
+    for start, stop in zip([0, *cuts], [*cuts, len(body)], strict=True):
         chunk = carry + body[start:stop] if start < stop else carry
         whole = chunk[: chunk.rfind(b"\n") + 1]
         carry = chunk[len(whole) :]
@@ -152,7 +152,7 @@ def api_body(draw: Any, tty: bool) -> tuple[bytes, list[tuple[int, str, str]]]:
 def decode_in_pieces(body: bytes, cuts: list[int], tty: bool) -> list[tuple[int, str, str]]:
     decoder = StreamDecoder(tty=tty)
     entries = []
-    for start, stop in zip([0, *cuts], [*cuts, len(body)]):
+    for start, stop in zip([0, *cuts], [*cuts, len(body)], strict=True):
         entries += decoder.feed(body[start:stop])
     entries += decoder.finish()
     assert decoder.stats.bad_records == 0, decoder.stats.last_error
@@ -184,7 +184,7 @@ def test_api_stream_tty_matches_the_reference_split_anywhere(body_and_lines: tup
 def test_api_stream_decoder_never_raises_on_corrupt_bodies(body: bytes, tty: bool, data: Any) -> None:
     decoder = StreamDecoder(tty=tty, max_line_bytes=64)
     cuts = cuts_of(data.draw, len(body))
-    for start, stop in zip([0, *cuts], [*cuts, len(body)]):
+    for start, stop in zip([0, *cuts], [*cuts, len(body)], strict=True):
         decoder.feed(body[start:stop])
     decoder.finish()
     assert decoder.buffered == 0

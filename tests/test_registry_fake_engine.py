@@ -15,11 +15,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
-
 from polling import wait_until
 
 from collector.config import Config
-from collector.transform.labeling import Profiler
 from collector.docker.containers import ContainerInfo
 from collector.docker.discovery import Discovery
 from collector.docker.logstream import LogsUnavailable
@@ -31,6 +29,7 @@ from collector.sources.lifecycle import Phase
 from collector.sources.registry import RegistrySettings, SourceRegistry
 from collector.sources.stream import StreamSettings
 from collector.timefmt import rfc3339_nano
+from collector.transform.labeling import Profiler
 
 BASE_NS = 1_795_000_000_000_000_000
 

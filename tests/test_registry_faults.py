@@ -18,7 +18,6 @@ from typing import Any
 
 import msgspec
 import pytest
-
 from fdtrack import FdTracker
 from polling import wait_until
 from test_registry_fake_engine import BASE_NS, FakeEngine, FakeStreams, fake_registry, json_record
@@ -317,7 +316,7 @@ async def test_ten_thousand_containers_created_and_destroyed_leave_every_table_a
                     rig.engine.infos[cid] = ContainerInfo(cid, f"c{start + n}", "img", log_driver="local", running=True)
                     rig.streams.write(cid, BASE_NS, "x")
                 rig.engine.emit("start", cid)
-            await wait_until(lambda: all(rig.registry.containers.get(c) is not None
+            await wait_until(lambda ids=ids: all(rig.registry.containers.get(c) is not None
                                          and rig.registry.containers[c].phase is not Phase.RESOLVING for c in ids), 30,
                              what="wave routed")
             for cid in ids:
@@ -326,7 +325,7 @@ async def test_ten_thousand_containers_created_and_destroyed_leave_every_table_a
                 rig.engine.emit("die", cid)
                 del rig.engine.infos[cid]
                 rig.engine.emit("destroy", cid)
-            await wait_until(lambda: not any(c in rig.registry.containers for c in ids), 30,
+            await wait_until(lambda ids=ids: not any(c in rig.registry.containers for c in ids), 30,
                              what=lambda: f"wave forgotten: {table_sizes(rig)}")
         await wait_until(lambda: table_sizes(rig) == baseline, 10, what=lambda: f"{table_sizes(rig)} != {baseline}")
         print(f"churn of {total} containers: before {baseline}, after {table_sizes(rig)}")

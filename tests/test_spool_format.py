@@ -27,7 +27,10 @@ from collector.spool.format import (
 BUDGET = settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
-def a_chunk(position: FilePosition | StreamPosition | None = FilePosition(7, 100, 3)) -> Chunk:
+A_POSITION = FilePosition(7, 100, 3)
+
+
+def a_chunk(position: FilePosition | StreamPosition | None = A_POSITION) -> Chunk:
     origin = Origin("c1", {"container_name": "web"}, {"image": "busybox"}, tenant="t1")
     entries = [Entry(1, "one", "stdout"), Entry(2, "two", "stderr", {"k": "v"})]
     return Chunk(origin, entries, 42, position)

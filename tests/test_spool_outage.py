@@ -17,9 +17,9 @@ import time
 from collections import Counter
 
 import aiohttp
+import harness
 import pytest
 from dockerengine import DockerEngine
-import harness
 from harness import CollectorProcess
 from loki_receiver import LokiReceiver
 from polling import wait_until

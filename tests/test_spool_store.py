@@ -8,8 +8,6 @@ import asyncio
 import os
 from pathlib import Path
 
-import pytest
-
 from collector.pipeline.entry import Chunk, Entry, FilePosition, Origin
 from collector.spool.format import HEADER_BYTES, encode_chunk, encode_record
 from collector.spool.store import Spool, SpoolSettings

@@ -12,6 +12,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from polling import wait_until
+from test_registry_fake_engine import BASE_NS, FakeEngine, FakeResponse, FakeStreams, fake_registry
+
 from collector.docker.containers import ContainerInfo
 from collector.docker.logstream import LogsUnavailable
 from collector.pipeline.entry import Origin, StreamPosition
@@ -19,8 +22,6 @@ from collector.pipeline.queue import ChunkQueue
 from collector.sources.source import SourceStats
 from collector.sources.stream import StreamSettings, StreamSource
 from collector.timefmt import rfc3339_nano
-from polling import wait_until
-from test_registry_fake_engine import BASE_NS, FakeEngine, FakeResponse, FakeStreams, fake_registry
 
 CID = "e" * 64
 

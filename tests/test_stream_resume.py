@@ -14,6 +14,8 @@ import struct
 from typing import Any
 
 import pytest
+from polling import wait_until
+from test_registry_fake_engine import BASE_NS, FakeEngine, FakeResponse, FakeStreams
 
 from collector.pipeline.entry import Chunk, Origin, StreamPosition
 from collector.pipeline.queue import ChunkQueue
@@ -23,8 +25,6 @@ from collector.sources.apistream import StreamDecoder, since_param
 from collector.sources.source import SourceStats
 from collector.sources.stream import StreamSettings, StreamSource
 from collector.timefmt import rfc3339_nano
-from polling import wait_until
-from test_registry_fake_engine import BASE_NS, FakeEngine, FakeResponse, FakeStreams
 
 Record = tuple[int, int, str]  # (Docker stream 1/2, ts_ns, text)
 MS = 1_000_000

@@ -208,7 +208,7 @@ class StreamDecoder:
             rows.pop()  # from the first frame of another shape on
         if not rows:
             return False, pos
-        kinds, sizes, seconds, fractions, texts, _ = zip(*rows)
+        kinds, sizes, seconds, fractions, texts, _ = zip(*rows, strict=True)
         lengths = array("I", map(len, texts))
         declared = array("I", b"".join(sizes))
         if not _BIG_ENDIAN:
@@ -217,7 +217,7 @@ class StreamDecoder:
         if declared != expected:
             # A frame whose length disagrees (a 16 KiB part: its match ran into the next frame):
             # the plain frames before it are still good.
-            good = next(index for index, (size, text) in enumerate(zip(declared, expected)) if size != text)
+            good = next(index for index, (size, text) in enumerate(zip(declared, expected, strict=True)) if size != text)
             if not good:
                 return False, pos + 1  # that frame, one by one
             kinds, seconds, fractions, texts, lengths = kinds[:good], seconds[:good], fractions[:good], texts[:good], lengths[:good]

@@ -15,9 +15,9 @@ from collector.docker.containers import ContainerInfo, local_log_path
 from collector.pipeline.entry import Position, StreamPosition
 from collector.positions import PositionStore
 from collector.sources.files import FileTailer
-from collector.timefmt import BadTimestamp, parse_timestamp
 from collector.sources.routing import FILE_DRIVERS
 from collector.sources.tracked import Tracked
+from collector.timefmt import BadTimestamp, parse_timestamp
 
 log = logging.getLogger(__name__)
 
