@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.pipeline.entry import Chunk, Entry, FilePosition, Origin, StreamPosition
-from collector.pipeline.inflight import InFlight
+from collector.pipeline.inflight import MAX_ENTRIES, InFlight
 from collector.pipeline.queue import ChunkQueue
 from collector.startup_report import masked_url, routes_facts
 
@@ -79,7 +79,7 @@ def test_a_long_spooled_backlog_keeps_the_ledger_small_and_its_figures_honest() 
     for item in sent:
         ledger.queued(item)
 
-    assert len(ledger) <= 256, f"{len(ledger)} entries for {count} chunks of one container"
+    assert len(ledger) <= MAX_ENTRIES, f"{len(ledger)} entries for {count} chunks of one container"
     assert ledger.unacknowledged_bytes(origin.container_id) == 50 * count
     assert ledger.delivery_lag(origin.container_id, 3_000 * SECOND) == 2_000.0
 
@@ -145,6 +145,6 @@ def test_reported_bytes_and_lag_are_never_below_the_truth(rounds: list[tuple[int
         now = (offset + 1) * SECOND
         true_lag = (now - in_flight[0].entries[0].ts_ns) / 1e9 if in_flight else 0.0
         assert ledger.delivery_lag(origin.container_id, now) >= true_lag
-        assert len(ledger) <= 129
+        assert len(ledger) <= MAX_ENTRIES
     ledger.acknowledged(in_flight[-1:])
     assert len(ledger) == 0 and ledger.containers() == {}
